@@ -1,0 +1,46 @@
+# Set-up happens on first use: every target creates what it needs.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PY312 := $(shell ls -d /root/.pyenv/versions/3.12*/bin 2>/dev/null | head -1)
+
+.PHONY: venv run test test-fast lint validate build bench keygen clean
+
+$(STAMP): requirements-dev.txt layers/mail_proxy/requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP) ## the whole application locally: API on 127.0.0.1:8000, SMTP sink on 127.0.0.1:2525
+	exec $(BIN)/python -m local $(ARGS)
+
+test: $(STAMP) ## every test (unit, integration against moto, end-to-end through the local stack)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy layers/mail_proxy/mail_proxy local
+
+validate: ## sam validate --lint (SAM CLI lives in its own virtualenv)
+	bash scripts/sam-venv.sh
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --lint --region us-east-1
+
+build: ## sam build for arm64 / python3.12
+	bash scripts/sam-venv.sh
+	PATH="$(PY312):$$PATH" AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --region us-east-1
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+keygen: $(STAMP) ## print a new base64 encryption key
+	@PYTHONPATH=layers/mail_proxy $(BIN)/python -m mail_proxy keygen
+
+clean:
+	rm -rf .aws-sam .local-stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""SMTP accounts of a tenant. The password is encrypted before it reaches the table and never returned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mail_proxy import audit, clock
+from mail_proxy.domain import AccountCreate, AccountView
+from mail_proxy.errors import NotFoundError
+from mail_proxy.principal import Principal
+from mail_proxy.repository import MailRepository
+from mail_proxy.secrets_config import encrypt
+
+
+def password_context(tenant_id: str, account_id: str) -> str:
+    """Associated data binding a ciphertext to its tenant and account."""
+    return f"tenant:{tenant_id}:account:{account_id}:password"
+
+
+def account_view(item: dict[str, Any]) -> AccountView:
+    return AccountView(
+        id=item["id"], tenant_id=item["tenant_id"], host=item["host"], port=item["port"], user=item.get("user"),
+        tls=item.get("tls", "starttls"), limit_per_minute=item.get("limit_per_minute"),
+        limit_per_hour=item.get("limit_per_hour"), limit_per_day=item.get("limit_per_day"),
+        limit_behavior=item.get("limit_behavior", "defer"), has_password=bool(item.get("password")),
+        created_at=item.get("created_at"), updated_at=item.get("updated_at"),
+    )
+
+
+class AccountAdmin:
+    def __init__(self, repo: MailRepository) -> None:
+        self.repo = repo
+
+    def put(self, principal: Principal, request: AccountCreate) -> bool:
+        tenant_id = principal.require_tenant(request.tenant_id)
+        self.repo.require_tenant(tenant_id)
+        now = clock.now_iso()
+        existing = self.repo.get_account(tenant_id, request.id)
+        item = {
+            "id": request.id,
+            "tenant_id": tenant_id,
+            "host": request.host,
+            "port": request.port,
+            "user": request.user,
+            "password": encrypt(request.password, context=password_context(tenant_id, request.id))
+            if request.password is not None else None,
+            "tls": request.tls_mode(),
+            "limit_per_minute": request.limit_per_minute or None,
+            "limit_per_hour": request.limit_per_hour or None,
+            "limit_per_day": request.limit_per_day or None,
+            "limit_behavior": request.limit_behavior,
+            "created_at": existing.get("created_at", now) if existing else now,
+            "updated_at": now,
+        }
+        replaced = self.repo.put_account(tenant_id, item)
+        verb = "replaced" if replaced else "created"
+        audit.record(self.repo, command="add_account", tenant_id=tenant_id,
+                     payload=request.model_dump(exclude_none=True),
+                     message=f"Account '{request.id}' {verb} for tenant '{tenant_id}'", status=201)
+        return replaced
+
+    def list(self, principal: Principal, tenant_id: str | None) -> list[AccountView]:
+        tid = principal.require_tenant(tenant_id)
+        return [account_view(a) for a in self.repo.list_accounts(tid)]
+
+    def get(self, principal: Principal, account_id: str, tenant_id: str | None) -> AccountView:
+        tid = principal.require_tenant(tenant_id)
+        item = self.repo.get_account(tid, account_id)
+        if item is None:
+            raise NotFoundError(f"account '{account_id}' not found")
+        return account_view(item)
+
+    def delete(self, principal: Principal, account_id: str, tenant_id: str | None) -> None:
+        tid = principal.require_tenant(tenant_id)
+        self.repo.delete_account(tid, account_id)
+        audit.record(self.repo, command="delete_account", tenant_id=tid, payload={"id": account_id},
+                     message=f"Account '{account_id}' deleted for tenant '{tid}'")

@@ -1,0 +1,33 @@
+"""Audit trail: a structured log line for people and a command-log item for the API, never a secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mail_proxy.observability import logger
+from mail_proxy.repository import MailRepository
+
+SECRET_FIELDS = frozenset({"password", "token", "api_key", "client_auth", "imap_password", "signing_secret"})
+
+
+def redact(value: Any) -> Any:
+    """A copy of a payload fit for logs: secret fields masked, bodies and long lists summarised."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if k in SECRET_FIELDS and v is not None:
+                out[k] = {"method": v.get("method")} if k == "client_auth" and isinstance(v, dict) else "***"
+            elif k == "messages" and isinstance(v, list):
+                out[k] = {"count": len(v), "ids": [m.get("id") for m in v[:50] if isinstance(m, dict)]}
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(value, list):
+        return [redact(v) for v in value[:100]]
+    return value
+
+
+def record(repo: MailRepository, *, command: str, tenant_id: str | None, payload: dict[str, Any],
+           message: str, outcome: str = "ok", status: int = 200, **extra: Any) -> None:
+    logger.info(message, extra={"audit": True, "command": command, "tenant_id": tenant_id, **extra})
+    repo.log_command(tenant_id, command, redact(payload), outcome, status)

@@ -1,0 +1,428 @@
+"""Domain models and rules of tenants, accounts and messages (pure: no AWS, no I/O).
+
+Input models forbid unknown fields: a typo such as ``defered_ts`` must be an error, not a message sent
+at once.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mail_proxy.addresses import AddressError, check_header_value, parse_address_list, parse_mailbox
+
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@+-]{1,128}$"
+MESSAGE_ID_PATTERN = r"^[!-~]{1,128}$"  # printable ASCII, no spaces: it travels in X-Mail-Proxy-ID
+BATCH_CODE_PATTERN = r"^[!-~]{1,64}$"
+MAX_MESSAGES_PER_CALL = 1000
+SMTP_PORT_BLOCKED_IN_LAMBDA = 25
+
+TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")]
+AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
+MessageId = Annotated[str, Field(pattern=MESSAGE_ID_PATTERN, description="1-128 printable characters")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    TENANT = "tenant"
+    ANONYMOUS = "anonymous"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    DEFERRED = "deferred"
+    SENDING = "sending"
+    SENT = "sent"
+    ERROR = "error"
+    BOUNCED = "bounced"
+
+
+WAITING_STATUSES = frozenset({MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.SENDING})
+FINAL_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.ERROR, MessageStatus.BOUNCED})
+PRIORITY_LABELS = {"immediate": 0, "high": 1, "medium": 2, "low": 3}
+DEFAULT_PRIORITY = 2
+
+
+def normalise_priority(value: object, default: int = DEFAULT_PRIORITY) -> int:
+    """0-3 or a label; anything else is an error (not silently clamped)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ValueError("priority must be 0-3 or one of immediate, high, medium, low")
+    if isinstance(value, int) and 0 <= value <= 3:
+        return value
+    if isinstance(value, str) and value.strip().lower() in PRIORITY_LABELS:
+        return PRIORITY_LABELS[value.strip().lower()]
+    if isinstance(value, str) and value.strip() in {"0", "1", "2", "3"}:
+        return int(value.strip())
+    raise ValueError(f"priority {value!r} is not 0-3 or one of immediate, high, medium, low")
+
+
+def _no_control(value: str | None, field: str) -> str | None:
+    if value is not None:
+        try:
+            check_header_value(value, field=field)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
+def _url(value: str | None, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    _no_control(value, field)
+    if not re.match(r"^https?://[^\s/?#]+", value):
+        raise ValueError(f"{field} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+# --------------------------------------------------------------------------------------------- tenants
+
+
+class ClientAuth(Strict):
+    """How the proxy authenticates to the tenant's application (reports, attachment endpoint)."""
+
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: str | None = Field(default=None, max_length=4096)
+    user: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClientAuth:
+        if self.method == "bearer" and not self.token:
+            raise ValueError("client_auth method 'bearer' needs a token")
+        if self.method == "basic" and (not self.user or self.password is None):
+            raise ValueError("client_auth method 'basic' needs user and password")
+        for name in ("token", "user", "password"):
+            _no_control(getattr(self, name), f"client_auth.{name}")
+        return self
+
+
+class RateLimits(Strict):
+    per_minute: int | None = Field(default=None, ge=0)
+    per_hour: int | None = Field(default=None, ge=0)
+    per_day: int | None = Field(default=None, ge=0)
+
+
+class TenantFields(Strict):
+    name: str | None = Field(default=None, max_length=200)
+    client_base_url: str | None = Field(default=None, max_length=2048)
+    client_sync_path: str | None = Field(default=None, max_length=512)
+    client_attachment_path: str | None = Field(default=None, max_length=512)
+    client_auth: ClientAuth | None = None
+    rate_limits: RateLimits | None = None
+    active: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return _no_control(v, "name")
+
+    @field_validator("client_base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return _url(v, "client_base_url")
+
+    @field_validator("client_sync_path", "client_attachment_path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _no_control(v, "path")
+        if not v.startswith("/"):
+            raise ValueError("paths must start with '/'")
+        return v
+
+
+class TenantCreate(TenantFields):
+    tenant_id: TenantId
+    token: str | None = Field(default=None, min_length=16, max_length=256, description="the tenant's API token")
+    active: bool | None = True
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and (v.strip() != v or _no_control(v, "token") is None or " " in v):
+            raise ValueError("token must not contain spaces or control characters")
+        return v
+
+
+class TenantUpdate(TenantFields):
+    """Any tenant field but ``tenant_id`` (and the token: use the api-key routes)."""
+
+
+class ClientAuthView(BaseModel):
+    method: str
+    user: str | None = None
+    has_token: bool = False
+    has_password: bool = False
+
+
+class TenantView(BaseModel):
+    tenant_id: str
+    name: str | None = None
+    active: bool = True
+    client_base_url: str | None = None
+    client_sync_path: str = "/mail-proxy/sync"
+    client_attachment_path: str = "/mail-proxy/attachments"
+    client_auth: ClientAuthView | None = None
+    rate_limits: RateLimits | None = None
+    suspended_batches: list[str] = Field(default_factory=list)
+    has_api_key: bool = False
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+# -------------------------------------------------------------------------------------------- accounts
+
+
+class AccountCreate(Strict):
+    id: AccountId
+    tenant_id: TenantId | None = None
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    user: str | None = Field(default=None, max_length=320)
+    password: str | None = Field(default=None, max_length=1024)
+    tls: Literal["none", "starttls", "ssl"] | None = None
+    limit_per_minute: int | None = Field(default=None, ge=0)
+    limit_per_hour: int | None = Field(default=None, ge=0)
+    limit_per_day: int | None = Field(default=None, ge=0)
+    limit_behavior: Literal["defer", "reject"] = "defer"
+    # Accepted for compatibility with genro-mail-proxy clients:
+    use_tls: bool | None = Field(default=None, description="legacy: true → ssl on 465 else starttls")
+    ttl: int | None = Field(default=None, description="legacy, ignored")
+    batch_size: int | None = Field(default=None, ge=1, le=1000, description="legacy, ignored")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$", v):
+            raise ValueError("host must be a host name or an IP address")
+        return v
+
+    @field_validator("user", "password")
+    @classmethod
+    def _no_crlf(cls, v: str | None) -> str | None:
+        return _no_control(v, "credentials")
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if v == SMTP_PORT_BLOCKED_IN_LAMBDA:
+            raise ValueError(
+                "port 25 is blocked for outbound traffic from AWS Lambda; use 587 (tls 'starttls') "
+                "or 465 (tls 'ssl')"
+            )
+        return v
+
+    def tls_mode(self) -> str:
+        if self.tls is not None:
+            return self.tls
+        if self.use_tls is False:
+            return "none"
+        if self.use_tls is True or self.port == 465:
+            return "ssl" if self.port == 465 else "starttls"
+        return "starttls"
+
+
+class AccountView(BaseModel):
+    id: str
+    tenant_id: str
+    host: str
+    port: int
+    user: str | None = None
+    tls: str
+    limit_per_minute: int | None = None
+    limit_per_hour: int | None = None
+    limit_per_day: int | None = None
+    limit_behavior: str = "defer"
+    has_password: bool = False
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+# -------------------------------------------------------------------------------------------- messages
+
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "X-Mail-Proxy-ID",
+        "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "Return-Path", "Sender",
+    )
+)
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+
+
+class Attachment(Strict):
+    filename: str = Field(min_length=1, max_length=255)
+    storage_path: str = Field(min_length=1)
+    fetch_mode: Literal["base64", "http_url", "s3", "endpoint"] | None = None
+    mime_type: str | None = Field(default=None, max_length=255)
+    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+
+    @field_validator("filename", "mime_type")
+    @classmethod
+    def _clean(cls, v: str | None) -> str | None:
+        return _no_control(v, "attachment")
+
+
+class MessageIn(Strict):
+    """One message of ``add-messages``, validated on its own so one bad message never sinks the batch."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: MessageId
+    tenant_id: TenantId | None = None
+    account_id: AccountId
+    from_: str = Field(alias="from")
+    to: list[str]
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = None
+    return_path: str | None = None
+    subject: str = Field(min_length=1, max_length=998)
+    body: str = ""
+    content_type: Literal["plain", "html"] = "plain"
+    html_body: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    message_id: str | None = Field(default=None, max_length=998)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    priority: int | str | None = None
+    deferred_ts: int | None = Field(default=None, ge=0)
+    batch_code: str | None = Field(default=None, pattern=BATCH_CODE_PATTERN)
+
+    @field_validator("from_", "return_path", mode="before")
+    @classmethod
+    def _mailbox(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, str):
+            raise ValueError("must be a string")
+        field = "from" if info.field_name == "from_" else info.field_name
+        try:
+            return parse_mailbox(v, field=field)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
+    @classmethod
+    def _address_list(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return [] if info.field_name != "reply_to" else None
+        if not isinstance(v, str | list):
+            raise ValueError("must be a list of addresses or a comma-separated string")
+        try:
+            parsed = parse_address_list(v, field=info.field_name)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from exc
+        if info.field_name == "reply_to":
+            return ", ".join(parsed) or None
+        return parsed
+
+    @field_validator("to")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one recipient is required")
+        return v
+
+    @field_validator("subject", "message_id")
+    @classmethod
+    def _header(cls, v: str | None, info: Any) -> str | None:
+        return _no_control(v, info.field_name)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid header field name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the proxy from the message fields")
+            _no_control(value, f"header {name}")
+        return v
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        return normalise_priority(v)
+
+    @field_validator("deferred_ts", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (v is not None and not isinstance(v, int)):
+            if isinstance(v, float) and v.is_integer():
+                return int(v)
+            raise ValueError("deferred_ts must be unix seconds (an integer)")
+        return v
+
+    def payload(self) -> dict[str, Any]:
+        """The submitted fields as stored and shown back (``from``, not ``from_``)."""
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude={"tenant_id", "priority"})
+        for empty in ("cc", "bcc", "headers", "attachments"):
+            if not data.get(empty):
+                data.pop(empty, None)
+        return data
+
+
+_PATTERN_HINTS = {
+    "id": "must be 1-128 printable characters without spaces",
+    "account_id": "must be 1-128 characters of letters, digits and _.@+-",
+    "tenant_id": "must be 1-64 characters of letters, digits, _ and -",
+    "batch_code": "must be 1-64 printable characters without spaces",
+}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line for a rejected message: ``to: 'x' is not a valid e-mail address``."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if p != "from_") or "message"
+        if err["loc"] and err["loc"][0] == "from_":
+            loc = "from" + (("." + ".".join(str(p) for p in err["loc"][1:])) if len(err["loc"]) > 1 else "")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = _PATTERN_HINTS.get(loc, msg)
+        parts.append(msg if msg.startswith(loc) else f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+class HistoryEvent(BaseModel):
+    event_id: str
+    event_type: str
+    event_ts: int
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    reported_ts: int | None = None
+
+
+class MessageRecord(BaseModel):
+    id: str
+    tenant_id: str
+    account_id: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    batch_code: str | None = None
+    status: MessageStatus
+    deferred_ts: int | None = None
+    sent_ts: int | None = None
+    error_ts: int | None = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+    message: dict[str, Any] | None = None
+    history: list[HistoryEvent] | None = None

@@ -1,0 +1,487 @@
+"""The management API: routes of the HTTP contract (DESIGN.md), validated by Powertools and pydantic.
+
+Domain errors become HTTP answers here and nowhere else. Every error body is ``{"detail": ...}``; a
+client error is never a 500, and a validation error never echoes the submitted values (they may be
+passwords).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from mail_proxy.accounts import AccountAdmin
+from mail_proxy.authorization import principal_from_context
+from mail_proxy.domain import (
+    MAX_MESSAGES_PER_CALL,
+    AccountCreate,
+    AccountView,
+    MessageRecord,
+    MessageStatus,
+    TenantCreate,
+    TenantUpdate,
+    TenantView,
+)
+from mail_proxy.errors import (
+    ConfigurationError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    MailProxyError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ThrottledError,
+    UnauthorizedError,
+)
+from mail_proxy.messages import MessageDesk
+from mail_proxy.observability import logger
+from mail_proxy.principal import Principal
+from mail_proxy.repository import MailRepository
+from mail_proxy.send_queue import SendQueue
+from mail_proxy.settings import get_settings
+from mail_proxy.submission import MessageSubmission
+from mail_proxy.tenants import TenantAdmin
+
+API_TITLE = "Mail proxy"
+API_VERSION = "1.0.0"
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+app = APIGatewayHttpResolver(enable_validation=True)
+
+
+# --------------------------------------------------------------------------------------------- wiring
+
+
+class Services:
+    """The use cases, built once per container from the settings."""
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        self.repo = MailRepository(settings.table_name)
+        self.queue = SendQueue(settings.send_queue_urls)
+        self.tenants = TenantAdmin(self.repo)
+        self.accounts = AccountAdmin(self.repo)
+        self.submission = MessageSubmission(self.repo, self.queue)
+        self.messages = MessageDesk(self.repo, self.queue)
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    return Services()
+
+
+def reset_services() -> None:
+    services.cache_clear()
+    _idempotent_add_messages.cache_clear()
+
+
+def principal() -> Principal:
+    authorizer = app.current_event.request_context.authorizer
+    context = authorizer.get_lambda if authorizer is not None else None
+    who = principal_from_context(context)
+    if who.tenant_id:
+        logger.append_keys(tenant_id=who.tenant_id)
+    return who
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+_STATUS = {
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLargeError: 413,
+    InvalidInputError: 422,
+    ThrottledError: 429,
+}
+
+
+def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps({"detail": detail}), headers=headers)
+
+
+@app.exception_handler(MailProxyError)
+def _domain_error(exc: MailProxyError) -> Response:
+    for cls, status in _STATUS.items():
+        if isinstance(exc, cls):
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ThrottledError) else None
+            return error_response(status, exc.detail, headers)
+    logger.error("unmapped domain error", extra={"error": type(exc).__name__})
+    return error_response(500, "internal error")
+
+
+@app.exception_handler(ConfigurationError)
+def _configuration_error(exc: ConfigurationError) -> Response:
+    logger.error("configuration error", extra={"error": str(exc)})
+    return error_response(500, "service misconfigured; see the function's log")
+
+
+@app.exception_handler(RequestValidationError)
+def _validation_error(exc: RequestValidationError) -> Response:
+    details = []
+    for err in exc.errors():
+        loc = [p for p in err.get("loc", ()) if p != "body"] if len(err.get("loc", ())) > 1 else err.get("loc")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            msg = "request body is not valid JSON"
+        details.append({"loc": list(loc or []), "msg": msg, "type": err.get("type")})
+    return error_response(422, details)
+
+
+@app.not_found
+def _not_found(_exc: Exception) -> Response:
+    return error_response(404, "Not Found")
+
+
+def _body_size_guard(app_: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+    body = app_.current_event.body or ""
+    limit = get_settings().max_body_bytes
+    if len(body) > limit * (4 / 3 if app_.current_event.is_base64_encoded else 1):
+        return error_response(413, f"request body larger than {limit} bytes")
+    return next_middleware(app_)
+
+
+app.use(middlewares=[_body_size_guard])
+
+
+# --------------------------------------------------------------------------------------------- schemas
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class Status(Ok):
+    active: bool = True
+
+
+class TenantCreated(Ok):
+    tenant_id: str
+    api_key: str = Field(description="the tenant's API token; shown only in this answer")
+
+
+class ApiKey(Ok):
+    api_key: str
+
+
+class TenantList(Ok):
+    tenants: list[TenantView]
+
+
+class AccountList(Ok):
+    accounts: list[AccountView]
+
+
+class AddMessagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[Any] = Field(description=f"at most {MAX_MESSAGES_PER_CALL} messages; see MessageIn")
+    default_priority: int | str | None = None
+
+
+class Rejection(BaseModel):
+    id: str | None
+    reason: str
+
+
+class AddMessagesResponse(Ok):
+    queued: int
+    rejected: list[Rejection]
+
+
+class MessageList(Ok):
+    messages: list[MessageRecord]
+    next_cursor: str | None = None
+
+
+class DeleteMessagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[str, Field(max_length=128)]] = Field(max_length=1000)
+
+
+class DeleteMessagesResponse(Ok):
+    removed: int
+    not_found: list[str]
+    unauthorized: list[str]
+
+
+class CleanupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    older_than_seconds: int | None = Field(default=None, ge=0)
+
+
+class CleanupResponse(Ok):
+    removed: int
+
+
+class BatchState(Ok):
+    tenant_id: str
+    batch_code: str | None = None
+    suspended_batches: list[str]
+    pending_messages: int
+
+
+class CommandEntry(BaseModel):
+    id: str
+    command_ts: int
+    command: str
+    tenant_id: str | None = None
+    payload: Any = None
+    outcome: str | None = None
+    response_status: int | None = None
+
+
+class CommandLog(Ok):
+    commands: list[CommandEntry]
+
+
+TenantIdQuery = Annotated[str | None, Query(max_length=64)]
+TenantPath = Annotated[str, Path(max_length=64)]
+
+
+def created(model: BaseModel) -> Response[Any]:
+    return Response(status_code=201, content_type="application/json", body=model)
+
+
+# --------------------------------------------------------------------------------------------- routes
+
+
+@app.get("/health", summary="Liveness; no token needed")
+def health() -> Health:
+    return Health()
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> dict[str, Any]:
+    return dict(json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)))
+
+
+@app.get("/status")
+def status() -> Status:
+    principal().require_authenticated()
+    return Status()
+
+
+@app.post("/tenant", status_code=201)
+def create_tenant(request: TenantCreate) -> Response[TenantCreated]:
+    token = services().tenants.create(principal(), request)
+    return created(TenantCreated(tenant_id=request.tenant_id, api_key=token))
+
+
+@app.get("/tenants")
+def list_tenants(active_only: Annotated[bool, Query()] = False) -> TenantList:
+    return TenantList(tenants=services().tenants.list(principal(), active_only=active_only))
+
+
+@app.get("/tenant/<tenant_id>")
+def get_tenant(tenant_id: TenantPath) -> TenantView:
+    return services().tenants.get(principal(), tenant_id)
+
+
+@app.put("/tenant/<tenant_id>")
+def update_tenant(tenant_id: TenantPath, request: TenantUpdate) -> Ok:
+    services().tenants.update(principal(), tenant_id, request)
+    return Ok()
+
+
+@app.delete("/tenant/<tenant_id>")
+def delete_tenant(tenant_id: TenantPath) -> Ok:
+    services().tenants.delete(principal(), tenant_id)
+    return Ok()
+
+
+@app.post("/tenant/<tenant_id>/api-key")
+def new_api_key(tenant_id: TenantPath) -> ApiKey:
+    return ApiKey(api_key=services().tenants.new_api_key(principal(), tenant_id))
+
+
+@app.delete("/tenant/<tenant_id>/api-key")
+def revoke_api_key(tenant_id: TenantPath) -> Ok:
+    services().tenants.revoke_api_key(principal(), tenant_id)
+    return Ok()
+
+
+@app.post("/account", status_code=201)
+def put_account(request: AccountCreate) -> Response[Ok]:
+    services().accounts.put(principal(), request)
+    return created(Ok())
+
+
+@app.get("/accounts")
+def list_accounts(tenant_id: TenantIdQuery = None) -> AccountList:
+    return AccountList(accounts=services().accounts.list(principal(), tenant_id))
+
+
+@app.get("/account/<account_id>")
+def get_account(account_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> AccountView:
+    return services().accounts.get(principal(), account_id, tenant_id)
+
+
+@app.delete("/account/<account_id>")
+def delete_account(account_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> Ok:
+    services().accounts.delete(principal(), account_id, tenant_id)
+    return Ok()
+
+
+@app.post("/commands/add-messages")
+def add_messages(
+    request: AddMessagesRequest,
+    tenant_id: TenantIdQuery = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
+) -> Response[AddMessagesResponse]:
+    who = principal()
+    who.require_authenticated()
+
+    def submit() -> dict[str, Any]:
+        result = services().submission.add_messages(who, request.messages, request.default_priority, tenant_id)
+        return {"ok": True, "queued": result.queued, "rejected": result.rejected}
+
+    if idempotency_key:
+        answer, replayed = _run_idempotent(who, tenant_id, idempotency_key, request, submit)
+    else:
+        answer, replayed = submit(), False
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(status_code=200, content_type="application/json",
+                    body=AddMessagesResponse.model_validate(answer), headers=headers)
+
+
+@app.get("/messages")
+def list_messages(
+    tenant_id: TenantIdQuery = None,
+    status: Annotated[MessageStatus | None, Query()] = None,
+    active_only: Annotated[bool, Query()] = False,
+    include_history: Annotated[bool, Query()] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> MessageList:
+    records, next_cursor = services().messages.list(
+        principal(), tenant_id, status=status, active_only=active_only, include_history=include_history,
+        limit=limit, cursor=cursor)
+    return MessageList(messages=records, next_cursor=next_cursor)
+
+
+@app.get("/messages/<message_id>")
+def get_message(message_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> MessageRecord:
+    return services().messages.get(principal(), message_id, tenant_id)
+
+
+@app.post("/commands/delete-messages")
+def delete_messages(request: DeleteMessagesRequest, tenant_id: TenantIdQuery = None) -> DeleteMessagesResponse:
+    outcome = services().messages.delete(principal(), tenant_id, request.ids)
+    return DeleteMessagesResponse(**outcome)
+
+
+@app.post("/commands/cleanup-messages")
+def cleanup_messages(request: Annotated[CleanupRequest, Body()], tenant_id: TenantIdQuery = None
+                     ) -> CleanupResponse:
+    older = DEFAULT_RETENTION_SECONDS if request.older_than_seconds is None else request.older_than_seconds
+    return CleanupResponse(removed=services().messages.cleanup(principal(), tenant_id, older))
+
+
+@app.post("/commands/run-now")
+def run_now(tenant_id: TenantIdQuery = None) -> Ok:
+    services().messages.run_now(principal(), tenant_id)
+    return Ok()
+
+
+BatchQuery = Annotated[str | None, Query(max_length=64)]
+
+
+@app.post("/commands/suspend")
+def suspend(tenant_id: TenantIdQuery = None, batch_code: BatchQuery = None) -> BatchState:
+    return BatchState(**services().messages.suspend(principal(), tenant_id, batch_code))
+
+
+@app.post("/commands/activate")
+def activate(tenant_id: TenantIdQuery = None, batch_code: BatchQuery = None) -> BatchState:
+    return BatchState(**services().messages.activate(principal(), tenant_id, batch_code))
+
+
+@app.get("/command-log")
+def command_log(
+    tenant_id: TenantIdQuery = None,
+    since_ts: Annotated[int | None, Query(ge=0)] = None,
+    until_ts: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> CommandLog:
+    principal().require_admin()
+    items = services().repo.list_commands(tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit)
+    entries = []
+    for item in items:
+        try:
+            payload = json.loads(item.get("payload") or "null")
+        except json.JSONDecodeError:
+            payload = item.get("payload")
+        entries.append(CommandEntry(id=item["id"], command_ts=item["command_ts"], command=item["command"],
+                                    tenant_id=item.get("tenant_id"), payload=payload,
+                                    outcome=item.get("outcome"), response_status=item.get("response_status")))
+    return CommandLog(commands=entries)
+
+
+# --------------------------------------------------------------------------------------------- idempotency
+
+
+@lru_cache(maxsize=1)
+def _idempotent_add_messages() -> Any:
+    """Powertools idempotency around add-messages, keyed by tenant + Idempotency-Key, built lazily."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    table = get_settings().idempotency_table_name
+    if not table:
+        raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set; Idempotency-Key cannot be honoured")
+    config = IdempotencyConfig(
+        event_key_jmespath="[scope, key]",
+        payload_validation_jmespath="body_hash",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_TTL_SECONDS,
+        response_hook=lambda response, _record: {**response, "_replayed": True},
+    )
+    persistence = DynamoDBPersistenceLayer(table_name=table, key_attr="id")
+
+    def run(request: dict[str, Any], submit: Any) -> dict[str, Any]:
+        return dict(submit())
+
+    return config, idempotent_function(data_keyword_argument="request", config=config,
+                                       persistence_store=persistence)(run)
+
+
+def _run_idempotent(who: Principal, tenant_id: str | None, key: str, request: AddMessagesRequest,
+                    submit: Any) -> tuple[dict[str, Any], bool]:
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
+    config, run = _idempotent_add_messages()
+    if app.lambda_context is not None:
+        config.register_lambda_context(app.lambda_context)
+    scope = f"tenant:{who.tenant_id}" if not who.is_admin else f"admin:{tenant_id or '*'}"
+    body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    try:
+        answer = run(request={"scope": scope, "key": key, "body_hash": body_hash}, submit=submit)
+    except IdempotencyValidationError as exc:
+        raise ConflictError("Idempotency-Key was already used with a different request body") from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise ConflictError("a request with this Idempotency-Key is still in progress") from exc
+    replayed = bool(answer.pop("_replayed", False))
+    return answer, replayed

@@ -1,0 +1,161 @@
+"""Reading and managing a tenant's messages: list, show with history, delete, clean up, suspend, run now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mail_proxy import audit, clock
+from mail_proxy.domain import (
+    FINAL_STATUSES,
+    WAITING_STATUSES,
+    HistoryEvent,
+    MessageRecord,
+    MessageStatus,
+)
+from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
+from mail_proxy.principal import Principal
+from mail_proxy.repository import MailRepository
+from mail_proxy.scheduling import ScheduleOutcome, enqueue_due
+from mail_proxy.send_queue import SendQueue
+
+MAX_LIST_LIMIT = 1000
+MAX_DELETE_IDS = 1000
+MAX_PAGES_PER_LISTING = 20
+
+
+def message_record(state: dict[str, Any], payload: dict[str, Any] | None, *, with_history: bool) -> MessageRecord:
+    history = None
+    if with_history:
+        history = [
+            HistoryEvent(event_id=e["event_id"], event_type=e["type"], event_ts=e["ts"],
+                         description=e.get("description"), metadata=e.get("metadata"),
+                         reported_ts=e.get("reported_ts"))
+            for e in state.get("events") or []
+        ]
+    return MessageRecord(
+        id=state["id"], tenant_id=state["tenant_id"], account_id=state.get("account_id"),
+        priority=state.get("priority", 2), batch_code=state.get("batch_code"), status=state["status"],
+        deferred_ts=state.get("deferred_ts"), sent_ts=state.get("sent_ts"), error_ts=state.get("error_ts"),
+        error=state.get("error"), attempts=state.get("attempts", 0), created_at=state.get("created_at"),
+        updated_at=state.get("updated_at"), message=payload, history=history,
+    )
+
+
+def _fully_reported(state: dict[str, Any]) -> bool:
+    return all(e.get("reported_ts") for e in state.get("events") or [])
+
+
+class MessageDesk:
+    def __init__(self, repo: MailRepository, queue: SendQueue) -> None:
+        self.repo = repo
+        self.queue = queue
+
+    def list(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
+             active_only: bool, include_history: bool, limit: int, cursor: str | None
+             ) -> tuple[list[MessageRecord], str | None]:
+        tid = principal.require_tenant(tenant_id)
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        selected: list[dict[str, Any]] = []
+        next_cursor = cursor
+        for _page in range(MAX_PAGES_PER_LISTING):
+            states, next_cursor = self.repo.list_message_states(tid, limit=limit - len(selected),
+                                                                cursor=next_cursor)
+            selected.extend(
+                s for s in states
+                if (status is None or s["status"] == status)
+                and (not active_only or s["status"] in WAITING_STATUSES)
+            )
+            if len(selected) >= limit or not next_cursor:
+                break
+        payloads = self.repo.get_payloads(tid, selected)
+        records = [message_record(s, payloads.get(s["id"]), with_history=include_history) for s in selected]
+        return records, next_cursor
+
+    def get(self, principal: Principal, message_id: str, tenant_id: str | None) -> MessageRecord:
+        tid = principal.require_tenant(tenant_id)
+        found = self.repo.get_message(tid, message_id)
+        if found is None:
+            raise NotFoundError(f"message '{message_id}' not found")
+        state, payload = found
+        return message_record(state, payload, with_history=True)
+
+    def delete(self, principal: Principal, tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
+        tid = principal.require_tenant(tenant_id)
+        if len(ids) > MAX_DELETE_IDS:
+            raise InvalidInputError(f"at most {MAX_DELETE_IDS} ids per call")
+        existing = self.repo.get_states(tid, ids)
+        present = [i for i in dict.fromkeys(ids) if i in existing]
+        removed = self.repo.delete_messages(tid, present)
+        not_found = [i for i in dict.fromkeys(ids) if i not in existing]
+        audit.record(self.repo, command="delete_messages", tenant_id=tid, payload={"ids": ids},
+                     message=f"{removed} messages deleted for tenant '{tid}'")
+        return {"removed": removed, "not_found": not_found, "unauthorized": []}
+
+    def cleanup(self, principal: Principal, tenant_id: str | None, older_than_seconds: int) -> int:
+        """Remove final messages older than the cutoff whose events were all reported.
+
+        A tenant without a report URL has nobody to report to, so its final messages qualify at once.
+        """
+        tid = principal.require_tenant(tenant_id)
+        tenant = self.repo.require_tenant(tid)
+        reports_on = bool(tenant.get("client_base_url"))
+        cutoff = clock.now_ts() - older_than_seconds
+        doomed: list[str] = []
+        cursor = None
+        while True:
+            states, cursor = self.repo.list_message_states(tid, limit=500, cursor=cursor)
+            for s in states:
+                final_ts = s.get("sent_ts") or s.get("error_ts") or 0
+                if (s["status"] in FINAL_STATUSES and final_ts <= cutoff
+                        and (not reports_on or _fully_reported(s))):
+                    doomed.append(s["id"])
+            if not cursor:
+                break
+        removed = self.repo.delete_messages(tid, doomed)
+        audit.record(self.repo, command="cleanup_messages", tenant_id=tid,
+                     payload={"older_than_seconds": older_than_seconds},
+                     message=f"cleanup removed {removed} messages for tenant '{tid}'")
+        return removed
+
+    def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        tid = principal.require_tenant(tenant_id)
+        batches = self.repo.change_suspended_batches(tid, add=batch_code or "*")
+        audit.record(self.repo, command="suspend", tenant_id=tid, payload={"batch_code": batch_code},
+                     message=f"Tenant '{tid}' suspended {batch_code or 'all batches'}")
+        return self._batch_state(tid, batches, batch_code)
+
+    def activate(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        tid = principal.require_tenant(tenant_id)
+        tenant = self.repo.require_tenant(tid)
+        current = set(tenant.get("suspended_batches") or [])
+        if batch_code is None:
+            batches = self.repo.change_suspended_batches(tid, clear=True)
+        elif "*" in current:
+            raise ConflictError("every batch is suspended; activate all batches (no batch_code) first")
+        else:
+            batches = self.repo.change_suspended_batches(tid, remove=batch_code)
+        audit.record(self.repo, command="activate", tenant_id=tid, payload={"batch_code": batch_code},
+                     message=f"Tenant '{tid}' activated {batch_code or 'all batches'}")
+        enqueue_due(self.repo, self.queue, self.repo.require_tenant(tid))
+        return self._batch_state(tid, batches, batch_code)
+
+    def run_now(self, principal: Principal, tenant_id: str | None) -> ScheduleOutcome:
+        tid = principal.tenant_scope(tenant_id, admin_may_omit=True)
+        tenants = [self.repo.require_tenant(tid)] if tid else self.repo.list_tenants()
+        total = ScheduleOutcome()
+        for tenant in tenants:
+            outcome = enqueue_due(self.repo, self.queue, tenant)
+            total.queued += outcome.queued
+            total.skipped_suspended += outcome.skipped_suspended
+        audit.record(self.repo, command="run_now", tenant_id=tid, payload={},
+                     message=f"run-now queued {total.queued} messages", queued=total.queued)
+        return total
+
+    def _batch_state(self, tenant_id: str, batches: list[str], batch_code: str | None) -> dict[str, Any]:
+        waiting_ids = [mid for _, mid in self.repo.waiting_message_keys(tenant_id)]
+        if batch_code is not None and waiting_ids:
+            states = self.repo.get_states(tenant_id, waiting_ids)
+            waiting_ids = [m for m in waiting_ids if states.get(m, {}).get("batch_code") == batch_code]
+        return {"tenant_id": tenant_id, "batch_code": batch_code, "suspended_batches": sorted(batches),
+                "pending_messages": len(waiting_ids)}

@@ -1,0 +1,583 @@
+"""The DynamoDB repository: the only module that knows keys and item shapes.
+
+Every partition key starts with ``TENANT#<tenant id>``, so every read is scoped to one tenant by
+construction (and IAM ``dynamodb:LeadingKeys`` could enforce it). Items:
+
+- tenant ``TENANT#t / #TENANT`` (listed through ``ByTenant`` with ``gsi1pk=TENANTS``; found by token
+  through the sparse ``ByToken`` index on ``token_hash``)
+- account ``TENANT#t / ACCOUNT#<id>``
+- message ``TENANT#t#MSG#<id>``: a small ``STATE`` item (status, attempts, lease, events) that every
+  transition rewrites, and an immutable ``PAYLOAD#<version>`` item with the submitted fields, so updates
+  stay cheap. Listed through ``ByTenant`` (``gsi1pk=TENANT#t#MSG``); waiting messages carry ``due_pk/due_sk``
+  (sparse ``Due`` index) so the scheduler finds due, deferred and stale ones without scanning.
+- command log ``TENANT#t#LOG / <ms>#<uuid>`` (all tenants through ``ByTenant`` with ``gsi1pk=COMMANDS``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from mail_proxy import clock
+from mail_proxy.aws_clients import client
+from mail_proxy.domain import MessageStatus
+from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError, ThrottledError
+
+TENANT_SK = "#TENANT"
+STATE_SK = "STATE"
+PAYLOAD_PREFIX = "PAYLOAD#"
+ACCOUNT_PREFIX = "ACCOUNT#"
+TENANTS_GSI1 = "TENANTS"
+COMMANDS_GSI1 = "COMMANDS"
+PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
+COMMAND_LOG_TTL_SECONDS = 400 * 24 * 3600
+REPLACEABLE_STATUSES = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.ERROR)
+_THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def tenant_pk(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}"
+
+
+def message_pk(tenant_id: str, message_id: str) -> str:
+    return f"TENANT#{tenant_id}#MSG#{message_id}"
+
+
+def due_pk(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}#DUE"
+
+
+def due_sk(due_ts: int, message_id: str) -> str:
+    return f"{max(due_ts, 0):010d}#{message_id}"
+
+
+def _marshal(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_from_dynamo(v) for v in value)
+    return value
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    plain = {k: v["S"] for k, v in last_key.items()}
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str | None, *, expected_gsi1pk: str) -> dict[str, Any] | None:
+    """Cursors are opaque to clients; one made for another tenant's listing is refused."""
+    if not cursor:
+        return None
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("cursor is malformed") from exc
+    if not isinstance(plain, dict) or plain.get("gsi1pk") != expected_gsi1pk:
+        raise InvalidInputError("cursor does not belong to this listing")
+    if set(plain) != {"pk", "sk", "gsi1pk", "gsi1sk"} or not all(isinstance(v, str) for v in plain.values()):
+        raise InvalidInputError("cursor is malformed")
+    return {k: {"S": v} for k, v in plain.items()}
+
+
+class MailRepository:
+    """Data access for tenants, accounts, messages and the command log."""
+
+    def __init__(self, table_name: str) -> None:
+        self.table = table_name
+
+    @property
+    def ddb(self) -> Any:
+        return client("dynamodb")
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.ddb, operation)(TableName=self.table, **kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in _THROTTLE_CODES:
+                raise ThrottledError("the table is busy, retry shortly", retry_after=2) from exc
+            raise
+
+    # ------------------------------------------------------------------------------------- tenants
+
+    def create_tenant(self, tenant: dict[str, Any], token_hash: str | None) -> None:
+        tid = tenant["tenant_id"]
+        item = {
+            **tenant,
+            "pk": tenant_pk(tid),
+            "sk": TENANT_SK,
+            "gsi1pk": TENANTS_GSI1,
+            "gsi1sk": tid,
+            "token_hash": token_hash,
+        }
+        try:
+            self._call("put_item", Item=_marshal(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConflictError(f"tenant '{tid}' already exists") from exc
+            raise
+
+    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), ConsistentRead=True)
+        return _unmarshal(resp["Item"]) if "Item" in resp else None
+
+    def require_tenant(self, tenant_id: str) -> dict[str, Any]:
+        tenant = self.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFoundError(f"tenant '{tenant_id}' not found")
+        return tenant
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        keys = [
+            (k["pk"]["S"], k["sk"]["S"])
+            for k in self._query_keys("ByTenant", "gsi1pk", TENANTS_GSI1, limit=None)[0]
+        ]
+        items = self._batch_get(keys)
+        return sorted(items, key=lambda t: t["tenant_id"])
+
+    def update_tenant(self, tenant_id: str, changes: dict[str, Any], removals: Sequence[str] = ()) -> None:
+        sets = {**changes, "updated_at": clock.now_iso()}
+        names = {f"#f{i}": k for i, k in enumerate(sets)}
+        values = {f":v{i}": _serializer.serialize(_to_dynamo(v)) for i, v in enumerate(sets.values())}
+        expr = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(sets)))
+        if removals:
+            offset = len(sets)
+            names.update({f"#f{offset + i}": k for i, k in enumerate(removals)})
+            expr += " REMOVE " + ", ".join(f"#f{offset + i}" for i in range(len(removals)))
+        try:
+            self._call(
+                "update_item",
+                Key=_key(tenant_pk(tenant_id), TENANT_SK),
+                UpdateExpression=expr,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFoundError(f"tenant '{tenant_id}' not found") from exc
+            raise
+
+    def set_token_hash(self, tenant_id: str, token_hash: str | None) -> None:
+        if token_hash:
+            self.update_tenant(tenant_id, {"token_hash": token_hash})
+        else:
+            self.update_tenant(tenant_id, {}, removals=["token_hash"])
+
+    def find_tenant_id_by_token_hash(self, token_hash: str) -> str | None:
+        resp = self._call(
+            "query",
+            IndexName="ByToken",
+            KeyConditionExpression="token_hash = :h",
+            ExpressionAttributeValues={":h": {"S": token_hash}},
+            Limit=2,
+        )
+        for item in resp.get("Items", []):
+            pk = item["pk"]["S"]
+            if item["sk"]["S"] == TENANT_SK and pk.startswith("TENANT#"):
+                return pk.removeprefix("TENANT#")
+        return None
+
+    def change_suspended_batches(self, tenant_id: str, *, add: str | None = None, remove: str | None = None,
+                                 clear: bool = False) -> list[str]:
+        """Atomic set arithmetic on the tenant's suspended batch codes (``*`` means every batch)."""
+        names = {"#s": "suspended_batches", "#u": "updated_at"}
+        values: dict[str, Any] = {":u": {"S": clock.now_iso()}}
+        if clear:
+            expr = "SET #u = :u REMOVE #s"
+        elif add is not None:
+            expr = "SET #u = :u ADD #s :b"
+            values[":b"] = {"SS": [add]}
+        elif remove is not None:
+            expr = "SET #u = :u DELETE #s :b"
+            values[":b"] = {"SS": [remove]}
+        else:
+            raise ValueError("nothing to change")
+        try:
+            resp = self._call(
+                "update_item",
+                Key=_key(tenant_pk(tenant_id), TENANT_SK),
+                UpdateExpression=expr,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFoundError(f"tenant '{tenant_id}' not found") from exc
+            raise
+        return list(_unmarshal(resp["Attributes"]).get("suspended_batches", []))
+
+    def delete_tenant(self, tenant_id: str) -> int:
+        """Remove the tenant, its accounts and its messages; the command log stays as an audit trail."""
+        self.require_tenant(tenant_id)
+        keys: list[tuple[str, str]] = []
+        for page in self._paginate_query(
+            KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": tenant_pk(tenant_id)}},
+            ProjectionExpression="pk, sk",
+        ):
+            keys.extend((i["pk"]["S"], i["sk"]["S"]) for i in page)
+        removed = 0
+        cursor = None
+        while True:
+            msg_keys, cursor = self._query_keys("ByTenant", "gsi1pk", f"TENANT#{tenant_id}#MSG",
+                                                 limit=500, start=cursor)
+            ids = [k["pk"]["S"].split("#MSG#", 1)[1] for k in msg_keys]
+            removed += self.delete_messages(tenant_id, ids)
+            if not cursor:
+                break
+        # the tenant item last, so a failure half-way can be retried with the same call
+        keys.sort(key=lambda k: k[1] == TENANT_SK)
+        self._batch_delete(keys)
+        return removed
+
+    # ------------------------------------------------------------------------------------ accounts
+
+    def put_account(self, tenant_id: str, account: dict[str, Any]) -> bool:
+        """Create or replace; returns True if an account with that id existed."""
+        item = {**account, "pk": tenant_pk(tenant_id), "sk": ACCOUNT_PREFIX + account["id"]}
+        resp = self._call("put_item", Item=_marshal(item), ReturnValues="ALL_OLD")
+        return "Attributes" in resp
+
+    def get_account(self, tenant_id: str, account_id: str) -> dict[str, Any] | None:
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), ACCOUNT_PREFIX + account_id),
+                          ConsistentRead=True)
+        return _unmarshal(resp["Item"]) if "Item" in resp else None
+
+    def list_accounts(self, tenant_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self._paginate_query(
+            KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
+            ExpressionAttributeValues={":p": {"S": tenant_pk(tenant_id)}, ":a": {"S": ACCOUNT_PREFIX}},
+            ConsistentRead=True,
+        ):
+            items.extend(_unmarshal(i) for i in page)
+        return items
+
+    def delete_account(self, tenant_id: str, account_id: str) -> None:
+        try:
+            self._call("delete_item", Key=_key(tenant_pk(tenant_id), ACCOUNT_PREFIX + account_id),
+                       ConditionExpression="attribute_exists(pk)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFoundError(f"account '{account_id}' not found") from exc
+            raise
+
+    # ------------------------------------------------------------------------------------ messages
+
+    def get_states(self, tenant_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = [(message_pk(tenant_id, mid), STATE_SK) for mid in dict.fromkeys(message_ids)]
+        return {item["id"]: item for item in self._batch_get(keys)}
+
+    def put_message(self, tenant_id: str, state: dict[str, Any], payload: dict[str, Any],
+                    replace_old_payload: str | None = None) -> bool:
+        """Store a new message, or replace one that is still waiting (or failed).
+
+        The payload goes first under a fresh version key (never overwriting anything), then the state is
+        written on condition that no message exists or the existing one is replaceable: so a message being
+        sent or already sent is never touched. Returns False when the condition failed.
+        """
+        mid = state["id"]
+        pk = message_pk(tenant_id, mid)
+        version = uuid.uuid4().hex[:12]
+        payload_item = {
+            "pk": pk,
+            "sk": PAYLOAD_PREFIX + version,
+            "payload": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+            "expires_at": max(state.get("deferred_ts") or 0, clock.now_ts()) + PAYLOAD_TTL_SECONDS,
+        }
+        self._call("put_item", Item=_marshal(payload_item))
+        state = dict(state)
+        due_ts = state.pop("due_ts", None)
+        state_item = {
+            **state,
+            "due_pk": due_pk(tenant_id) if due_ts is not None else None,
+            "due_sk": due_sk(due_ts, mid) if due_ts is not None else None,
+            "pk": pk,
+            "sk": STATE_SK,
+            "tenant_id": tenant_id,
+            "payload_version": version,
+            "gsi1pk": f"TENANT#{tenant_id}#MSG",
+            "gsi1sk": f"{state['created_ms']:013d}#{mid}",
+        }
+        try:
+            self._call(
+                "put_item",
+                Item=_marshal(state_item),
+                ConditionExpression="attribute_not_exists(pk) OR #s IN (:p, :d, :e)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":p": {"S": MessageStatus.PENDING}, ":d": {"S": MessageStatus.DEFERRED},
+                    ":e": {"S": MessageStatus.ERROR},
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            self._batch_delete([(pk, PAYLOAD_PREFIX + version)])
+            return False
+        if replace_old_payload and replace_old_payload != version:
+            self._batch_delete([(pk, PAYLOAD_PREFIX + replace_old_payload)])
+        return True
+
+    def put_messages(self, tenant_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any], str | None]],
+                     workers: int = 16) -> list[bool]:
+        """``put_message`` for many, in parallel: a 1,000-message call must fit the API's time limit."""
+        if len(entries) <= 2:
+            return [self.put_message(tenant_id, s, p, old) for s, p, old in entries]
+        with ThreadPoolExecutor(max_workers=min(workers, len(entries))) as pool:
+            return list(pool.map(lambda e: self.put_message(tenant_id, e[0], e[1], e[2]), entries))
+
+    def get_message(self, tenant_id: str, message_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The state and its payload in one consistent query of the message's partition."""
+        state: dict[str, Any] | None = None
+        payloads: dict[str, dict[str, Any]] = {}
+        for page in self._paginate_query(
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": message_pk(tenant_id, message_id)}},
+            ConsistentRead=True,
+        ):
+            for raw in page:
+                item = _unmarshal(raw)
+                if item["sk"] == STATE_SK:
+                    state = item
+                elif item["sk"].startswith(PAYLOAD_PREFIX):
+                    payloads[item["sk"].removeprefix(PAYLOAD_PREFIX)] = item
+        if state is None:
+            return None
+        payload_item = payloads.get(state.get("payload_version", ""))
+        return state, (json.loads(payload_item["payload"]) if payload_item else None)
+
+    def get_payloads(self, tenant_id: str, states: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        keys = [(message_pk(tenant_id, s["id"]), PAYLOAD_PREFIX + s["payload_version"])
+                for s in states if s.get("payload_version")]
+        result: dict[str, dict[str, Any]] = {}
+        for item in self._batch_get(keys):
+            mid = item["pk"].split("#MSG#", 1)[1]
+            result[mid] = json.loads(item["payload"])
+        return result
+
+    def list_message_states(self, tenant_id: str, *, limit: int, cursor: str | None
+                            ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the tenant's messages, oldest first."""
+        gsi1pk = f"TENANT#{tenant_id}#MSG"
+        start = decode_cursor(cursor, expected_gsi1pk=gsi1pk)
+        keys, last = self._query_keys("ByTenant", "gsi1pk", gsi1pk, limit=limit, start=start)
+        order = [k["pk"]["S"] for k in keys]
+        found = {s["pk"]: s for s in self._batch_get([(pk, STATE_SK) for pk in order])}
+        return [found[pk] for pk in order if pk in found], encode_cursor(last)
+
+    def delete_messages(self, tenant_id: str, message_ids: Iterable[str]) -> int:
+        """Delete every item of each message; returns how many messages existed."""
+        removed = 0
+        keys: list[tuple[str, str]] = []
+        for mid in dict.fromkeys(message_ids):
+            item_keys: list[tuple[str, str]] = []
+            for page in self._paginate_query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": message_pk(tenant_id, mid)}},
+                ProjectionExpression="pk, sk",
+                ConsistentRead=True,
+            ):
+                item_keys.extend((i["pk"]["S"], i["sk"]["S"]) for i in page)
+            if any(sk == STATE_SK for _, sk in item_keys):
+                removed += 1
+            keys.extend(item_keys)
+        self._batch_delete(keys)
+        return removed
+
+    def waiting_message_keys(self, tenant_id: str, *, due_before: int | None = None
+                             ) -> Iterator[tuple[int, str]]:
+        """(due time, message id) of the tenant's waiting messages, earliest first."""
+        cond = "due_pk = :p"
+        values: dict[str, Any] = {":p": {"S": due_pk(tenant_id)}}
+        if due_before is not None:
+            cond += " AND due_sk < :d"
+            values[":d"] = {"S": f"{due_before + 1:010d}"}
+        for page in self._paginate_query(IndexName="Due", KeyConditionExpression=cond,
+                                         ExpressionAttributeValues=values):
+            for item in page:
+                ts, _, mid = item["due_sk"]["S"].partition("#")
+                yield int(ts), mid
+
+    def set_due(self, tenant_id: str, message_id: str, due_ts: int) -> None:
+        """Move a waiting message's next check time (only if it still exists)."""
+        try:
+            self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="SET due_pk = :p, due_sk = :s",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":p": {"S": due_pk(tenant_id)},
+                                           ":s": {"S": due_sk(due_ts, message_id)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def clear_due(self, tenant_id: str, message_id: str) -> None:
+        try:
+            self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="REMOVE due_pk, due_sk",
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    # ------------------------------------------------------------------------------------ command log
+
+    def log_command(self, tenant_id: str | None, command: str, payload: dict[str, Any], outcome: str,
+                    status: int) -> None:
+        now = clock.now()
+        ms = int(now * 1000)
+        scope = tenant_id or "-"
+        entry_id = uuid.uuid4().hex[:16]
+        item = {
+            "pk": f"TENANT#{scope}#LOG",
+            "sk": f"{ms:013d}#{entry_id}",
+            "gsi1pk": COMMANDS_GSI1,
+            "gsi1sk": f"{ms:013d}#{entry_id}",
+            "id": entry_id,
+            "command_ts": int(now),
+            "command": command,
+            "tenant_id": tenant_id,
+            "payload": json.dumps(payload, separators=(",", ":"), default=str)[:8000],
+            "outcome": outcome,
+            "response_status": status,
+            "expires_at": int(now) + COMMAND_LOG_TTL_SECONDS,
+        }
+        self._call("put_item", Item=_marshal(item))
+
+    def list_commands(self, tenant_id: str | None, *, since_ts: int | None, until_ts: int | None,
+                      limit: int) -> list[dict[str, Any]]:
+        low = f"{(since_ts or 0) * 1000:013d}"
+        high = f"{((until_ts if until_ts is not None else 9_999_999_999) + 1) * 1000:013d}"
+        if tenant_id:
+            resp = self._call(
+                "query",
+                KeyConditionExpression="pk = :p AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}#LOG"}, ":lo": {"S": low},
+                                           ":hi": {"S": high}},
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+            items = [_unmarshal(i) for i in resp.get("Items", [])]
+        else:
+            resp = self._call(
+                "query",
+                IndexName="ByTenant",
+                KeyConditionExpression="gsi1pk = :p AND gsi1sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":p": {"S": COMMANDS_GSI1}, ":lo": {"S": low}, ":hi": {"S": high}},
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+            order = [(i["pk"]["S"], i["sk"]["S"]) for i in resp.get("Items", [])]
+            found = {(i["pk"], i["sk"]): i for i in self._batch_get(order)}
+            items = [found[k] for k in order if k in found]
+        return items
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _paginate_query(self, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:
+        start = None
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self._call("query", **kwargs)
+            yield resp.get("Items", [])
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def _query_keys(self, index: str, key_attr: str, value: str, *, limit: int | None,
+                    start: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": f"{key_attr} = :v",
+            "ExpressionAttributeValues": {":v": {"S": value}},
+        }
+        while True:
+            if limit is not None:
+                kwargs["Limit"] = limit - len(items)
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self._call("query", **kwargs)
+            items.extend(resp.get("Items", []))
+            start = resp.get("LastEvaluatedKey")
+            if not start or (limit is not None and len(items) >= limit):
+                return items, start
+
+    def _batch_get(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 100):
+            request: dict[str, Any] = {
+                self.table: {"Keys": [_key(pk, sk) for pk, sk in unique[i : i + 100]], "ConsistentRead": True}
+            }
+            for _attempt in range(10):
+                resp = self.ddb.batch_get_item(RequestItems=request)
+                result.extend(_unmarshal(item) for item in resp.get("Responses", {}).get(self.table, []))
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+        return result
+
+    def _batch_delete(self, keys: Sequence[tuple[str, str]]) -> None:
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 25):
+            request: dict[str, Any] = {
+                self.table: [{"DeleteRequest": {"Key": _key(pk, sk)}} for pk, sk in unique[i : i + 25]]
+            }
+            for _attempt in range(10):
+                resp = self.ddb.batch_write_item(RequestItems=request)
+                request = resp.get("UnprocessedItems") or {}
+                if not request:
+                    break
+            else:
+                raise ThrottledError("the table is busy, retry shortly", retry_after=2)

@@ -1,0 +1,61 @@
+"""Settings read from the environment once per cold start.
+
+A missing required variable is a clear start-up error naming the variable, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+from mail_proxy.errors import ConfigurationError
+
+PRIORITY_LANES = ("immediate", "high", "medium", "low")
+
+
+class Settings(BaseModel):
+    table_name: str
+    idempotency_table_name: str | None = None
+    secret_id: str | None = None
+    send_queue_urls: dict[int, str] = Field(default_factory=dict)
+    max_body_bytes: int = 5 * 1024 * 1024
+    local_mode: bool = False
+    allow_loopback: bool = False
+    stage: str = "dev"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        table = os.environ.get("TABLE_NAME")
+        if not table:
+            raise ConfigurationError("environment variable TABLE_NAME is not set (the DynamoDB table name)")
+        queues: dict[int, str] = {}
+        for priority, lane in enumerate(PRIORITY_LANES):
+            url = os.environ.get(f"SEND_QUEUE_{lane.upper()}_URL")
+            if url:
+                queues[priority] = url
+        return cls(
+            table_name=table,
+            idempotency_table_name=os.environ.get("IDEMPOTENCY_TABLE_NAME") or None,
+            secret_id=os.environ.get("SECRET_ID") or None,
+            send_queue_urls=queues,
+            max_body_bytes=int(os.environ.get("MAX_BODY_BYTES", 5 * 1024 * 1024)),
+            local_mode=_flag("MAIL_PROXY_LOCAL"),
+            allow_loopback=_flag("MAIL_PROXY_ALLOW_LOOPBACK"),
+            stage=os.environ.get("STAGE", "dev"),
+        )
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,214 @@
+"""``add-messages``: validate each message on its own, store it, queue the ones that are due.
+
+Rules (DESIGN.md): an invalid message is rejected with a reason while the others are queued; a rejected
+message that has a usable id is stored as ``error`` (and so reported); a message still waiting is
+replaced; one already sent is rejected with "already sent"; at most 1,000 per call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from mail_proxy import audit, clock
+from mail_proxy.domain import (
+    MAX_MESSAGES_PER_CALL,
+    MESSAGE_ID_PATTERN,
+    MessageIn,
+    MessageStatus,
+    describe_validation_error,
+    normalise_priority,
+)
+from mail_proxy.errors import ForbiddenError, InvalidInputError
+from mail_proxy.principal import Principal
+from mail_proxy.repository import MailRepository
+from mail_proxy.send_queue import SendQueue, new_event_id
+
+MAX_PAYLOAD_BYTES = 350 * 1024
+ENQUEUE_GRACE_SECONDS = 900  # a queued message not claimed by then is queued again by the scheduler
+_ID = re.compile(MESSAGE_ID_PATTERN)
+
+
+@dataclass
+class SubmissionResult:
+    queued: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, message_id: Any, reason: str) -> None:
+        self.rejected.append({"id": message_id if isinstance(message_id, str) else None, "reason": reason})
+
+
+def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
+    suspended = set(tenant.get("suspended_batches") or [])
+    return "*" in suspended or (batch_code is not None and batch_code in suspended)
+
+
+def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
+    """Messages of an inactive tenant or a suspended batch wait; they are not queued."""
+    return bool(tenant.get("active", True)) and not batch_is_suspended(tenant, batch_code)
+
+
+class MessageSubmission:
+    def __init__(self, repo: MailRepository, queue: SendQueue) -> None:
+        self.repo = repo
+        self.queue = queue
+
+    def add_messages(self, principal: Principal, messages: list[Any], default_priority: Any,
+                     tenant_id: str | None = None) -> SubmissionResult:
+        principal.require_authenticated()
+        if len(messages) > MAX_MESSAGES_PER_CALL:
+            raise InvalidInputError(
+                f"too many messages: {len(messages)} in one call, at most {MAX_MESSAGES_PER_CALL}")
+        try:
+            default = normalise_priority(default_priority)
+        except ValueError as exc:
+            raise InvalidInputError(f"default_priority: {exc}") from exc
+        scope = principal.tenant_scope(tenant_id, admin_may_omit=True)
+
+        result = SubmissionResult()
+        by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        foreign = [m.get("id") for m in messages if isinstance(m, dict) and not principal.is_admin
+                   and m.get("tenant_id") not in (None, principal.tenant_id)]
+        if foreign:
+            raise ForbiddenError(f"Token not authorized for the tenant of messages {foreign[:20]}")
+        for raw in messages:
+            if not isinstance(raw, dict):
+                result.reject(None, "each message must be a JSON object")
+                continue
+            owner = raw.get("tenant_id") or scope
+            if not owner:
+                result.reject(raw.get("id"), "tenant_id is required with the admin token")
+            elif scope and owner != scope:
+                result.reject(raw.get("id"), f"tenant_id '{owner}' does not match the request's tenant_id")
+            elif not isinstance(owner, str):
+                result.reject(raw.get("id"), "tenant_id must be a string")
+            else:
+                by_tenant[owner].append(raw)
+
+        for owner, raws in by_tenant.items():
+            self._add_for_tenant(owner, raws, default, result)
+        audit.record(self.repo, command="add_messages", tenant_id=scope,
+                     payload={"messages": messages, "default_priority": default_priority},
+                     message=f"add-messages: {result.queued} queued, {len(result.rejected)} rejected",
+                     queued=result.queued, rejected=len(result.rejected))
+        return result
+
+    def _add_for_tenant(self, tenant_id: str, raws: list[dict[str, Any]], default_priority: int,
+                        result: SubmissionResult) -> None:
+        tenant = self.repo.get_tenant(tenant_id)
+        if tenant is None:
+            for raw in raws:
+                result.reject(raw.get("id"), f"tenant '{tenant_id}' not found")
+            return
+        accounts = {a["id"] for a in self.repo.list_accounts(tenant_id)}
+        ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and _ID.match(r["id"])]
+        existing = self.repo.get_states(tenant_id, ids)
+        now = clock.now_ts()
+        now_ms = int(clock.now() * 1000)
+        seen: set[str] = set()
+        entries: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
+        accepted: list[tuple[dict[str, Any], bool]] = []  # (state, counts as queued)
+
+        for seq, raw in enumerate(raws):
+            raw_id = raw.get("id")
+            usable_id = isinstance(raw_id, str) and bool(_ID.match(raw_id))
+            if usable_id and raw_id in seen:
+                result.reject(raw_id, "duplicate id in this call")
+                continue
+            if usable_id:
+                seen.add(raw_id)
+            old = existing.get(raw_id) if usable_id else None
+            if old is not None and old["status"] in (MessageStatus.SENT, MessageStatus.BOUNCED):
+                result.reject(raw_id, "already sent")
+                continue
+            if old is not None and old["status"] == MessageStatus.SENDING:
+                result.reject(raw_id, "message is being sent")
+                continue
+            reason, message = self._validate(raw, tenant_id, accounts)
+            if reason is None and message is not None:
+                payload = message.payload()
+                if len(json.dumps(payload, ensure_ascii=False).encode()) > MAX_PAYLOAD_BYTES:
+                    reason = f"message too large: at most {MAX_PAYLOAD_BYTES // 1024} KB of fields and bodies"
+            if reason is not None or message is None:
+                result.reject(raw_id, reason or "invalid message")
+                if usable_id:
+                    state = self._error_state(raw, reason or "invalid message", now, now_ms + seq)
+                    entries.append((state, _safe_payload(raw), old.get("payload_version") if old else None))
+                    accepted.append((state, False))
+                continue
+            priority = message.priority if isinstance(message.priority, int) else default_priority
+            deferred = message.deferred_ts is not None and message.deferred_ts > now
+            state = {
+                "id": message.id,
+                "account_id": message.account_id,
+                "priority": priority,
+                "batch_code": message.batch_code,
+                "status": MessageStatus.DEFERRED if deferred else MessageStatus.PENDING,
+                "deferred_ts": message.deferred_ts if deferred else None,
+                "attempts": 0,
+                "events": [],
+                "created_at": clock.now_iso(),
+                "updated_at": clock.now_iso(),
+                "created_ms": now_ms + seq,
+                "due_ts": message.deferred_ts if deferred else now + ENQUEUE_GRACE_SECONDS,
+            }
+            if not deferred and not tenant_is_sending(tenant, message.batch_code):
+                state["due_ts"] = now  # waits for activation; the scheduler skips it while suspended
+            entries.append((state, payload, old.get("payload_version") if old else None))
+            accepted.append((state, True))
+
+        stored = self.repo.put_messages(tenant_id, entries)
+        to_queue: list[tuple[int, str]] = []
+        for (state, counts), ok in zip(accepted, stored, strict=True):
+            if not ok:
+                if counts:
+                    result.reject(state["id"], "already sent")
+                continue
+            if counts:
+                result.queued += 1
+                if state["status"] == MessageStatus.PENDING and tenant_is_sending(tenant, state["batch_code"]):
+                    to_queue.append((state["priority"], state["id"]))
+        to_queue.sort()
+        self.queue.enqueue(tenant_id, to_queue)
+
+    @staticmethod
+    def _validate(raw: dict[str, Any], tenant_id: str, accounts: set[str]) -> tuple[str | None, MessageIn | None]:
+        try:
+            message = MessageIn.model_validate(raw)
+        except ValidationError as exc:
+            return describe_validation_error(exc), None
+        if message.account_id not in accounts:
+            return f"account '{message.account_id}' not found for tenant '{tenant_id}'", None
+        return None, message
+
+    @staticmethod
+    def _error_state(raw: dict[str, Any], reason: str, now: int, created_ms: int) -> dict[str, Any]:
+        account = raw.get("account_id")
+        return {
+            "id": raw["id"],
+            "account_id": account if isinstance(account, str) and len(account) <= 128 else None,
+            "priority": 2,
+            "batch_code": raw.get("batch_code") if isinstance(raw.get("batch_code"), str) else None,
+            "status": MessageStatus.ERROR,
+            "error": f"rejected: {reason}",
+            "error_ts": now,
+            "attempts": 0,
+            "events": [{"event_id": new_event_id(), "type": "error", "ts": now,
+                        "description": f"rejected: {reason}"}],
+            "created_at": clock.now_iso(),
+            "updated_at": clock.now_iso(),
+            "created_ms": created_ms,
+        }
+
+
+def _safe_payload(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a rejected message looked like, bounded in size so the error item always fits."""
+    text = json.dumps(raw, ensure_ascii=False, default=str)
+    if len(text.encode()) <= 64 * 1024:
+        return json.loads(text)
+    return {"id": raw.get("id"), "truncated": True}

@@ -1,0 +1,127 @@
+"""Tenant administration: creation with an API token shown once, updates, deletion, key rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mail_proxy import audit, clock
+from mail_proxy.domain import ClientAuth, ClientAuthView, RateLimits, TenantCreate, TenantUpdate, TenantView
+from mail_proxy.errors import ConflictError
+from mail_proxy.principal import Principal
+from mail_proxy.repository import MailRepository
+from mail_proxy.secrets_config import encrypt
+from mail_proxy.tokens import generate_token, hash_token
+
+DEFAULT_SYNC_PATH = "/mail-proxy/sync"
+DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
+
+
+def client_auth_context(tenant_id: str) -> str:
+    return f"tenant:{tenant_id}:client_auth"
+
+
+def _stored_client_auth(tenant_id: str, auth: ClientAuth) -> dict[str, Any]:
+    """``client_auth`` as stored: the method and user in clear, token and password encrypted."""
+    ctx = client_auth_context(tenant_id)
+    return {
+        "method": auth.method,
+        "user": auth.user,
+        "token": encrypt(auth.token, context=ctx + ":token") if auth.token else None,
+        "password": encrypt(auth.password, context=ctx + ":password") if auth.password is not None else None,
+    }
+
+
+def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict[str, Any]:
+    data = fields.model_dump(exclude_unset=True, exclude={"tenant_id", "token", "client_auth", "rate_limits"})
+    if "client_auth" in fields.model_fields_set:
+        data["client_auth"] = _stored_client_auth(tenant_id, fields.client_auth) if fields.client_auth else None
+    if "rate_limits" in fields.model_fields_set:
+        data["rate_limits"] = fields.rate_limits.model_dump(exclude_none=True) if fields.rate_limits else None
+    return data
+
+
+def tenant_view(item: dict[str, Any]) -> TenantView:
+    auth = item.get("client_auth")
+    return TenantView(
+        tenant_id=item["tenant_id"],
+        name=item.get("name"),
+        active=item.get("active", True),
+        client_base_url=item.get("client_base_url"),
+        client_sync_path=item.get("client_sync_path") or DEFAULT_SYNC_PATH,
+        client_attachment_path=item.get("client_attachment_path") or DEFAULT_ATTACHMENT_PATH,
+        client_auth=ClientAuthView(
+            method=auth.get("method", "none"), user=auth.get("user"),
+            has_token=bool(auth.get("token")), has_password=bool(auth.get("password")),
+        ) if auth else None,
+        rate_limits=RateLimits(**item["rate_limits"]) if item.get("rate_limits") else None,
+        suspended_batches=sorted(item.get("suspended_batches") or []),
+        has_api_key=bool(item.get("token_hash")),
+        created_at=item.get("created_at"),
+        updated_at=item.get("updated_at"),
+    )
+
+
+class TenantAdmin:
+    def __init__(self, repo: MailRepository) -> None:
+        self.repo = repo
+
+    def create(self, principal: Principal, request: TenantCreate) -> str:
+        principal.require_admin()
+        token = request.token or generate_token()
+        now = clock.now_iso()
+        item = {
+            "tenant_id": request.tenant_id,
+            "active": True if request.active is None else request.active,
+            "created_at": now,
+            "updated_at": now,
+            **_fields_to_item(request.tenant_id, request),
+        }
+        item.setdefault("client_sync_path", DEFAULT_SYNC_PATH)
+        self.repo.create_tenant(item, hash_token(token))
+        audit.record(self.repo, command="create_tenant", tenant_id=request.tenant_id,
+                     payload=request.model_dump(exclude_none=True),
+                     message=f"Tenant '{request.tenant_id}' created", status=201)
+        return token
+
+    def list(self, principal: Principal, *, active_only: bool) -> list[TenantView]:
+        principal.require_admin()
+        items = self.repo.list_tenants()
+        return [tenant_view(t) for t in items if not active_only or t.get("active", True)]
+
+    def get(self, principal: Principal, tenant_id: str) -> TenantView:
+        principal.require_self_or_admin(tenant_id)
+        return tenant_view(self.repo.require_tenant(tenant_id))
+
+    def update(self, principal: Principal, tenant_id: str, request: TenantUpdate) -> None:
+        principal.require_self_or_admin(tenant_id)
+        changes = _fields_to_item(tenant_id, request)
+        removals = [k for k, v in changes.items() if v is None]
+        self.repo.update_tenant(tenant_id, {k: v for k, v in changes.items() if v is not None}, removals)
+        audit.record(self.repo, command="update_tenant", tenant_id=tenant_id,
+                     payload=request.model_dump(exclude_unset=True),
+                     message=f"Tenant '{tenant_id}' configuration changed", fields=sorted(changes))
+
+    def delete(self, principal: Principal, tenant_id: str) -> int:
+        principal.require_admin()
+        removed = self.repo.delete_tenant(tenant_id)
+        audit.record(self.repo, command="delete_tenant", tenant_id=tenant_id, payload={"messages_removed": removed},
+                     message=f"Tenant '{tenant_id}' deleted")
+        return removed
+
+    def new_api_key(self, principal: Principal, tenant_id: str) -> str:
+        principal.require_admin()
+        self.repo.require_tenant(tenant_id)
+        token = generate_token()
+        self.repo.set_token_hash(tenant_id, hash_token(token))
+        audit.record(self.repo, command="create_api_key", tenant_id=tenant_id, payload={},
+                     message=f"API key replaced for tenant '{tenant_id}'")
+        return token
+
+    def revoke_api_key(self, principal: Principal, tenant_id: str) -> None:
+        principal.require_admin()
+        tenant = self.repo.require_tenant(tenant_id)
+        if not tenant.get("token_hash"):
+            raise ConflictError(f"tenant '{tenant_id}' has no API key")
+        self.repo.set_token_hash(tenant_id, None)
+        audit.record(self.repo, command="revoke_api_key", tenant_id=tenant_id, payload={},
+                     message=f"API key revoked for tenant '{tenant_id}'")

@@ -1,0 +1,167 @@
+"""Moto in server mode, and the template's tables, queues and buckets created in it.
+
+The handlers reach moto through `AWS_ENDPOINT_URL`, exactly as they reach AWS, so no code path is local-only.
+Resources get predictable names (`local-MailTable`); the `Provisioned.resolved` mapping is what
+`Template.function_environment` uses to fill in table names and queue URLs. Secrets are not created: the
+code reads the local admin token and key from the environment when no secret id is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from local.template import LOCAL_REGION, LOCAL_STAGE, Template, physical_name
+
+log = logging.getLogger("local.resources")
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": LOCAL_REGION,
+    "AWS_REGION": LOCAL_REGION,
+}
+
+
+class MotoServer:
+    """moto's threaded server on loopback; port 0 picks a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from moto.server import ThreadedMotoServer  # imported here: moto is slow to import
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per AWS call is noise
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self._started = False
+
+    def start(self) -> None:
+        self._server.start()
+        self._started = True
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a process needs in its environment for boto3 to talk to this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, **FAKE_CREDENTIALS}
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._server.stop()
+        inner = getattr(self._server, "_server", None)
+        if inner is not None:
+            inner.server_close()
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    logical_id: str
+    name: str
+    url: str
+    arn: str
+    visibility_timeout: int
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    logical_id: str
+    name: str
+    arn: str
+    stream_arn: str | None
+
+
+@dataclass
+class Provisioned:
+    """What was created, by logical id, and the `resolved` mapping for intrinsic functions."""
+
+    resolved: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+    queues: dict[str, QueueInfo] = field(default_factory=dict)
+    buckets: dict[str, str] = field(default_factory=dict)
+
+    def queue_by_arn(self, arn: str) -> QueueInfo | None:
+        return next((queue for queue in self.queues.values() if queue.arn == arn), None)
+
+
+def _region() -> str:
+    return os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION)
+
+
+def create_table(template: Template, logical_id: str, name: str, dynamodb: Any | None = None) -> TableInfo:
+    """Creates the table as the template defines it, TTL included."""
+    dynamodb = dynamodb or boto3.client("dynamodb", region_name=_region())
+    description = dynamodb.create_table(TableName=name, **template.table_properties(logical_id))[
+        "TableDescription"
+    ]
+    ttl_attribute = template.table_ttl_attribute(logical_id)
+    if ttl_attribute:
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute}
+        )
+    return TableInfo(logical_id, name, description["TableArn"], description.get("LatestStreamArn"))
+
+
+def provision(template: Template, stage: str = LOCAL_STAGE) -> Provisioned:
+    """Creates every table, queue (dead-letter queues first) and bucket of the template."""
+    result = Provisioned()
+    if "Stage" in template.parameters:
+        result.resolved["Stage"] = stage
+
+    dynamodb = boto3.client("dynamodb", region_name=_region())
+    for logical_id in template.logical_ids("AWS::DynamoDB::Table"):
+        table = create_table(template, logical_id, physical_name(logical_id, stage), dynamodb)
+        result.tables[logical_id] = table
+        result.resolved.update({logical_id: table.name, f"{logical_id}.Arn": table.arn})
+        if table.stream_arn:
+            result.resolved[f"{logical_id}.StreamArn"] = table.stream_arn
+
+    sqs = boto3.client("sqs", region_name=_region())
+    queue_ids = template.logical_ids("AWS::SQS::Queue")
+    # Every queue exists before any redrive policy is set, so a policy can name its dead-letter queue's ARN.
+    for logical_id in queue_ids:
+        name = template.queue_name(logical_id, stage)
+        fifo = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+        url = sqs.create_queue(QueueName=name, Attributes=fifo)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        result.resolved.update(
+            {
+                logical_id: url,
+                f"{logical_id}.QueueUrl": url,
+                f"{logical_id}.Arn": arn,
+                f"{logical_id}.QueueName": name,
+            }
+        )
+        result.queues[logical_id] = QueueInfo(logical_id, name, url, arn, 30)
+    for logical_id in queue_ids:
+        queue = result.queues[logical_id]
+        attributes = template.queue_attributes(logical_id, result.resolved)
+        attributes.pop("FifoQueue", None)
+        if attributes:
+            sqs.set_queue_attributes(QueueUrl=queue.url, Attributes=attributes)
+        visibility = int(attributes.get("VisibilityTimeout", 30))
+        result.queues[logical_id] = QueueInfo(logical_id, queue.name, queue.url, queue.arn, visibility)
+
+    buckets = template.logical_ids("AWS::S3::Bucket")
+    s3 = boto3.client("s3", region_name=_region()) if buckets else None
+    for logical_id in buckets:
+        name = physical_name(logical_id, stage).lower()
+        assert s3 is not None
+        s3.create_bucket(Bucket=name)
+        result.buckets[logical_id] = name
+        result.resolved.update(
+            {
+                logical_id: name,
+                f"{logical_id}.Arn": f"arn:aws:s3:::{name}",
+                f"{logical_id}.DomainName": f"{name}.s3.amazonaws.com",
+                f"{logical_id}.RegionalDomainName": f"{name}.s3.{LOCAL_REGION}.amazonaws.com",
+            }
+        )
+    return result
