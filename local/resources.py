@@ -123,7 +123,7 @@ def provision(template: Template, stage: str = LOCAL_STAGE) -> Provisioned:
         if table.stream_arn:
             result.resolved[f"{logical_id}.StreamArn"] = table.stream_arn
 
-    sqs = boto3.client("sqs", region_name=_region())
+    sqs: Any = boto3.client("sqs", region_name=_region())
     queue_ids = template.logical_ids("AWS::SQS::Queue")
     # Every queue exists before any redrive policy is set, so a policy can name its dead-letter queue's ARN.
     for logical_id in queue_ids:

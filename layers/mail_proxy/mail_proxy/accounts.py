@@ -59,7 +59,7 @@ class AccountAdmin:
                      message=f"Account '{request.id}' {verb} for tenant '{tenant_id}'", status=201)
         return replaced
 
-    def list(self, principal: Principal, tenant_id: str | None) -> list[AccountView]:
+    def list_accounts(self, principal: Principal, tenant_id: str | None) -> list[AccountView]:
         tid = principal.require_tenant(tenant_id)
         return [account_view(a) for a in self.repo.list_accounts(tid)]
 

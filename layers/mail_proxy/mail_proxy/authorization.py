@@ -14,7 +14,7 @@ from mail_proxy.domain import Role
 from mail_proxy.observability import logger
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
-from mail_proxy.secrets_config import load_secrets
+from mail_proxy.secrets_config import admin_token_hash
 from mail_proxy.tokens import hash_token, hashes_match
 
 MAX_TOKEN_LENGTH = 512
@@ -25,7 +25,7 @@ def authenticate(repo: MailRepository, token: str | None) -> Principal:
         logger.info("API auth failed: missing token" if not token else "API auth failed: invalid token")
         return Principal(Role.ANONYMOUS)
     token_hash = hash_token(token)
-    if hashes_match(load_secrets().admin_token_hash, token_hash):
+    if hashes_match(admin_token_hash(), token_hash):
         logger.info("API auth successful for admin")
         return Principal(Role.ADMIN)
     tenant_id = repo.find_tenant_id_by_token_hash(token_hash)

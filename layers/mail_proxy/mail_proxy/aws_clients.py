@@ -3,7 +3,7 @@ and a warm Lambda reuses its connections)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -13,7 +13,7 @@ _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeou
                  max_pool_connections=32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
 

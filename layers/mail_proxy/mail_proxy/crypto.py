@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import secrets
@@ -43,14 +44,10 @@ def parse_key(text: str | bytes, *, source: str) -> bytes:
     raw = text.strip() if isinstance(text, bytes) else text.strip().encode("ascii", "replace")
     candidates: list[bytes] = []
     if len(raw) == 64:
-        try:
+        with contextlib.suppress(binascii.Error, ValueError):
             candidates.append(binascii.unhexlify(raw))
-        except (binascii.Error, ValueError):
-            pass
-    try:
+    with contextlib.suppress(binascii.Error, ValueError):
         candidates.append(base64.b64decode(raw, validate=True))
-    except (binascii.Error, ValueError):
-        pass
     for key in candidates:
         if len(key) == 32:
             return key

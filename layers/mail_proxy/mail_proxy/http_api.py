@@ -286,7 +286,7 @@ def create_tenant(request: TenantCreate) -> Response[TenantCreated]:
 
 @app.get("/tenants")
 def list_tenants(active_only: Annotated[bool, Query()] = False) -> TenantList:
-    return TenantList(tenants=services().tenants.list(principal(), active_only=active_only))
+    return TenantList(tenants=services().tenants.list_tenants(principal(), active_only=active_only))
 
 
 @app.get("/tenant/<tenant_id>")
@@ -325,7 +325,7 @@ def put_account(request: AccountCreate) -> Response[Ok]:
 
 @app.get("/accounts")
 def list_accounts(tenant_id: TenantIdQuery = None) -> AccountList:
-    return AccountList(accounts=services().accounts.list(principal(), tenant_id))
+    return AccountList(accounts=services().accounts.list_accounts(principal(), tenant_id))
 
 
 @app.get("/account/<account_id>")
@@ -370,7 +370,7 @@ def list_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> MessageList:
-    records, next_cursor = services().messages.list(
+    records, next_cursor = services().messages.list_messages(
         principal(), tenant_id, status=status, active_only=active_only, include_history=include_history,
         limit=limit, cursor=cursor)
     return MessageList(messages=records, next_cursor=next_cursor)

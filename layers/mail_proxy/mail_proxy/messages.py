@@ -50,7 +50,7 @@ class MessageDesk:
         self.repo = repo
         self.queue = queue
 
-    def list(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
+    def list_messages(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
              active_only: bool, include_history: bool, limit: int, cursor: str | None
              ) -> tuple[list[MessageRecord], str | None]:
         tid = principal.require_tenant(tenant_id)

@@ -117,12 +117,14 @@ class MessageSubmission:
         for seq, raw in enumerate(raws):
             raw_id = raw.get("id")
             usable_id = isinstance(raw_id, str) and bool(_ID.match(raw_id))
+            if not isinstance(raw_id, str) or not usable_id:
+                raw_id = raw_id if isinstance(raw_id, str) else None
             if usable_id and raw_id in seen:
                 result.reject(raw_id, "duplicate id in this call")
                 continue
-            if usable_id:
+            if usable_id and raw_id is not None:
                 seen.add(raw_id)
-            old = existing.get(raw_id) if usable_id else None
+            old = existing.get(raw_id) if usable_id and raw_id is not None else None
             if old is not None and old["status"] in (MessageStatus.SENT, MessageStatus.BOUNCED):
                 result.reject(raw_id, "already sent")
                 continue

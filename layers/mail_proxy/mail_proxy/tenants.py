@@ -83,7 +83,7 @@ class TenantAdmin:
                      message=f"Tenant '{request.tenant_id}' created", status=201)
         return token
 
-    def list(self, principal: Principal, *, active_only: bool) -> list[TenantView]:
+    def list_tenants(self, principal: Principal, *, active_only: bool) -> list[TenantView]:
         principal.require_admin()
         items = self.repo.list_tenants()
         return [tenant_view(t) for t in items if not active_only or t.get("active", True)]
