@@ -156,7 +156,7 @@ class HttpApiGateway:
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.1},
             name="local-gateway",
             daemon=True,
         )
@@ -396,6 +396,7 @@ def _integration_response(result: Any) -> GatewayResponse:
 def _make_request_handler(gateway: HttpApiGateway) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
         server_version = "local-http-api"
         timeout = 60  # idle keep-alive connections are closed rather than kept forever
 

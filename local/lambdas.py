@@ -148,9 +148,7 @@ def load_function(spec: FunctionSpec, name: str) -> LocalFunction:
     handler = getattr(module, spec.handler, None)
     if not callable(handler):
         raise FunctionMissing(f"{spec.logical_id}: {source} has no callable {spec.handler!r}")
-    return LocalFunction(
-        name=name, handler=handler, timeout_seconds=spec.timeout_seconds, memory_mb=spec.memory_mb
-    )
+    return LocalFunction(name=name, handler=handler, timeout_seconds=spec.timeout_seconds, memory_mb=spec.memory_mb)
 
 
 def missing_function(name: str, reason: str) -> LocalFunction:

@@ -64,8 +64,7 @@ def sqs_record(message: dict[str, Any], queue: PolledQueue, region: str = LOCAL_
         "body": body,
         "attributes": attributes,
         "messageAttributes": message_attributes,
-        "md5OfBody": message.get("MD5OfBody")
-        or hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
         "eventSource": "aws:sqs",
         "eventSourceARN": queue.arn,
         "awsRegion": region,
@@ -85,9 +84,7 @@ def records_to_delete(records: Sequence[dict[str, Any]], result: Any, partial: b
     for failure in result["batchItemFailures"]:
         identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
         if not identifier or identifier not in ids:
-            log.warning(
-                "batchItemFailures names %r, not a record of the batch: whole batch fails", identifier
-            )
+            log.warning("batchItemFailures names %r, not a record of the batch: whole batch fails", identifier)
             return []
         failed.add(identifier)
     return [record for record in records if record["messageId"] not in failed]

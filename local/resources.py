@@ -98,9 +98,7 @@ def _region() -> str:
 def create_table(template: Template, logical_id: str, name: str, dynamodb: Any | None = None) -> TableInfo:
     """Creates the table as the template defines it, TTL included."""
     dynamodb = dynamodb or boto3.client("dynamodb", region_name=_region())
-    description = dynamodb.create_table(TableName=name, **template.table_properties(logical_id))[
-        "TableDescription"
-    ]
+    description = dynamodb.create_table(TableName=name, **template.table_properties(logical_id))["TableDescription"]
     ttl_attribute = template.table_ttl_attribute(logical_id)
     if ttl_attribute:
         dynamodb.update_time_to_live(

@@ -78,6 +78,7 @@ class LocalStack:
     tickers: dict[str, ScheduleTicker] = field(default_factory=dict)
     loaded: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    _saved_environ: dict[str, str] | None = field(default=None, repr=False)
 
     # -- what callers read ------------------------------------------------------------------------------
 
@@ -105,7 +106,12 @@ class LocalStack:
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts everything; on failure, stops what was started and re-raises."""
+        """Starts everything; on failure, stops what was started and re-raises.
+
+        The handlers share this process, so their environment (and `AWS_ENDPOINT_URL`) goes into `os.environ`;
+        `stop()` puts the previous environment back for in-process callers.
+        """
+        self._saved_environ = dict(os.environ)
         try:
             self._start()
         except BaseException:
@@ -120,7 +126,10 @@ class LocalStack:
         self.secrets = load_dev_secrets(options.state_dir, options.api_token)
 
         self.sink = SmtpSink(options.resolved_mail_dir, host=options.host, port=options.smtp_port)
-        self.sink.start()
+        try:
+            self.sink.start()
+        except OSError as error:
+            raise OSError(f"SMTP sink cannot listen on {options.host}:{options.smtp_port}: {error.strerror}") from error
 
         self.moto = MotoServer(host="127.0.0.1", port=0)
         self.moto.start()
@@ -152,7 +161,7 @@ class LocalStack:
                 self.notes.append(f"{logical_id}: not set locally: {', '.join(sorted(dropped))}")
             for name, value in environment.items():
                 if name in union and union[name] != value:
-                    log.info(
+                    log.debug(
                         "%s=%r for %s differs from another function's %r",
                         name,
                         value,
@@ -203,7 +212,13 @@ class LocalStack:
             port=self.options.port,
             identity_header=self.template.authorizer_identity_header(),
         )
-        self.gateway.start()
+        try:
+            self.gateway.start()
+        except OSError as error:
+            raise OSError(
+                f"HTTP API cannot listen on {self.options.host}:{self.options.port}: {error.strerror}"
+                " (another local stack running? use --port)"
+            ) from error
 
     def _start_event_sources(self) -> None:
         assert self.template is not None and self.provisioned is not None
@@ -226,9 +241,7 @@ class LocalStack:
                 for source in sqs_sources:
                     queue = self.provisioned.queue_by_arn(source.queue_arn)
                     if queue is None:
-                        raise TemplateError(
-                            f"{logical_id}: SQS source {source.queue_arn} is not a template queue"
-                        )
+                        raise TemplateError(f"{logical_id}: SQS source {source.queue_arn} is not a template queue")
                     queues.append(
                         (
                             _priority_rank(queue.logical_id),
@@ -291,6 +304,10 @@ class LocalStack:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+        if self._saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            self._saved_environ = None
 
     # -- banner -----------------------------------------------------------------------------------------
 
@@ -317,7 +334,7 @@ class LocalStack:
         ]
         if self.tickers:
             periods = ", ".join(f"{name} every {t.period_seconds:g}s" for name, t in self.tickers.items())
-            lines.insert(7, f"  Schedules    {periods}")
+            lines.insert(6, f"  Schedules    {periods}")
         if self.notes:
             lines += ["  Notes:", *(f"    - {note}" for note in self.notes), ""]
         return "\n".join(lines)
@@ -331,9 +348,7 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API and SMTP sink")
     parser.add_argument("--port", type=int, default=8000, help="HTTP API port (default 8000; 0 picks one)")
-    parser.add_argument(
-        "--smtp-port", type=int, default=2525, help="SMTP sink port (default 2525; 0 picks one)"
-    )
+    parser.add_argument("--smtp-port", type=int, default=2525, help="SMTP sink port (default 2525; 0 picks one)")
     parser.add_argument("--mail-dir", type=Path, help="where received mail goes (default <state-dir>/mail)")
     parser.add_argument(
         "--state-dir",
@@ -378,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per SMTP command or AWS call would bury the handlers' own logs.
+    for noisy in ("mail.log", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:

@@ -57,9 +57,7 @@ def retry_position(records: Sequence[dict[str, Any]], result: Any, partial: bool
     for failure in result["batchItemFailures"]:
         identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
         if identifier not in sequence_numbers:
-            log.warning(
-                "batchItemFailures names %r, not a record of the batch: whole batch retried", identifier
-            )
+            log.warning("batchItemFailures names %r, not a record of the batch: whole batch retried", identifier)
             return sequence_numbers[0]
         failed.append(str(identifier))
     return min(failed, key=int)
@@ -90,9 +88,7 @@ class StreamPoller:
         self.filter_patterns = list(filter_patterns)
         self.idle_seconds = idle_seconds
         self.stop_event = threading.Event()
-        self._client_factory = client_factory or (
-            lambda: boto3.client("dynamodbstreams", region_name=LOCAL_REGION)
-        )
+        self._client_factory = client_factory or (lambda: boto3.client("dynamodbstreams", region_name=LOCAL_REGION))
         self._thread: threading.Thread | None = None
         self._iterator: str | None = None
         self._shard_id: str | None = None
@@ -167,8 +163,6 @@ class StreamPoller:
         try:
             result = self.function.invoke({"Records": records})
         except Exception:
-            log.exception(
-                "%s failed on %d stream records; retrying the batch", self.function.name, len(records)
-            )
+            log.exception("%s failed on %d stream records; retrying the batch", self.function.name, len(records))
             return str(records[0]["dynamodb"]["SequenceNumber"])
         return retry_position(records, result, self.report_batch_item_failures)

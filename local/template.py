@@ -433,8 +433,10 @@ class Template:
             try:
                 result = self.resolve(value, resolved)
             except Unresolvable:
-                result = NO_VALUE
-            if result is NO_VALUE or isinstance(result, dict | list):
+                result = None
+            if result is NO_VALUE:  # `!Ref AWS::NoValue`: absent in AWS as well
+                continue
+            if result is None or isinstance(result, dict | list):
                 if dropped is not None:
                     dropped.append(name)
                 continue
@@ -457,8 +459,7 @@ class Template:
                 SqsSource(
                     queue_arn=props["Queue"],
                     batch_size=int(props.get("BatchSize", 10)),
-                    report_batch_item_failures="ReportBatchItemFailures"
-                    in (props.get("FunctionResponseTypes") or []),
+                    report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     filter_patterns=_filter_patterns(props),
                 )
             )
@@ -475,8 +476,7 @@ class Template:
                 StreamSource(
                     stream_arn=props["Stream"],
                     batch_size=int(props.get("BatchSize", 100)),
-                    report_batch_item_failures="ReportBatchItemFailures"
-                    in (props.get("FunctionResponseTypes") or []),
+                    report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     starting_position=str(props.get("StartingPosition", "TRIM_HORIZON")),
                     maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
                     filter_patterns=_filter_patterns(props),
@@ -509,9 +509,7 @@ class Template:
             authorizer = (props.get("Auth") or {}).get("Authorizer")
             routes.append(
                 HttpRoute(
-                    method=str(props.get("Method", "ANY"))
-                    .upper()
-                    .replace("X-AMAZON-APIGATEWAY-ANY-METHOD", "ANY"),
+                    method=str(props.get("Method", "ANY")).upper().replace("X-AMAZON-APIGATEWAY-ANY-METHOD", "ANY"),
                     path=str(props.get("Path", "/{proxy+}")),
                     authorized=authorizer != "NONE",
                 )
@@ -569,9 +567,7 @@ def load_template(path: str | os.PathLike[str] | Template | None = None) -> Temp
     return _cached(str(resolved_path.resolve()), resolved_path.stat().st_mtime_ns)
 
 
-def table_properties(
-    logical_id: str, template: str | os.PathLike[str] | Template | None = None
-) -> dict[str, Any]:
+def table_properties(logical_id: str, template: str | os.PathLike[str] | Template | None = None) -> dict[str, Any]:
     """`create_table` keyword arguments (without `TableName`) for a table of the template.
 
     Lets a test create its moto table from the template's own definition:

@@ -1,7 +1,8 @@
 """Invokes a function on its EventBridge schedule, with the event EventBridge would send.
 
-The period comes from the template's `rate(...)` (or `MAIL_PROXY_LOCAL_SCHEDULE_SECONDS`); `request_tick()`
-runs it at once, for in-process code that wants the scheduler's work done now instead of within a minute.
+The period comes from the template's `rate(...)` (or `MAIL_PROXY_LOCAL_SCHEDULE_SECONDS`). `request_tick()`
+(a ticker's, or this module's for every running ticker) runs it at once, for in-process code that wants the
+scheduler's work done now rather than within a minute.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ from local.lambdas import LocalFunction
 from local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION
 
 log = logging.getLogger("local.ticker")
+
+_running: set[ScheduleTicker] = set()
+_running_lock = threading.Lock()
+
+
+def request_tick() -> int:
+    """Wakes every running ticker of this process; returns how many there were."""
+    with _running_lock:
+        tickers = list(_running)
+    for ticker in tickers:
+        ticker.request_tick()
+    return len(tickers)
 
 
 def scheduled_event(rule_name: str) -> dict[str, Any]:
@@ -61,8 +74,12 @@ class ScheduleTicker:
         self.stop_event.clear()
         self._thread = threading.Thread(target=self._run, name=f"local-ticker-{self.rule_name}", daemon=True)
         self._thread.start()
+        with _running_lock:
+            _running.add(self)
 
     def stop(self, timeout: float = 10.0) -> None:
+        with _running_lock:
+            _running.discard(self)
         self.stop_event.set()
         self.wake.set()
         if self._thread is not None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -158,11 +158,15 @@ class ApiClient:
 _loaded: dict[str, Any] = {}
 
 
-def _load(name: str) -> Any:
+def load_function_module(name: str) -> Any:
+    """A function's ``app`` module, imported once per test session (as a warm container would keep it)."""
     if name not in _loaded:
-        path = os.path.join(os.path.dirname(__file__), "..", "functions", name, "app.py")
-        _loaded[name] = import_source(__import__("pathlib").Path(path).resolve(), f"test_function_{name}")
+        path = Path(__file__).resolve().parent.parent / "functions" / name / "app.py"
+        _loaded[name] = import_source(path, f"test_function_{name}", extra_path=path.parent)
     return _loaded[name]
+
+
+_load = load_function_module
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from mail_proxy.authorization import authenticate, authorizer_response
 from mail_proxy.observability import logger, tracer
 from mail_proxy.repository import MailRepository

@@ -1,5 +1,40 @@
-"""Placeholder entry point until this function is implemented."""
+"""Scheduler function (every minute): queue what became due and what was never queued, per tenant."""
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.repository import MailRepository
+from mail_proxy.scheduling import enqueue_due, reconcile_unqueued
+from mail_proxy.send_queue import SendQueue
+from mail_proxy.settings import get_settings
+
+STOP_MARGIN_MS = 10_000
 
 
-def lambda_handler(event: dict, context: object) -> dict:
-    raise NotImplementedError
+@lru_cache(maxsize=1)
+def wiring() -> tuple[MailRepository, SendQueue]:
+    settings = get_settings()
+    return MailRepository(settings.table_name), SendQueue(settings.send_queue_urls)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    repo, queue = wiring()
+    queued = recovered = held = 0
+    for tenant in repo.list_tenants():
+        if context.get_remaining_time_in_millis() < STOP_MARGIN_MS:
+            logger.warning("scheduler ran out of time; the next tick continues")
+            break
+        outcome = enqueue_due(repo, queue, tenant)
+        queued += outcome.queued
+        held += outcome.skipped_suspended
+        recovered += reconcile_unqueued(repo, queue, tenant)
+    metrics.add_metric(name="MessagesScheduled", unit=MetricUnit.Count, value=queued + recovered)
+    logger.info("scheduler tick", extra={"queued": queued, "recovered": recovered, "held": held})
+    return {"queued": queued, "recovered": recovered, "held": held}

@@ -1,5 +1,47 @@
-"""Placeholder entry point until this function is implemented."""
+"""Sender function: SQS batches of message ids → claimed, rate-limited, delivered over SMTP.
+
+A record fails (and SQS retries it) only on an unexpected error; SMTP failures are outcomes recorded on
+the message. SMTP connections stay open across warm invocations.
+"""
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mail_proxy.delivery import DeliveryConfig, Dispatcher
+from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.rate_limits import RetryPolicy
+from mail_proxy.repository import MailRepository
+from mail_proxy.send_queue import SendQueue, parse_record_body
+from mail_proxy.settings import get_settings
+from mail_proxy.smtp_client import ConnectionCache
+
+processor = BatchProcessor(event_type=EventType.SQS)
+connections = ConnectionCache()
 
 
-def lambda_handler(event: dict, context: object) -> dict:
-    raise NotImplementedError
+@lru_cache(maxsize=1)
+def dispatcher() -> Dispatcher:
+    settings = get_settings()
+    config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
+                            ca_file=settings.smtp_ca_file)
+    return Dispatcher(MailRepository(settings.table_name), SendQueue(settings.send_queue_urls), connections, config)
+
+
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    tenant_id, ids, priority = parse_record_body(record.body)
+    logger.append_keys(tenant_id=tenant_id, sqs_message_id=record.message_id)
+    remaining = lambda_context.get_remaining_time_in_millis if lambda_context is not None else (lambda: 60_000)
+    report = dispatcher().deliver(tenant_id, ids, priority=priority, remaining_ms=remaining)
+    logger.debug("record delivered", extra={"report": report.__dict__})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

@@ -17,6 +17,10 @@ def now_ts() -> int:
     return int(now())
 
 
+def now_datetime() -> datetime:
+    return datetime.fromtimestamp(now(), UTC)
+
+
 def now_iso() -> str:
     return datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -79,7 +79,7 @@ def _url(value: str | None, field: str) -> str | None:
     if value is None or value == "":
         return None
     _no_control(value, field)
-    if not re.match(r"^https?://[^\s/?#]+", value):
+    if not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
         raise ValueError(f"{field} must be an http(s) URL")
     return value.rstrip("/")
 
@@ -204,7 +204,7 @@ class AccountCreate(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$", v):
+        if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", v):
             raise ValueError("host must be a host name or an IP address")
         return v
 
@@ -343,7 +343,7 @@ class MessageIn(Strict):
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid header field name")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by the proxy from the message fields")

@@ -149,7 +149,9 @@ def _not_found(_exc: Exception) -> Response:
 def _body_size_guard(app_: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
     body = app_.current_event.body or ""
     limit = get_settings().max_body_bytes
-    if len(body) > limit * (4 / 3 if app_.current_event.is_base64_encoded else 1):
+    # the limit is in bytes: a JSON body arrives as text, so count its UTF-8 bytes, not its characters
+    size = len(body) * 3 // 4 if app_.current_event.is_base64_encoded else len(body.encode("utf-8"))
+    if size > limit:
         return error_response(413, f"request body larger than {limit} bytes")
     return next_middleware(app_)
 

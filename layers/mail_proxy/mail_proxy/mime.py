@@ -71,7 +71,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LOCAL_PART = re.compile(rf'{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\[^\r\n])*"')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[!-Z^-~]+\]")
-_PLAIN_PHRASE = re.compile(rf"(?:{_ATEXT}| )+")
+_PLAIN_PHRASE = re.compile(rf"(?:{_ATEXT}|[ \u0080-\U0010ffff])+")
+# "addr" or "Name <addr>" without quotes, comments or escapes: most addresses, parsed without the slow path.
+_SIMPLE_MAILBOX = re.compile(r'([^"()<>\\]*?)\s*<([^"()<>\\\s]+)>|([^"()<>\\\s]+)')
 _MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII but '<' and '>'
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 _NEWLINES = re.compile(r"\r\n?")
@@ -227,6 +229,8 @@ def _quote_phrase(text: str) -> str:
 
 def _split_outside_quotes(text: str, field: str) -> list[str]:
     """Split an address list at commas that are not inside quotes, comments or angle brackets."""
+    if '"' not in text and "(" not in text and "\\" not in text:
+        return [item.strip() for item in text.split(",") if item.strip()]
     items: list[str] = []
     start, quoted, escaped, angle, comment = 0, False, False, 0, 0
     for index, char in enumerate(text):
@@ -293,17 +297,49 @@ def _take_comments(item: str) -> tuple[str, str]:
 
 
 def _last_angle_start(item: str) -> int:
-    position, quoted, escaped = -1, False, False
+    """Where the ``<addr>`` of ``phrase <addr>`` starts: the last ``<`` outside quotes and comments."""
+    position, quoted, escaped, depth = -1, False, False, 0
     for index, char in enumerate(item):
         if escaped:
             escaped = False
-        elif char == "\\" and quoted:
+        elif char == "\\" and (quoted or depth):
             escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(char, 0)
         elif char == '"':
-            quoted = not quoted
-        elif char == "<" and not quoted:
+            quoted = True
+        elif char == "(":
+            depth = 1
+        elif char == "<":
             position = index
     return position
+
+
+def _decode_phrase(phrase: str, field: str) -> str:
+    """A display name as written, with quoted parts unquoted (``Jo "Q" Smith`` -> ``Jo Q Smith``);
+    comments are kept as text, as mail clients show them."""
+    decoded: list[str] = []
+    quoted, escaped, depth = False, False, 0
+    for char in phrase:
+        if escaped:
+            decoded.append(char)
+            escaped = False
+        elif char == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+            if quoted:
+                decoded.append(char)
+        elif char == '"' and not depth:
+            quoted = True
+        elif char in "<>" and not depth:
+            raise MalformedMessageError(f"{field}: {phrase!r} is not a valid display name")
+        else:
+            depth = max(0, depth + {"(": 1, ")": -1}.get(char, 0))
+            decoded.append(char)
+    return " ".join("".join(decoded).split())
 
 
 def _addr_spec(text: str, field: str) -> str:
@@ -325,20 +361,24 @@ def _addr_spec(text: str, field: str) -> str:
 
 
 def _mailbox(item: str, field: str) -> Mailbox:
-    item, comment = _take_comments(item)
-    if item.endswith(">"):
-        start = _last_angle_start(item)
-        if start < 0:
+    simple = _SIMPLE_MAILBOX.fullmatch(item)
+    if simple:
+        phrase, angle_address, bare_address = simple.groups()
+        if bare_address is not None:
+            return Mailbox("", _addr_spec(bare_address, field))
+        return Mailbox(" ".join(phrase.split()), _addr_spec(angle_address, field))
+    start = _last_angle_start(item)
+    if start >= 0:  # phrase <addr> [comment]
+        end = item.find(">", start)
+        trailing, _ = _take_comments(item[end + 1 :]) if end > 0 else ("?", "")
+        if trailing:
             raise MalformedMessageError(f"{field}: {item!r} is not an e-mail address")
-        phrase, address = item[:start].strip(), item[start + 1 : -1]
-        if len(phrase) >= 2 and phrase.startswith('"') and phrase.endswith('"'):
-            phrase = re.sub(r"\\(.)", r"\1", phrase[1:-1])
-        elif '"' in phrase or "<" in phrase or ">" in phrase:
-            raise MalformedMessageError(f"{field}: {item!r} has a malformed display name")
-        return Mailbox(phrase or comment, _addr_spec(address, field))
-    if "<" in item or ">" in item:
+        address, _ = _take_comments(item[start + 1 : end])
+        return Mailbox(_decode_phrase(item[:start], field), _addr_spec(address, field))
+    address, comment = _take_comments(item)  # addr [(Name)]
+    if ">" in address:
         raise MalformedMessageError(f"{field}: {item!r} is not an e-mail address")
-    return Mailbox(comment, _addr_spec(item, field))
+    return Mailbox(comment, _addr_spec(address, field))
 
 
 def parse_mailboxes(value: str | Sequence[str] | None, *, field: str) -> list[Mailbox]:

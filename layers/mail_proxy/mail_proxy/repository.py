@@ -40,6 +40,7 @@ TENANTS_GSI1 = "TENANTS"
 COMMANDS_GSI1 = "COMMANDS"
 PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
 COMMAND_LOG_TTL_SECONDS = 400 * 24 * 3600
+MAX_LOG_MS = 10**13 - 1
 REPLACEABLE_STATUSES = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.ERROR)
 _THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
@@ -467,6 +468,153 @@ class MailRepository:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
+    # ------------------------------------------------------------------------------------ delivery
+
+    def claim_message(self, tenant_id: str, message_id: str, *, owner: str, lease_until: int
+                      ) -> dict[str, Any] | None:
+        """Take a message for sending, or None if it is not ours to send.
+
+        The conditional write is what makes a redelivered SQS record, or two senders racing, send at
+        most once: only a waiting message (pending, deferred and due, or sending with an expired lease)
+        can be claimed, and the lease outlives the sender's timeout.
+        """
+        now = clock.now_ts()
+        try:
+            resp = self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="SET #s = :sending, lease_owner = :o, lease_until = :lu, updated_at = :u",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (#s = :pending"
+                    " OR (#s = :deferred AND (attribute_not_exists(deferred_ts) OR deferred_ts <= :now))"
+                    " OR (#s = :sending AND lease_until < :now))"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":sending": {"S": MessageStatus.SENDING}, ":pending": {"S": MessageStatus.PENDING},
+                    ":deferred": {"S": MessageStatus.DEFERRED}, ":o": {"S": owner},
+                    ":lu": {"N": str(lease_until)}, ":now": {"N": str(now)}, ":u": {"S": clock.now_iso()},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _unmarshal(resp["Attributes"])
+
+    def release_claim(self, tenant_id: str, message_id: str, *, owner: str, due_ts: int) -> None:
+        """Give a claimed message back untouched (not sent), to be queued again at ``due_ts``."""
+        try:
+            self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="SET #s = :pending, due_pk = :dp, due_sk = :ds REMOVE lease_owner, lease_until",
+                ConditionExpression="lease_owner = :o",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": MessageStatus.PENDING}, ":o": {"S": owner},
+                    ":dp": {"S": due_pk(tenant_id)}, ":ds": {"S": due_sk(due_ts, message_id)},
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def save_outcomes(self, tenant_id: str, outcomes: Sequence[tuple[dict[str, Any], int | None]]) -> None:
+        """Write claimed messages' new states in batches.
+
+        Unconditional puts are safe here: while our lease runs (longer than the function's timeout) no one
+        else writes a claimed message. ``due_ts`` None means nothing more to schedule.
+        """
+        items: list[dict[str, Any]] = []
+        for state, due_ts in outcomes:
+            item = {k: v for k, v in state.items() if k not in ("lease_owner", "lease_until", "due_pk", "due_sk")}
+            item["pk"] = message_pk(tenant_id, state["id"])
+            item["sk"] = STATE_SK
+            if due_ts is not None:
+                item["due_pk"] = due_pk(tenant_id)
+                item["due_sk"] = due_sk(due_ts, state["id"])
+            items.append(item)
+        for i in range(0, len(items), 25):
+            request: dict[str, Any] = {
+                self.table: [{"PutRequest": {"Item": _marshal(it)}} for it in items[i : i + 25]]
+            }
+            for _attempt in range(10):
+                resp = self.ddb.batch_write_item(RequestItems=request)
+                request = resp.get("UnprocessedItems") or {}
+                if not request:
+                    break
+            else:
+                raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+
+    def get_payload(self, tenant_id: str, state: dict[str, Any]) -> dict[str, Any] | None:
+        return self.get_payloads(tenant_id, [state]).get(state["id"])
+
+    def reserve_sends(self, tenant_id: str, account_id: str, window: str, start: int, seconds: int,
+                      wanted: int, limit: int) -> int:
+        """Reserve up to ``wanted`` sends in one window of an account; returns how many were granted.
+
+        Atomic across every sender: the counter only grows by an amount that keeps it within the limit.
+        """
+        key = _key(f"TENANT#{tenant_id}#RATE#{account_id}", f"{window}#{start}")
+        want = min(wanted, limit)
+        for _attempt in range(4):
+            if want <= 0:
+                break
+            try:
+                self._call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression="ADD sent_count :k SET expires_at = :e",
+                    ConditionExpression="attribute_not_exists(sent_count) OR sent_count <= :room",
+                    ExpressionAttributeValues={":k": {"N": str(want)}, ":room": {"N": str(limit - want)},
+                                               ":e": {"N": str(start + seconds + 3600)}},
+                )
+                return want
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+            current = self._call("get_item", Key=key, ConsistentRead=True).get("Item", {})
+            used = int(current.get("sent_count", {}).get("N", "0"))
+            want = min(want, limit - used)
+        return 0
+
+    def release_sends(self, tenant_id: str, account_id: str, window: str, start: int, count: int) -> None:
+        if count <= 0:
+            return
+        self._call(
+            "update_item",
+            Key=_key(f"TENANT#{tenant_id}#RATE#{account_id}", f"{window}#{start}"),
+            UpdateExpression="ADD sent_count :k",
+            ConditionExpression="attribute_exists(sent_count)",
+            ExpressionAttributeValues={":k": {"N": str(-count)}},
+        )
+
+    def states_created_between(self, tenant_id: str, from_ms: int, to_ms: int, *, limit: int = 1000
+                               ) -> list[dict[str, Any]]:
+        """States of messages created in [from_ms, to_ms), oldest first (for the scheduler's reconciliation)."""
+        resp = self._call(
+            "query",
+            IndexName="ByTenant",
+            KeyConditionExpression="gsi1pk = :p AND gsi1sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}#MSG"},
+                                       ":lo": {"S": f"{from_ms:013d}"}, ":hi": {"S": f"{to_ms:013d}"}},
+            Limit=limit,
+        )
+        order = [i["pk"]["S"] for i in resp.get("Items", [])]
+        found = {s["pk"]: s for s in self._batch_get([(pk, STATE_SK) for pk in order])}
+        return [found[pk] for pk in order if pk in found]
+
+    def get_scheduler_checkpoint(self, tenant_id: str) -> int | None:
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), "#SCHEDULER"), ConsistentRead=True)
+        item = resp.get("Item")
+        return int(item["checked_until_ms"]["N"]) if item and "checked_until_ms" in item else None
+
+    def set_scheduler_checkpoint(self, tenant_id: str, checked_until_ms: int) -> None:
+        self._call("put_item", Item=_marshal({"pk": tenant_pk(tenant_id), "sk": "#SCHEDULER",
+                                              "checked_until_ms": checked_until_ms}))
+
     # ------------------------------------------------------------------------------------ command log
 
     def log_command(self, tenant_id: str | None, command: str, payload: dict[str, Any], outcome: str,
@@ -493,8 +641,9 @@ class MailRepository:
 
     def list_commands(self, tenant_id: str | None, *, since_ts: int | None, until_ts: int | None,
                       limit: int) -> list[dict[str, Any]]:
-        low = f"{(since_ts or 0) * 1000:013d}"
-        high = f"{((until_ts if until_ts is not None else 9_999_999_999) + 1) * 1000:013d}"
+        # sort keys are 13-digit milliseconds: clamp so a bound never grows a 14th digit (which sorts wrong)
+        low = f"{min((since_ts or 0) * 1000, MAX_LOG_MS):013d}"
+        high = f"{min((until_ts + 1) * 1000, MAX_LOG_MS) if until_ts is not None else MAX_LOG_MS:013d}"
         if tenant_id:
             resp = self._call(
                 "query",

@@ -61,3 +61,48 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
         repo.set_due(tenant_id, mid, now)
     outcome.queued = len(ready) - len(failed)
     return outcome
+
+
+RECONCILE_AFTER_SECONDS = 600
+FIRST_LOOK_BACK_SECONDS = 24 * 3600
+RECONCILE_PAGE = 1000
+
+
+def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any]) -> int:
+    """Queue again what was accepted but never reached a queue, or whose sender died.
+
+    Messages queued at submission carry no due time (it would cost index writes on every message).
+    If the API died between storing and queueing, or a sender died holding a claim and its record is
+    gone, nothing would ever pick the message up: so once a message is ten minutes old, the scheduler
+    looks at it exactly once (a per-tenant checkpoint over the creation-time index) and gives any that is
+    still waiting without a due time a due time and a queue record.
+    """
+    tenant_id = tenant["tenant_id"]
+    now = clock.now_ts()
+    now_ms = int(clock.now() * 1000)
+    checkpoint = repo.get_scheduler_checkpoint(tenant_id)
+    start = checkpoint if checkpoint is not None else now_ms - FIRST_LOOK_BACK_SECONDS * 1000
+    upto = now_ms - RECONCILE_AFTER_SECONDS * 1000
+    if upto <= start:
+        return 0
+    states = repo.states_created_between(tenant_id, start, upto, limit=RECONCILE_PAGE)
+    ready: list[tuple[int, str]] = []
+    sending = tenant_is_sending(tenant, None)
+    for state in states:
+        if state.get("due_pk"):
+            continue  # watched through the due index already
+        status = state["status"]
+        stale_claim = status == MessageStatus.SENDING and (state.get("lease_until") or 0) <= now
+        if status == MessageStatus.PENDING or stale_claim:
+            repo.set_due(tenant_id, state["id"], now + ENQUEUE_GRACE_SECONDS if sending else now)
+            if sending and tenant_is_sending(tenant, state.get("batch_code")):
+                ready.append((state.get("priority", 2), state["id"]))
+        elif status == MessageStatus.SENDING:
+            repo.set_due(tenant_id, state["id"], int(state["lease_until"]))
+    ready.sort()
+    failed = set(queue.enqueue(tenant_id, ready))
+    for mid in failed:
+        repo.set_due(tenant_id, mid, now)
+    next_checkpoint = states[-1]["created_ms"] + 1 if len(states) >= RECONCILE_PAGE else upto
+    repo.set_scheduler_checkpoint(tenant_id, next_checkpoint)
+    return len(ready) - len(failed)

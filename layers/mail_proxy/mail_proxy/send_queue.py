@@ -21,16 +21,18 @@ IDS_PER_RECORD = 10
 RECORDS_PER_CALL = 10
 
 
-def record_body(tenant_id: str, message_ids: Sequence[str]) -> str:
-    return json.dumps({"tenant_id": tenant_id, "ids": list(message_ids)}, separators=(",", ":"))
+def record_body(tenant_id: str, message_ids: Sequence[str], priority: int = 2) -> str:
+    return json.dumps({"tenant_id": tenant_id, "ids": list(message_ids), "priority": priority},
+                      separators=(",", ":"))
 
 
-def parse_record_body(body: str) -> tuple[str, list[str]]:
+def parse_record_body(body: str) -> tuple[str, list[str], int]:
     data = json.loads(body)
-    tenant_id, ids = data["tenant_id"], data["ids"]
-    if not isinstance(tenant_id, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ValueError("send record must be {'tenant_id': str, 'ids': [str]}")
-    return tenant_id, ids
+    tenant_id, ids, priority = data["tenant_id"], data["ids"], data.get("priority", 2)
+    if (not isinstance(tenant_id, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)
+            or not isinstance(priority, int)):
+        raise ValueError("send record must be {'tenant_id': str, 'ids': [str], 'priority': int}")
+    return tenant_id, ids, priority
 
 
 class SendQueue:
@@ -53,16 +55,17 @@ class SendQueue:
         """Queue (priority, id) pairs; returns the ids that could not be queued (the scheduler retries them)."""
         if not self.configured:
             return [mid for _, mid in messages]
-        by_lane: dict[str, list[str]] = defaultdict(list)
+        by_lane: dict[tuple[str, int], list[str]] = defaultdict(list)
         for priority, mid in messages:
-            by_lane[self.url_for(priority)].append(mid)
+            by_lane[(self.url_for(priority), priority)].append(mid)
         failed: list[str] = []
-        for url, ids in by_lane.items():
+        for (url, priority), ids in by_lane.items():
             records = [ids[i : i + IDS_PER_RECORD] for i in range(0, len(ids), IDS_PER_RECORD)]
             for j in range(0, len(records), RECORDS_PER_CALL):
                 chunk = records[j : j + RECORDS_PER_CALL]
                 entries: list[dict[str, Any]] = [
-                    {"Id": f"r{n}", "MessageBody": record_body(tenant_id, rec), "DelaySeconds": delay_seconds}
+                    {"Id": f"r{n}", "MessageBody": record_body(tenant_id, rec, priority),
+                     "DelaySeconds": min(max(delay_seconds, 0), 900)}
                     for n, rec in enumerate(chunk)
                 ]
                 try:

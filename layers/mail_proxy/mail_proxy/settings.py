@@ -25,6 +25,9 @@ class Settings(BaseModel):
     local_mode: bool = False
     allow_loopback: bool = False
     stage: str = "dev"
+    smtp_timeout: float = 20.0
+    smtp_ca_file: str | None = None
+    retry_delays: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,6 +49,9 @@ class Settings(BaseModel):
             local_mode=_flag("MAIL_PROXY_LOCAL"),
             allow_loopback=_flag("MAIL_PROXY_ALLOW_LOOPBACK"),
             stage=os.environ.get("STAGE", "dev"),
+            smtp_timeout=float(os.environ.get("SMTP_TIMEOUT_SECONDS", 20)),
+            smtp_ca_file=os.environ.get("MAIL_PROXY_SMTP_CA_FILE") or None,
+            retry_delays=os.environ.get("MAIL_PROXY_RETRY_DELAYS") or None,
         )
 
 

@@ -30,7 +30,7 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
 MAX_PAYLOAD_BYTES = 350 * 1024
-ENQUEUE_GRACE_SECONDS = 900  # a queued message not claimed by then is queued again by the scheduler
+ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
 _ID = re.compile(MESSAGE_ID_PATTERN)
 
 
@@ -106,7 +106,7 @@ class MessageSubmission:
                 result.reject(raw.get("id"), f"tenant '{tenant_id}' not found")
             return
         accounts = {a["id"] for a in self.repo.list_accounts(tenant_id)}
-        ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and _ID.match(r["id"])]
+        ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and _ID.fullmatch(r["id"])]
         existing = self.repo.get_states(tenant_id, ids)
         now = clock.now_ts()
         now_ms = int(clock.now() * 1000)
@@ -116,7 +116,7 @@ class MessageSubmission:
 
         for seq, raw in enumerate(raws):
             raw_id = raw.get("id")
-            usable_id = isinstance(raw_id, str) and bool(_ID.match(raw_id))
+            usable_id = isinstance(raw_id, str) and bool(_ID.fullmatch(raw_id))
             if not isinstance(raw_id, str) or not usable_id:
                 raw_id = raw_id if isinstance(raw_id, str) else None
             if usable_id and raw_id in seen:
@@ -157,7 +157,9 @@ class MessageSubmission:
                 "created_at": clock.now_iso(),
                 "updated_at": clock.now_iso(),
                 "created_ms": now_ms + seq,
-                "due_ts": message.deferred_ts if deferred else now + ENQUEUE_GRACE_SECONDS,
+                # queued now: SQS carries it (the scheduler's reconciliation covers a lost enqueue); deferred
+                # or held: the due index tells the scheduler when to look again
+                "due_ts": message.deferred_ts if deferred else None,
             }
             if not deferred and not tenant_is_sending(tenant, message.batch_code):
                 state["due_ts"] = now  # waits for activation; the scheduler skips it while suspended
@@ -176,7 +178,8 @@ class MessageSubmission:
                 if state["status"] == MessageStatus.PENDING and tenant_is_sending(tenant, state["batch_code"]):
                     to_queue.append((state["priority"], state["id"]))
         to_queue.sort()
-        self.queue.enqueue(tenant_id, to_queue)
+        for mid in self.queue.enqueue(tenant_id, to_queue):
+            self.repo.set_due(tenant_id, mid, now)  # not queued: the scheduler queues it on its next tick
 
     @staticmethod
     def _validate(raw: dict[str, Any], tenant_id: str, accounts: set[str]) -> tuple[str | None, MessageIn | None]:
