@@ -429,7 +429,7 @@ def _make_request_handler(gateway: HttpApiGateway) -> type[BaseHTTPRequestHandle
             length_header = self.headers.get("Content-Length")
             if length_header is None:
                 if self.headers.get("Transfer-Encoding"):
-                    self.close_connection = True
+                    self._drain_chunked()
                     return _gateway_error(411, "Length Required")
                 length = 0
             else:
@@ -459,6 +459,23 @@ def _make_request_handler(gateway: HttpApiGateway) -> type[BaseHTTPRequestHandle
                 if not chunk:
                     break
                 remaining -= len(chunk)
+
+        def _drain_chunked(self) -> None:
+            """Reads a chunked body away (bounded), so the client is not cut off while still sending it."""
+            self.close_connection = True
+            remaining = _DRAIN_LIMIT
+            while remaining > 0:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    return
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailer fields
+                    return
+                remaining -= len(self.rfile.read(min(size, remaining)))
+                self.rfile.readline(1024)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 
