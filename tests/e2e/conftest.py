@@ -11,12 +11,21 @@ directly in a test or a module fixture.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from local.harness import RunningStack, running_stack
 
 STOP_TIMEOUT_SECONDS = 15.0
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this directory is an e2e test, so `-m "not e2e"` (make test-fast) leaves them out."""
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

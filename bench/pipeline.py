@@ -1,0 +1,344 @@
+"""The real submit → queue → deliver path, in this process: moto (``mock_aws``) with the resources of
+template.yaml, the api and authorizer handlers behind the HTTP API emulation, the sender handler fed SQS
+batches by the local poller exactly as the event source mapping would (10 records a batch, partial
+failures, deletes), delivering into an SMTP sink in another process.
+
+Every handler invocation is timed (the Lambda duration) and every AWS call is counted (``aws_usage``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from bench.aws_usage import AwsUsage
+from bench.common import ACCOUNT_ID, FUNCTIONS_DIR, TENANT_ID, CountingStream, bench_message
+from local.gateway import HttpApiGateway
+from local.lambdas import LocalFunction, import_source
+from local.poller import PolledQueue, SqsPoller
+from local.template import load_template
+
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+ENCRYPTION_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # base64 of bytes 0..31: a test key
+FUNCTIONS = {"AuthorizerFunction": "authorizer", "ApiFunction": "api", "SenderFunction": "sender",
+             "SchedulerFunction": "scheduler"}
+LANES = ("SendQueueImmediate", "SendQueueHigh", "SendQueueMedium", "SendQueueLow")
+BASE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_METRICS_NAMESPACE": "MailProxy", "POWERTOOLS_SERVICE_NAME": "mail-proxy",
+}
+
+_modules: dict[str, ModuleType] = {}
+
+
+def function_module(name: str) -> ModuleType:
+    """A function's ``app`` module, imported once (a warm container keeps it)."""
+    if name not in _modules:
+        path = FUNCTIONS_DIR / name / "app.py"
+        _modules[name] = import_source(path, f"bench_function_{name}", extra_path=path.parent)
+    return _modules[name]
+
+
+def reset_caches() -> None:
+    """Forget every per-container cache, as a new container would (the same list as the tests use)."""
+    from mail_proxy import clock
+    from mail_proxy.aws_clients import reset_clients
+    from mail_proxy.http_api import reset_services
+    from mail_proxy.secrets_config import reset_secrets
+    from mail_proxy.settings import reset_settings
+
+    reset_clients()
+    reset_settings()
+    reset_secrets()
+    reset_services()
+    clock.reset()
+    if "sender" in _modules:
+        _modules["sender"].connections.close_all()
+        _modules["sender"].dispatcher.cache_clear()
+    if "authorizer" in _modules:
+        _modules["authorizer"].repository.cache_clear()
+
+
+@dataclass
+class Durations:
+    """Handler wall times per function (seconds), less the time the cost estimation itself took."""
+
+    by_function: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def total(self, function: str) -> float:
+        return sum(self.by_function.get(function, []))
+
+    def count(self, function: str) -> int:
+        return len(self.by_function.get(function, []))
+
+
+def timed(name: str, handler: Any, durations: Durations, usage: AwsUsage) -> Any:
+    def run(event: Any, context: Any) -> Any:
+        overhead = usage.overhead_seconds
+        started = time.perf_counter()
+        try:
+            return handler(event, context)
+        finally:
+            spent = time.perf_counter() - started - (usage.overhead_seconds - overhead)
+            durations.by_function[name].append(max(spent, 0.0))
+
+    return run
+
+
+@dataclass
+class PipelineResult:
+    messages: int
+    api_batch: int
+    submit_seconds: float
+    deliver_seconds: float
+    handler_seconds: float  # sender handler time within the delivery phase
+    batches: int
+    durations: Durations
+    usage: AwsUsage
+    log_bytes: dict[str, int]
+    profile: cProfile.Profile | None = None
+
+    @property
+    def deliver_rate(self) -> float:
+        return self.messages / self.deliver_seconds
+
+    @property
+    def handler_rate(self) -> float:
+        return self.messages / self.handler_seconds if self.handler_seconds else 0.0
+
+
+class InProcessStack:
+    """moto resources from template.yaml + the handlers, in this process; a context manager."""
+
+    def __init__(self, sink: dict[str, Any], usage: AwsUsage, durations: Durations) -> None:
+        self.sink = sink
+        self.usage = usage
+        self.durations = durations
+        self._saved_env: dict[str, str] = {}
+        self._mock: Any = None
+        self.resources: Any = None
+
+    def __enter__(self) -> InProcessStack:
+        from moto import mock_aws
+
+        from local.resources import provision
+
+        self._saved_env = dict(os.environ)
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SECRET_ID"):
+            os.environ.pop(name, None)
+        os.environ.update(BASE_ENV)
+        self._mock = mock_aws()
+        self._mock.start()
+        try:
+            template = load_template()
+            self.resources = provision(template)
+            env: dict[str, str] = {}
+            for logical_id in FUNCTIONS:
+                env.update(template.function_environment(logical_id, self.resources.resolved))
+            env.pop("SECRET_ID", None)
+            env.update({"MAIL_PROXY_ENCRYPTION_KEY": ENCRYPTION_KEY, "GMP_API_TOKEN": ADMIN_TOKEN,
+                        "MAIL_PROXY_LOCAL": "1", "MAIL_PROXY_ALLOW_LOOPBACK": "1"})
+            if self.sink.get("ca_file"):
+                env["MAIL_PROXY_SMTP_CA_FILE"] = self.sink["ca_file"]
+            os.environ.update(env)
+            reset_caches()
+            self.api_module = function_module("api")
+            self.authorizer_module = function_module("authorizer")
+            self.sender_module = function_module("sender")
+            reset_caches()
+            routes = template.http_routes("ApiFunction")
+            api = LocalFunction("bench-ApiFunction", timed("api", self.api_module.lambda_handler, self.durations,
+                                                           self.usage), timeout_seconds=29, memory_mb=512)
+            authorizer = LocalFunction("bench-AuthorizerFunction",
+                                       timed("authorizer", self.authorizer_module.lambda_handler, self.durations,
+                                             self.usage), timeout_seconds=5, memory_mb=256)
+            self.gateway = HttpApiGateway(api=api, authorizer=authorizer, routes=routes, auth_cache_seconds=0)
+            self.sender = LocalFunction("bench-SenderFunction",
+                                        timed("sender", self.sender_module.lambda_handler, self.durations,
+                                              self.usage), timeout_seconds=60, memory_mb=512)
+            queues = [PolledQueue(url=q.url, arn=q.arn, visibility_timeout=q.visibility_timeout, batch_size=10)
+                      for q in (self.resources.queues[lane] for lane in LANES)]
+            self.poller = SqsPoller(self.sender, queues)
+            import boto3
+
+            self.sqs = boto3.client("sqs", region_name="us-east-1")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            reset_caches()
+        finally:
+            if self._mock is not None:
+                self._mock.stop()
+                self._mock = None
+            os.environ.clear()
+            os.environ.update(self._saved_env)
+
+    def request(self, method: str, path: str, body: Any, token: str) -> tuple[int, Any]:
+        headers = [("content-type", "application/json"), ("x-api-token", token)]
+        response = self.gateway.handle(method, path, headers, json.dumps(body).encode())
+        text = response.body.decode() if isinstance(response.body, bytes) else str(response.body)
+        return response.status, (json.loads(text) if text else None)
+
+    def create_tenant_and_account(self) -> str:
+        status, answer = self.request("POST", "/tenant", {"tenant_id": TENANT_ID, "name": "Benchmark"}, ADMIN_TOKEN)
+        if status != 201:
+            raise RuntimeError(f"POST /tenant: {status} {answer}")
+        token = str(answer["api_key"])
+        account = {"id": ACCOUNT_ID, "host": self.sink["host"], "port": self.sink["port"],
+                   "tls": "starttls" if self.sink.get("ca_file") else "none"}
+        if self.sink.get("user"):
+            account.update(user=self.sink["user"], password=self.sink["password"])
+        status, answer = self.request("POST", "/account", account, token)
+        if status != 201:
+            raise RuntimeError(f"POST /account: {status} {answer}")
+        return token
+
+
+@contextlib.contextmanager
+def _captured_logs(counter: CountingStream) -> Any:
+    """Handler log output (JSON lines, EMF metrics) goes to ``counter`` instead of the terminal."""
+    from mail_proxy.observability import logger
+
+    handler = logger.registered_handler
+    previous = handler.setStream(counter)  # type: ignore[attr-defined]
+    try:
+        with contextlib.redirect_stdout(counter):  # type: ignore[type-var]
+            yield
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, accounting: bool = False,
+                 profile: bool = False, time_limit: float = 300.0) -> PipelineResult:
+    """Submits ``messages`` through the API in calls of ``api_batch``, then delivers them all.
+
+    Raises if the API rejects anything, or if delivery does not finish within ``time_limit`` seconds.
+    """
+    usage = AwsUsage(accounting=accounting)
+    durations = Durations()
+    logs = {"submit": CountingStream(), "deliver": CountingStream()}
+    started_all = time.monotonic()
+    with usage.installed(), InProcessStack(sink, usage, durations) as stack:
+        token = stack.create_tenant_and_account()
+        usage.phase = "submit"
+        started = time.perf_counter()
+        with _captured_logs(logs["submit"]):
+            for first in range(0, messages, api_batch):
+                batch = [bench_message(i) for i in range(first, min(first + api_batch, messages))]
+                status, answer = stack.request("POST", "/commands/add-messages", {"messages": batch}, token)
+                if status != 200 or answer.get("rejected") or answer.get("queued") != len(batch):
+                    raise RuntimeError(f"add-messages: {status} {str(answer)[:500]}")
+                if time.monotonic() - started_all > time_limit:
+                    raise TimeoutError(f"submission took longer than {time_limit:g} s")
+        submit_seconds = time.perf_counter() - started
+
+        usage.phase = "deliver"
+        profiler = cProfile.Profile() if profile else None
+        batches = 0
+        before = durations.total("sender")
+        with _captured_logs(logs["deliver"]):
+            if profiler is not None:
+                profiler.enable()
+            started = time.perf_counter()
+            while batches < messages + 10:
+                if not stack.poller.poll_once(stack.sqs):
+                    break
+                batches += 1
+                if time.monotonic() - started_all > time_limit:
+                    break
+            deliver_seconds = time.perf_counter() - started
+            if profiler is not None:
+                profiler.disable()
+        handler_seconds = durations.total("sender") - before
+        usage.phase = "teardown"
+        if time.monotonic() - started_all > time_limit:
+            raise TimeoutError(f"delivery did not finish within {time_limit:g} s ({batches} batches)")
+    return PipelineResult(messages=messages, api_batch=api_batch, submit_seconds=submit_seconds,
+                          deliver_seconds=deliver_seconds, handler_seconds=handler_seconds, batches=batches,
+                          durations=durations, usage=usage,
+                          log_bytes={k: v.bytes for k, v in logs.items()}, profile=profiler)
+
+
+def _path_hint(path: str) -> str:
+    for marker in ("site-packages/", "/layers/mail_proxy/", "/work/main/", "/lib/python3."):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def profile_group(filename: str, function: str) -> str:
+    """Which part of the stack a profiled function belongs to."""
+    if "/layers/mail_proxy/" in filename or "/functions/" in filename:
+        return "ours"
+    if "/local/" in filename and "site-packages" not in filename:
+        return "local ESM emulation"
+    if "/bench/" in filename:
+        return "bench"
+    if "site-packages/moto/" in filename or "site-packages/werkzeug/" in filename:
+        return "moto"
+    if any(f"site-packages/{p}/" in filename for p in ("botocore", "boto3", "s3transfer", "urllib3", "jmespath")):
+        return "botocore/boto3"
+    if "aws_lambda_powertools" in filename:
+        return "powertools"
+    if "site-packages/pydantic" in filename:
+        return "pydantic"
+    if any(m in filename for m in ("/smtplib.py", "/ssl.py", "/socket.py")) or any(
+            m in function for m in ("_ssl.", "_socket.", "SSLSocket", "socket' objects", "select")):
+        return "smtplib/ssl/socket"
+    if "/email/" in filename:
+        return "email (stdlib)"
+    if "/json/" in filename or "json" in function:
+        return "json"
+    if "/copy.py" in filename or "deepcopy" in function:
+        return "copy (stdlib)"
+    if "/lib/python3" in filename and "site-packages" not in filename:
+        return "other stdlib"
+    if filename == "~":
+        return "builtins"
+    return "other"
+
+
+def profile_report(profiler: cProfile.Profile, total_seconds: float, top: int = 20) -> str:
+    """Self time grouped by part of the stack, then the top functions by cumulative time."""
+    import pstats
+
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    by_group: dict[str, float] = defaultdict(float)
+    profiled_total = 0.0
+    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        by_group[profile_group(filename, function)] += tottime
+        profiled_total += tottime
+    lines = [f"  self time by part (profiled total {profiled_total:.2f} s; unprofiled phase {total_seconds:.2f} s):"]
+    for group, seconds in sorted(by_group.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {group:22s} {seconds:7.2f} s  {100 * seconds / profiled_total:5.1f} %")
+    lines.append(f"  top {top} by cumulative time:")
+    lines.append(f"    {'cumul s':>8s} {'self s':>7s} {'calls':>8s}  {'part':20s} function")
+    entries = sorted(raw.items(), key=lambda kv: -kv[1][3])
+    shown = 0
+    for (filename, line, function), (_cc, nc, tottime, cumtime, _callers) in entries:
+        group = profile_group(filename, function)
+        if group == "bench" or function in ("<built-in method builtins.exec>",):
+            continue
+        where = f"{_path_hint(filename)}:{line}" if filename != "~" else ""
+        lines.append(f"    {cumtime:8.2f} {tottime:7.2f} {nc:8d}  {group:20s} {function} {where}")
+        shown += 1
+        if shown >= top:
+            break
+    ours = sorted(((k, v) for k, v in raw.items() if profile_group(k[0], k[2]) == "ours"), key=lambda kv: -kv[1][2])
+    lines.append("  our functions by self time:")
+    for (filename, line, function), (_cc, nc, tottime, cumtime, _callers) in ours[:10]:
+        lines.append(f"    {cumtime:8.2f} {tottime:7.2f} {nc:8d}  {function} {_path_hint(filename)}:{line}")
+    return "\n".join(lines)
