@@ -222,7 +222,8 @@ class AwsUsage:
                     rru += _read_units(size, consistent)
         elif operation in ("Query", "Scan"):
             index = params.get("IndexName")
-            consistent = bool(params.get("ConsistentRead")) and not _is_global_index(backend, params["TableName"], index)
+            consistent = (bool(params.get("ConsistentRead"))
+                          and not _is_global_index(backend, params["TableName"], index))
             returned = (response or {}).get("Items", [])
             if params.get("ProjectionExpression") and not index:
                 # a projection does not make the read cheaper: the whole items are read

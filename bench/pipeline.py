@@ -104,6 +104,8 @@ class PipelineResult:
     durations: Durations
     usage: AwsUsage
     log_bytes: dict[str, int]
+    api_request_bytes: list[int] = field(default_factory=list)
+    records_per_batch: int = 10
     profile: cProfile.Profile | None = None
 
     @property
@@ -118,7 +120,9 @@ class PipelineResult:
 class InProcessStack:
     """moto resources from template.yaml + the handlers, in this process; a context manager."""
 
-    def __init__(self, sink: dict[str, Any], usage: AwsUsage, durations: Durations) -> None:
+    def __init__(self, sink: dict[str, Any], usage: AwsUsage, durations: Durations,
+                 records_per_batch: int = 10) -> None:
+        self.records_per_batch = records_per_batch
         self.sink = sink
         self.usage = usage
         self.durations = durations
@@ -164,7 +168,8 @@ class InProcessStack:
             self.sender = LocalFunction("bench-SenderFunction",
                                         timed("sender", self.sender_module.lambda_handler, self.durations,
                                               self.usage), timeout_seconds=60, memory_mb=512)
-            queues = [PolledQueue(url=q.url, arn=q.arn, visibility_timeout=q.visibility_timeout, batch_size=10)
+            queues = [PolledQueue(url=q.url, arn=q.arn, visibility_timeout=q.visibility_timeout,
+                                  batch_size=self.records_per_batch)
                       for q in (self.resources.queues[lane] for lane in LANES)]
             self.poller = SqsPoller(self.sender, queues)
             import boto3
@@ -185,9 +190,13 @@ class InProcessStack:
             os.environ.clear()
             os.environ.update(self._saved_env)
 
-    def request(self, method: str, path: str, body: Any, token: str) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any, token: str, sizes: list[int] | None = None
+                ) -> tuple[int, Any]:
         headers = [("content-type", "application/json"), ("x-api-token", token)]
-        response = self.gateway.handle(method, path, headers, json.dumps(body).encode())
+        data = json.dumps(body).encode()
+        if sizes is not None:
+            sizes.append(len(data))
+        response = self.gateway.handle(method, path, headers, data)
         text = response.body.decode() if isinstance(response.body, bytes) else str(response.body)
         return response.status, (json.loads(text) if text else None)
 
@@ -220,24 +229,27 @@ def _captured_logs(counter: CountingStream) -> Any:
         handler.setStream(previous)  # type: ignore[attr-defined]
 
 
-def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, accounting: bool = False,
-                 profile: bool = False, time_limit: float = 300.0) -> PipelineResult:
-    """Submits ``messages`` through the API in calls of ``api_batch``, then delivers them all.
+def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, records_per_batch: int = 10,
+                 accounting: bool = False, profile: bool = False, time_limit: float = 300.0) -> PipelineResult:
+    """Submits ``messages`` through the API in calls of ``api_batch``, then delivers them all, the sender
+    invoked with up to ``records_per_batch`` SQS records (each carrying up to 10 message ids).
 
     Raises if the API rejects anything, or if delivery does not finish within ``time_limit`` seconds.
     """
     usage = AwsUsage(accounting=accounting)
     durations = Durations()
     logs = {"submit": CountingStream(), "deliver": CountingStream()}
+    sizes: list[int] = []
     started_all = time.monotonic()
-    with usage.installed(), InProcessStack(sink, usage, durations) as stack:
+    with usage.installed(), InProcessStack(sink, usage, durations, records_per_batch) as stack, \
+            _captured_logs(CountingStream()):
         token = stack.create_tenant_and_account()
         usage.phase = "submit"
         started = time.perf_counter()
         with _captured_logs(logs["submit"]):
             for first in range(0, messages, api_batch):
                 batch = [bench_message(i) for i in range(first, min(first + api_batch, messages))]
-                status, answer = stack.request("POST", "/commands/add-messages", {"messages": batch}, token)
+                status, answer = stack.request("POST", "/commands/add-messages", {"messages": batch}, token, sizes)
                 if status != 200 or answer.get("rejected") or answer.get("queued") != len(batch):
                     raise RuntimeError(f"add-messages: {status} {str(answer)[:500]}")
                 if time.monotonic() - started_all > time_limit:
@@ -268,7 +280,8 @@ def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, a
     return PipelineResult(messages=messages, api_batch=api_batch, submit_seconds=submit_seconds,
                           deliver_seconds=deliver_seconds, handler_seconds=handler_seconds, batches=batches,
                           durations=durations, usage=usage,
-                          log_bytes={k: v.bytes for k, v in logs.items()}, profile=profiler)
+                          log_bytes={k: v.bytes for k, v in logs.items()}, api_request_bytes=sizes,
+                          records_per_batch=records_per_batch, profile=profiler)
 
 
 def _path_hint(path: str) -> str:
@@ -310,8 +323,31 @@ def profile_group(filename: str, function: str) -> str:
     return "other"
 
 
+# Inclusive buckets: (label, file suffix, function names). Their subtrees do not overlap.
+BUCKETS = (
+    ("AWS calls (botocore + moto; in the stack: + HTTP wait)", "botocore/client.py", ("_make_api_call",)),
+    ("SMTP (SmtpConnection.send, connect/NOOP check)", "mail_proxy/smtp_client.py", ("send", "get")),
+    ("MIME rendering (Dispatcher._render)", "mail_proxy/delivery.py", ("_render",)),
+    ("Powertools logger calls", "aws_lambda_powertools/logging/logger.py",
+     ("info", "debug", "warning", "error", "exception", "append_keys")),
+    ("Powertools metrics flush", "metrics/provider/base.py", ("flush_metrics",)),
+)
+
+
+def profile_buckets(raw: dict[Any, Any]) -> list[tuple[str, float, int]]:
+    out = []
+    for label, suffix, names in BUCKETS:
+        seconds, calls = 0.0, 0
+        for (filename, _line, function), (_cc, nc, _tt, cumtime, _callers) in raw.items():
+            if filename.endswith(suffix) and function in names:
+                seconds += cumtime
+                calls += nc
+        out.append((label, seconds, calls))
+    return out
+
+
 def profile_report(profiler: cProfile.Profile, total_seconds: float, top: int = 20) -> str:
-    """Self time grouped by part of the stack, then the top functions by cumulative time."""
+    """Where the time went: inclusive buckets, self time by part of the stack, top functions by cumulative."""
     import pstats
 
     stats = pstats.Stats(profiler)
@@ -321,7 +357,15 @@ def profile_report(profiler: cProfile.Profile, total_seconds: float, top: int = 
     for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
         by_group[profile_group(filename, function)] += tottime
         profiled_total += tottime
-    lines = [f"  self time by part (profiled total {profiled_total:.2f} s; unprofiled phase {total_seconds:.2f} s):"]
+    lines = [f"  inclusive time (profiled total {profiled_total:.2f} s; the phase took {total_seconds:.2f} s "
+             "unprofiled):"]
+    rest = profiled_total
+    for label, seconds, calls in profile_buckets(raw):
+        rest -= seconds
+        lines.append(f"    {label:58s} {seconds:7.2f} s {100 * seconds / profiled_total:5.1f} %  ({calls} calls)")
+    lines.append(f"    {'everything else (our code, Powertools batch, ESM emulation)':58s} {rest:7.2f} s "
+                 f"{100 * rest / profiled_total:5.1f} %")
+    lines.append("  self time by part of the stack:")
     for group, seconds in sorted(by_group.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {group:22s} {seconds:7.2f} s  {100 * seconds / profiled_total:5.1f} %")
     lines.append(f"  top {top} by cumulative time:")
@@ -337,8 +381,8 @@ def profile_report(profiler: cProfile.Profile, total_seconds: float, top: int = 
         shown += 1
         if shown >= top:
             break
-    ours = sorted(((k, v) for k, v in raw.items() if profile_group(k[0], k[2]) == "ours"), key=lambda kv: -kv[1][2])
-    lines.append("  our functions by self time:")
-    for (filename, line, function), (_cc, nc, tottime, cumtime, _callers) in ours[:10]:
+    ours = sorted(((k, v) for k, v in raw.items() if profile_group(k[0], k[2]) == "ours"), key=lambda kv: -kv[1][3])
+    lines.append("  our functions by cumulative time:")
+    for (filename, line, function), (_cc, nc, tottime, cumtime, _callers) in ours[:15]:
         lines.append(f"    {cumtime:8.2f} {tottime:7.2f} {nc:8d}  {function} {_path_hint(filename)}:{line}")
     return "\n".join(lines)

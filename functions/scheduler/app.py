@@ -7,6 +7,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.report_queue import ReportQueue
+from mail_proxy.reporting import queue_heartbeats
 from mail_proxy.repository import MailRepository
 from mail_proxy.scheduling import enqueue_due, reconcile_unqueued
 from mail_proxy.send_queue import SendQueue
@@ -16,18 +18,21 @@ STOP_MARGIN_MS = 10_000
 
 
 @lru_cache(maxsize=1)
-def wiring() -> tuple[MailRepository, SendQueue]:
+def wiring() -> tuple[MailRepository, SendQueue, ReportQueue]:
     settings = get_settings()
-    return MailRepository(settings.table_name), SendQueue(settings.send_queue_urls)
+    return (MailRepository(settings.table_name), SendQueue(settings.send_queue_urls),
+            ReportQueue(settings.report_queue_url, None))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    repo, queue = wiring()
+    repo, queue, reports = wiring()
     queued = recovered = held = 0
-    for tenant in repo.list_tenants():
+    tenants = repo.list_tenants()
+    heartbeats = queue_heartbeats(repo, reports, tenants)
+    for tenant in tenants:
         if context.get_remaining_time_in_millis() < STOP_MARGIN_MS:
             logger.warning("scheduler ran out of time; the next tick continues")
             break
@@ -36,5 +41,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         held += outcome.skipped_suspended
         recovered += reconcile_unqueued(repo, queue, tenant)
     metrics.add_metric(name="MessagesScheduled", unit=MetricUnit.Count, value=queued + recovered)
-    logger.info("scheduler tick", extra={"queued": queued, "recovered": recovered, "held": held})
-    return {"queued": queued, "recovered": recovered, "held": held}
+    logger.info("scheduler tick", extra={"queued": queued, "recovered": recovered, "held": held,
+                                         "heartbeats": heartbeats})
+    return {"queued": queued, "recovered": recovered, "held": held, "heartbeats": heartbeats}

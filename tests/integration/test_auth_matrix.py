@@ -1,4 +1,4 @@
-"""Every route of the contract × every kind of caller: the right status, and never another tenant's data.
+"""Every route of the contract x every kind of caller: the right status, and never another tenant's data.
 
 Two tenants, ``acme<n>`` (whose resources every request targets) and ``rival<n>``, each with an account
 ``smtp1`` and a message ``m1``. Each tenant's data carries a marker (``acmemark`` / ``rivalmark``) in its
@@ -6,7 +6,8 @@ name, SMTP host and subjects, so an answer that leaks another tenant's data is c
 
 Building a moto stack is most of an integration test's time, so the module shares one, and requests that
 change nothing (every refused request, every read) share one pair of tenants; a request that may change
-something gets a fresh pair. ``test_refused_request_changes_nothing`` is what makes that sharing safe.
+something gets a fresh pair. ``test_refused_request_changes_nothing`` is what makes that sharing safe (a
+request without a token never reaches a function, so only the ones with a token are checked).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ ROUTES = [
     Route("GET", "/openapi.json", "anyone"),
 ]
 CALLERS = ["no-token", "wrong-token", "other-tenant", "admin", "own-tenant"]
-GUARDED_ROUTES = [r for r in ROUTES if r.who in ("admin", "self", "tenant")]
+WRITE_ROUTES = [r for r in ROUTES if r.method != "GET"]
 ADMIN_ROUTES = [r for r in ROUTES if r.who == "admin"]
 
 
@@ -190,23 +191,33 @@ def expected_status(route: Route, caller: str) -> int:
     return ok
 
 
-def business_items(world: World) -> list[str]:
-    """The world's tenants' items (and any tenant a request may have created), without the command log."""
-    prefixes = [f"TENANT#{world.owner}", f"TENANT#{world.rival}", f"TENANT#new-{world.owner}"]
-    ddb = boto3.client("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": world.stack.table_name,
-        "FilterExpression": " OR ".join(f"begins_with(pk, :p{i})" for i in range(len(prefixes))),
-        "ExpressionAttributeValues": {f":p{i}": {"S": p} for i, p in enumerate(prefixes)},
-    }
+def _query(ddb: Any, table: str, value: str, index: str | None = None) -> list[dict[str, Any]]:
+    key = "gsi1pk" if index else "pk"
+    kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": f"{key} = :v",
+                              "ExpressionAttributeValues": {":v": {"S": value}}}
+    if index:
+        kwargs["IndexName"] = index
     items: list[dict[str, Any]] = []
     while True:
-        page = ddb.scan(**kwargs)
+        page = ddb.query(**kwargs)
         items.extend(page["Items"])
         if "LastEvaluatedKey" not in page:
-            break
+            return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return sorted(json.dumps(i, sort_keys=True) for i in items if not i["pk"]["S"].endswith("#LOG"))
+
+
+def business_items(world: World) -> list[str]:
+    """Every item of the world's tenants (and of a tenant a request might have created), log excluded.
+
+    Read partition by partition, since a scan of the shared table grows slow.
+    """
+    ddb = boto3.client("dynamodb")
+    table = world.stack.table_name
+    tenants = [world.owner, world.rival, f"new-{world.owner}"]
+    partitions = [f"TENANT#{t}" for t in tenants]
+    for tenant in tenants:
+        partitions += [i["pk"]["S"] for i in _query(ddb, table, f"TENANT#{tenant}#MSG", index="ByTenant")]
+    return sorted(json.dumps(i, sort_keys=True) for pk in partitions for i in _query(ddb, table, pk))
 
 
 @pytest.mark.parametrize("caller", CALLERS)
@@ -233,8 +244,8 @@ def test_answer_never_contains_another_tenants_data(request: pytest.FixtureReque
         assert OWNER_MARK not in text, text
 
 
-@pytest.mark.parametrize("caller", ["no-token", "wrong-token", "other-tenant"])
-@pytest.mark.parametrize("route", GUARDED_ROUTES, ids=[r.name for r in GUARDED_ROUTES])
+@pytest.mark.parametrize("caller", ["wrong-token", "other-tenant"])
+@pytest.mark.parametrize("route", WRITE_ROUTES, ids=[r.name for r in WRITE_ROUTES])
 def test_refused_request_changes_nothing(shared_world: World, route: Route, caller: str) -> None:
     before = business_items(shared_world)
     resp = call(shared_world, route, caller)

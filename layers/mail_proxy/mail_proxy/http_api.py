@@ -44,6 +44,7 @@ from mail_proxy.errors import (
 from mail_proxy.messages import MessageDesk
 from mail_proxy.observability import logger
 from mail_proxy.principal import Principal
+from mail_proxy.report_queue import ReportQueue
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue
 from mail_proxy.settings import get_settings
@@ -71,7 +72,8 @@ class Services:
         self.tenants = TenantAdmin(self.repo)
         self.accounts = AccountAdmin(self.repo)
         self.submission = MessageSubmission(self.repo, self.queue)
-        self.messages = MessageDesk(self.repo, self.queue)
+        self.messages = MessageDesk(self.repo, self.queue,
+                                    ReportQueue(settings.report_queue_url, settings.report_parked_queue_url))
 
 
 @lru_cache(maxsize=1)
@@ -177,6 +179,13 @@ class Status(Ok):
 class TenantCreated(Ok):
     tenant_id: str
     api_key: str = Field(description="the tenant's API token; shown only in this answer")
+    signing_secret: str = Field(description="secret of the X-Mail-Proxy-Signature on delivery reports; "
+                                            "shown only in this answer")
+
+
+class SigningSecret(Ok):
+    signing_secret: str
+    previous_valid_until: int = Field(description="until then reports carry a signature with the old secret too")
 
 
 class ApiKey(Ok):
@@ -282,8 +291,9 @@ def status() -> Status:
 
 @app.post("/tenant", status_code=201)
 def create_tenant(request: TenantCreate) -> Response[TenantCreated]:
-    token = services().tenants.create(principal(), request)
-    return created(TenantCreated(tenant_id=request.tenant_id, api_key=token))
+    credentials = services().tenants.create(principal(), request)
+    return created(TenantCreated(tenant_id=request.tenant_id, api_key=credentials.api_key,
+                                 signing_secret=credentials.signing_secret))
 
 
 @app.get("/tenants")
@@ -311,6 +321,13 @@ def delete_tenant(tenant_id: TenantPath) -> Ok:
 @app.post("/tenant/<tenant_id>/api-key")
 def new_api_key(tenant_id: TenantPath) -> ApiKey:
     return ApiKey(api_key=services().tenants.new_api_key(principal(), tenant_id))
+
+
+@app.post("/tenant/<tenant_id>/signing-secret")
+def rotate_signing_secret(tenant_id: TenantPath,
+                          grace_seconds: Annotated[int, Query(ge=0, le=7 * 24 * 3600)] = 24 * 3600) -> SigningSecret:
+    secret, valid_until = services().tenants.rotate_signing_secret(principal(), tenant_id, grace_seconds)
+    return SigningSecret(signing_secret=secret, previous_valid_until=valid_until)
 
 
 @app.delete("/tenant/<tenant_id>/api-key")

@@ -14,6 +14,8 @@ from mail_proxy.domain import (
 )
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from mail_proxy.principal import Principal
+from mail_proxy.report_queue import ReportQueue
+from mail_proxy.reporting import sync_now
 from mail_proxy.repository import MailRepository
 from mail_proxy.scheduling import ScheduleOutcome, enqueue_due
 from mail_proxy.send_queue import SendQueue
@@ -46,9 +48,10 @@ def _fully_reported(state: dict[str, Any]) -> bool:
 
 
 class MessageDesk:
-    def __init__(self, repo: MailRepository, queue: SendQueue) -> None:
+    def __init__(self, repo: MailRepository, queue: SendQueue, reports: ReportQueue | None = None) -> None:
         self.repo = repo
         self.queue = queue
+        self.reports = reports or ReportQueue(None, None)
 
     def list_messages(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
              active_only: bool, include_history: bool, limit: int, cursor: str | None
@@ -148,6 +151,8 @@ class MessageDesk:
             outcome = enqueue_due(self.repo, self.queue, tenant)
             total.queued += outcome.queued
             total.skipped_suspended += outcome.skipped_suspended
+            if self.reports.configured:
+                sync_now(self.repo, self.reports, tenant["tenant_id"])
         audit.record(self.repo, command="run_now", tenant_id=tid, payload={},
                      message=f"run-now queued {total.queued} messages", queued=total.queued)
         return total

@@ -21,6 +21,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -615,6 +616,55 @@ class MailRepository:
         self._call("put_item", Item=_marshal({"pk": tenant_pk(tenant_id), "sk": "#SCHEDULER",
                                               "checked_until_ms": checked_until_ms}))
 
+    # ------------------------------------------------------------------------------------ reports
+
+    def mark_events_reported(self, tenant_id: str, message_id: str, events: Sequence[tuple[int, str]],
+                             reported_ts: int, expires_at: int | None) -> bool:
+        """Set ``reported_ts`` on acknowledged events; False if the message changed or vanished meanwhile.
+
+        Events are only ever appended, so an index stays valid; the event id guards against a replaced
+        message (whose events start over).
+        """
+        names: dict[str, str] = {"#e": "events"}
+        values: dict[str, Any] = {":t": {"N": str(reported_ts)}}
+        sets, conditions = [], ["attribute_exists(pk)"]
+        for n, (index, event_id) in enumerate(events):
+            sets.append(f"#e[{int(index)}].reported_ts = :t")
+            conditions.append(f"#e[{int(index)}].event_id = :id{n}")
+            values[f":id{n}"] = {"S": event_id}
+        if expires_at is not None:
+            sets.append("expires_at = :x")
+            values[":x"] = {"N": str(expires_at)}
+        try:
+            self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_sync_state(self, tenant_id: str, *, last_sync_ts: int, quiet_until: int | None) -> None:
+        """Bookkeeping of the report sync protocol; does not count as a configuration change."""
+        expr = "SET last_sync_ts = :s" + (", report_quiet_until = :q" if quiet_until else "")
+        expr += "" if quiet_until else " REMOVE report_quiet_until"
+        values: dict[str, Any] = {":s": {"N": str(last_sync_ts)}}
+        if quiet_until:
+            values[":q"] = {"N": str(quiet_until)}
+        try:
+            self._call("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), UpdateExpression=expr,
+                       ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+
     # ------------------------------------------------------------------------------------ command log
 
     def log_command(self, tenant_id: str | None, command: str, payload: dict[str, Any], outcome: str,
@@ -730,3 +780,29 @@ class MailRepository:
                     break
             else:
                 raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+
+
+def state_change_from_stream(record: dict[str, Any]) -> StateChange | None:
+    """The events a stream record of a message STATE item added (None for any other item)."""
+    data = record.get("dynamodb") or {}
+    new_raw = data.get("NewImage")
+    if not new_raw or new_raw.get("sk", {}).get("S") != STATE_SK:
+        return None
+    new = _unmarshal(new_raw)
+    old = _unmarshal(data["OldImage"]) if data.get("OldImage") else {}
+    if old.get("payload_version") and old.get("payload_version") != new.get("payload_version"):
+        old = {}  # the message was replaced: its event list started over
+    seen = {e.get("event_id") for e in old.get("events") or []}
+    added = [(i, e) for i, e in enumerate(new.get("events") or []) if e.get("event_id") not in seen]
+    if not added:
+        return None
+    return StateChange(tenant_id=new["tenant_id"], message_id=new["id"], status=new.get("status", ""),
+                       events=added)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    tenant_id: str
+    message_id: str
+    status: str
+    events: list[tuple[int, dict[str, Any]]]

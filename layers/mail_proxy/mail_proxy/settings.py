@@ -28,6 +28,9 @@ class Settings(BaseModel):
     smtp_timeout: float = 20.0
     smtp_ca_file: str | None = None
     retry_delays: str | None = None
+    report_queue_url: str | None = None
+    report_parked_queue_url: str | None = None
+    report_backoff: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,6 +55,9 @@ class Settings(BaseModel):
             smtp_timeout=float(os.environ.get("SMTP_TIMEOUT_SECONDS", 20)),
             smtp_ca_file=os.environ.get("MAIL_PROXY_SMTP_CA_FILE") or None,
             retry_delays=os.environ.get("MAIL_PROXY_RETRY_DELAYS") or None,
+            report_queue_url=os.environ.get("REPORT_QUEUE_URL") or None,
+            report_parked_queue_url=os.environ.get("REPORT_PARKED_QUEUE_URL") or None,
+            report_backoff=os.environ.get("MAIL_PROXY_REPORT_BACKOFF_SECONDS") or None,
         )
 
 

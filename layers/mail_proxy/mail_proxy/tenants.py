@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import audit, clock
 from mail_proxy.domain import ClientAuth, ClientAuthView, RateLimits, TenantCreate, TenantUpdate, TenantView
-from mail_proxy.errors import ConflictError
+from mail_proxy.errors import ConflictError, InvalidInputError
 from mail_proxy.principal import Principal
+from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import encrypt
 from mail_proxy.tokens import generate_token, hash_token
@@ -18,6 +20,21 @@ DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 
 def client_auth_context(tenant_id: str) -> str:
     return f"tenant:{tenant_id}:client_auth"
+
+
+def signing_secret_context(tenant_id: str) -> str:
+    return f"tenant:{tenant_id}:signing_secret"
+
+
+MAX_SIGNING_GRACE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class NewTenantCredentials:
+    """Shown once, in the answer to the creation; only their hash or ciphertext is kept."""
+
+    api_key: str
+    signing_secret: str
 
 
 def _stored_client_auth(tenant_id: str, auth: ClientAuth) -> dict[str, Any]:
@@ -65,15 +82,17 @@ class TenantAdmin:
     def __init__(self, repo: MailRepository) -> None:
         self.repo = repo
 
-    def create(self, principal: Principal, request: TenantCreate) -> str:
+    def create(self, principal: Principal, request: TenantCreate) -> NewTenantCredentials:
         principal.require_admin()
         token = request.token or generate_token()
+        signing = new_signing_secret()
         now = clock.now_iso()
         item = {
             "tenant_id": request.tenant_id,
             "active": True if request.active is None else request.active,
             "created_at": now,
             "updated_at": now,
+            "signing_secret": encrypt(signing, context=signing_secret_context(request.tenant_id)),
             **_fields_to_item(request.tenant_id, request),
         }
         item.setdefault("client_sync_path", DEFAULT_SYNC_PATH)
@@ -81,7 +100,28 @@ class TenantAdmin:
         audit.record(self.repo, command="create_tenant", tenant_id=request.tenant_id,
                      payload=request.model_dump(exclude_none=True),
                      message=f"Tenant '{request.tenant_id}' created", status=201)
-        return token
+        return NewTenantCredentials(api_key=token, signing_secret=signing)
+
+    def rotate_signing_secret(self, principal: Principal, tenant_id: str, grace_seconds: int) -> tuple[str, int]:
+        """A new report signing secret; the old one stays valid for ``grace_seconds`` (both sign meanwhile)."""
+        principal.require_self_or_admin(tenant_id)
+        if not 0 <= grace_seconds <= MAX_SIGNING_GRACE_SECONDS:
+            raise InvalidInputError(f"grace_seconds must be between 0 and {MAX_SIGNING_GRACE_SECONDS}")
+        tenant = self.repo.require_tenant(tenant_id)
+        secret = new_signing_secret()
+        valid_until = clock.now_ts() + grace_seconds
+        changes: dict[str, Any] = {"signing_secret": encrypt(secret, context=signing_secret_context(tenant_id))}
+        removals: list[str] = []
+        if tenant.get("signing_secret") and grace_seconds > 0:
+            changes["previous_signing_secret"] = tenant["signing_secret"]
+            changes["previous_signing_valid_until"] = valid_until
+        else:
+            removals = ["previous_signing_secret", "previous_signing_valid_until"]
+        self.repo.update_tenant(tenant_id, changes, removals)
+        audit.record(self.repo, command="rotate_signing_secret", tenant_id=tenant_id,
+                     payload={"grace_seconds": grace_seconds},
+                     message=f"Report signing secret rotated for tenant '{tenant_id}'")
+        return secret, valid_until
 
     def list_tenants(self, principal: Principal, *, active_only: bool) -> list[TenantView]:
         principal.require_admin()

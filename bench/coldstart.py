@@ -1,0 +1,96 @@
+"""Cold-start import time of each handler module, against a bare ``import boto3, pydantic,
+aws_lambda_powertools`` in the same run.
+
+Each measurement is a fresh interpreter running ``python -X importtime -c "import app"`` with the function's
+directory and the layer on ``sys.path`` (as ``/var/task`` and ``/opt/python`` are in Lambda) and the
+function's environment from template.yaml; the total is the sum of every module's own ("self") import
+time. Runs are interleaved (baseline, api, authorizer, ... then again) so drift hits all alike; the median
+of the repetitions counts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from typing import Any
+
+from bench.common import FUNCTIONS_DIR, LAYER_DIR, ROOT, fmt, load_average
+
+HANDLERS = {"api": "ApiFunction", "authorizer": "AuthorizerFunction", "sender": "SenderFunction",
+            "scheduler": "SchedulerFunction"}
+BASELINE = "import boto3, pydantic, aws_lambda_powertools"
+TARGET_RATIO = 1.2
+LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
+SEEN_ANYWAY = {"encodings", "site", "io", "abc", "codecs", "zipimport", "_frozen_importlib_external"}
+
+
+def _environment(logical_id: str | None) -> dict[str, str]:
+    from local.template import load_template, local_resolved_names
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
+    env.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "PYTHONDONTWRITEBYTECODE": "1"})
+    if logical_id is not None:
+        template = load_template()
+        env.update(template.function_environment(logical_id, local_resolved_names(template)))
+    return env
+
+
+def measure(code: str, path: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """Total import time (seconds) and each top-level package's share (its modules' own import time)."""
+    command = [sys.executable, "-X", "importtime", "-c", code]
+    env = {**env, "PYTHONPATH": os.pathsep.join(path)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{code!r} failed: {done.stderr[-2000:]}")
+    total = 0
+    packages: dict[str, float] = defaultdict(float)
+    for line in done.stderr.splitlines():
+        match = LINE.match(line)
+        if not match:
+            continue
+        self_us, name = int(match[1]), match[4]
+        total += self_us
+        packages[name.split(".")[0]] += self_us / 1e6
+    return total / 1e6, dict(packages)
+
+
+def run_coldstart(repetitions: int = 5) -> dict[str, Any]:
+    print(f"\n== Cold-start import: python -X importtime, fresh interpreter each, median of {repetitions} "
+          f"(load {load_average()})")
+    runs: dict[str, list[float]] = defaultdict(list)
+    packages: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    envs = {name: _environment(logical_id) for name, logical_id in HANDLERS.items()}
+    base_env = _environment(None)
+    for _ in range(repetitions):
+        total, found = measure(BASELINE, [str(LAYER_DIR)], base_env)
+        runs["baseline"].append(total)
+        for package, seconds in found.items():
+            packages["baseline"][package].append(seconds)
+        for name in HANDLERS:
+            total, found = measure("import app", [str(FUNCTIONS_DIR / name), str(LAYER_DIR)], envs[name])
+            runs[name].append(total)
+            for package, seconds in found.items():
+                packages[name][package].append(seconds)
+    baseline = statistics.median(runs["baseline"])
+    print(f"  baseline `{BASELINE}`: {1000 * baseline:.0f} ms "
+          f"(runs {', '.join(f'{1000 * r:.0f}' for r in runs['baseline'])})")
+    ratios: dict[str, float] = {}
+    for name in HANDLERS:
+        median = statistics.median(runs[name])
+        ratios[name] = median / baseline
+        print(f"  {name:11s} {1000 * median:5.0f} ms  ratio {ratios[name]:.2f}  (target ≤ {TARGET_RATIO}; runs "
+              f"{', '.join(f'{1000 * r:.0f}' for r in runs[name])})")
+        extra = sorted(((statistics.median(v) - statistics.median(packages["baseline"].get(k, [0.0])), k)
+                        for k, v in packages[name].items() if k not in SEEN_ANYWAY), reverse=True)[:7]
+        print("              more than the baseline, by package: "
+              + ", ".join(f"{k} +{1000 * s:.0f} ms" for s, k in extra))
+    worst = max(ratios.values())
+    return {"cold_start_ratio_max": round(worst, 3), "cold_start_baseline_ms": round(1000 * baseline, 1),
+            "cold_start_ms": {n: round(1000 * statistics.median(runs[n]), 1) for n in HANDLERS},
+            "cold_start_ratio": {n: round(r, 3) for n, r in ratios.items()},
+            "cold_start_target_met": worst <= TARGET_RATIO, "cold_start_worst": fmt(worst)}

@@ -1,0 +1,30 @@
+"""Report router function: table stream → new message events → the tenant's group on the FIFO reports queue."""
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.report_queue import ReportQueue
+from mail_proxy.reporting import route_stream_records
+from mail_proxy.repository import MailRepository
+from mail_proxy.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def wiring() -> tuple[MailRepository, ReportQueue]:
+    settings = get_settings()
+    return MailRepository(settings.table_name), ReportQueue(settings.report_queue_url, None)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    repo, queue = wiring()
+    queued = route_stream_records(repo, queue, event.get("Records") or [])
+    if queued:
+        metrics.add_metric(name="ReportEventsQueued", unit=MetricUnit.Count, value=queued)
+    return {"queued": queued}

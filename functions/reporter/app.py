@@ -1,0 +1,55 @@
+"""Reporter function: FIFO report records → signed POSTs to each tenant's application.
+
+A record the application did not acknowledge is hidden for a backoff delay and reported as failed, so
+SQS brings it back later; after the queue's maxReceiveCount (over 24 hours) it is parked in the
+dead-letter queue. Other tenants' records in the batch are not held up (skip_group_on_error).
+"""
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.report_queue import ReportQueue
+from mail_proxy.reporting import ReportDelivery, RetryLater, parse_backoff
+from mail_proxy.repository import MailRepository
+from mail_proxy.settings import get_settings
+
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+@lru_cache(maxsize=1)
+def wiring() -> tuple[ReportDelivery, ReportQueue]:
+    settings = get_settings()
+    delivery = ReportDelivery(MailRepository(settings.table_name), allow_loopback=settings.allow_loopback,
+                              backoff_seconds=parse_backoff(settings.report_backoff))
+    return delivery, ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
+
+
+def record_handler(record: SQSRecord) -> None:
+    delivery, queue = wiring()
+    body = record.json_body
+    logger.append_keys(tenant_id=body.get("tenant_id"), sqs_message_id=record.message_id)
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    try:
+        outcome = delivery.deliver(body, receive_count)
+    except RetryLater as later:
+        logger.warning("report not acknowledged; retrying later",
+                       extra={"reason": later.reason, "retry_in_s": later.delay, "receive_count": receive_count})
+        metrics.add_metric(name="ReportBatchesFailed", unit=MetricUnit.Count, value=1)
+        queue.delay(record.receipt_handle, later.delay)
+        raise
+    if outcome.events_acknowledged:
+        metrics.add_metric(name="ReportsDelivered", unit=MetricUnit.Count, value=outcome.events_acknowledged)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)
