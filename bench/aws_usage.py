@@ -141,7 +141,10 @@ class AwsUsage:
 
     def _record(self, original: Any, client: Any, operation: str, params: dict[str, Any]) -> Any:
         service = client.meta.service_model.service_name
-        key = (self.phase, service, operation)
+        label = operation
+        if service == "sqs" and str(params.get("QueueUrl", "")).endswith(".fifo"):
+            label = f"{operation}.fifo"  # FIFO queues have their own price
+        key = (self.phase, service, label)
         if not self.accounting or service != "dynamodb":
             started = time.perf_counter()
             try:

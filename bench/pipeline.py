@@ -28,7 +28,8 @@ from local.template import load_template
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 ENCRYPTION_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # base64 of bytes 0..31: a test key
 FUNCTIONS = {"AuthorizerFunction": "authorizer", "ApiFunction": "api", "SenderFunction": "sender",
-             "SchedulerFunction": "scheduler"}
+             "SchedulerFunction": "scheduler", "ReportRouterFunction": "report_router",
+             "ReporterFunction": "reporter"}
 LANES = ("SendQueueImmediate", "SendQueueHigh", "SendQueueMedium", "SendQueueLow")
 BASE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -65,6 +66,9 @@ def reset_caches() -> None:
         _modules["sender"].dispatcher.cache_clear()
     if "authorizer" in _modules:
         _modules["authorizer"].repository.cache_clear()
+    for name in ("report_router", "reporter", "scheduler"):
+        if name in _modules:
+            _modules[name].wiring.cache_clear()
 
 
 @dataclass
@@ -93,6 +97,56 @@ def timed(name: str, handler: Any, durations: Durations, usage: AwsUsage) -> Any
     return run
 
 
+class ReportReceiver:
+    """The tenant's application: takes ``delivery_report`` POSTs on loopback, counts the events by message
+    and answers ``{"ok": true, "queued": 0}``. A context manager (a server thread in this process)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with receiver.lock:
+                    receiver.posts += 1
+                    for item in body.get("delivery_report") or []:
+                        receiver.events[(item.get("id"), item.get("event"))] += 1
+                answer = b'{"ok":true,"queued":0}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        import threading
+        from collections import Counter
+
+        self.lock = threading.Lock()
+        self.posts = 0
+        self.events: Counter[tuple[str, str]] = Counter()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> ReportReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 @dataclass
 class PipelineResult:
     messages: int
@@ -106,6 +160,9 @@ class PipelineResult:
     log_bytes: dict[str, int]
     api_request_bytes: list[int] = field(default_factory=list)
     records_per_batch: int = 10
+    report_seconds: float = 0.0
+    reported_sent: int = 0  # "sent" events the application received (each message once, if reports ran)
+    report_posts: int = 0
     profile: cProfile.Profile | None = None
 
     @property
@@ -121,8 +178,9 @@ class InProcessStack:
     """moto resources from template.yaml + the handlers, in this process; a context manager."""
 
     def __init__(self, sink: dict[str, Any], usage: AwsUsage, durations: Durations,
-                 records_per_batch: int = 10) -> None:
+                 records_per_batch: int = 10, report_url: str | None = None) -> None:
         self.records_per_batch = records_per_batch
+        self.report_url = report_url
         self.sink = sink
         self.usage = usage
         self.durations = durations
@@ -175,10 +233,40 @@ class InProcessStack:
             import boto3
 
             self.sqs = boto3.client("sqs", region_name="us-east-1")
+            if self.report_url:
+                self._report_path(template)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def _report_path(self, template: Any) -> None:
+        """The table stream → report router → FIFO reports queue → reporter, as their event sources wire them."""
+        import boto3
+
+        from local.streams import StreamPoller
+
+        resolved = self.resources.resolved
+        router = function_module("report_router")
+        reporter = function_module("reporter")
+        reset_caches()
+        [stream] = template.stream_sources("ReportRouterFunction", resolved)
+        self.router = LocalFunction("bench-ReportRouterFunction",
+                                    timed("report_router", router.lambda_handler, self.durations, self.usage),
+                                    timeout_seconds=30, memory_mb=256)
+        self.stream_poller = StreamPoller(self.router, stream.stream_arn, batch_size=stream.batch_size,
+                                          report_batch_item_failures=stream.report_batch_item_failures,
+                                          starting_position=stream.starting_position,
+                                          filter_patterns=stream.filter_patterns)
+        [source] = template.sqs_sources("ReporterFunction", resolved)
+        queue = self.resources.queue_by_arn(source.queue_arn)
+        self.reporter = LocalFunction("bench-ReporterFunction",
+                                      timed("reporter", reporter.lambda_handler, self.durations, self.usage),
+                                      timeout_seconds=30, memory_mb=256)
+        self.report_poller = SqsPoller(self.reporter, [PolledQueue(
+            url=queue.url, arn=queue.arn, visibility_timeout=queue.visibility_timeout, batch_size=source.batch_size,
+            report_batch_item_failures=source.report_batch_item_failures, filter_patterns=source.filter_patterns)])
+        self.streams = boto3.client("dynamodbstreams", region_name="us-east-1")
 
     def __exit__(self, *exc_info: object) -> None:
         try:
@@ -201,7 +289,10 @@ class InProcessStack:
         return response.status, (json.loads(text) if text else None)
 
     def create_tenant_and_account(self) -> str:
-        status, answer = self.request("POST", "/tenant", {"tenant_id": TENANT_ID, "name": "Benchmark"}, ADMIN_TOKEN)
+        tenant: dict[str, Any] = {"tenant_id": TENANT_ID, "name": "Benchmark"}
+        if self.report_url:
+            tenant["client_base_url"] = self.report_url
+        status, answer = self.request("POST", "/tenant", tenant, ADMIN_TOKEN)
         if status != 201:
             raise RuntimeError(f"POST /tenant: {status} {answer}")
         token = str(answer["api_key"])
@@ -230,9 +321,12 @@ def _captured_logs(counter: CountingStream) -> Any:
 
 
 def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, records_per_batch: int = 10,
-                 accounting: bool = False, profile: bool = False, time_limit: float = 300.0) -> PipelineResult:
+                 accounting: bool = False, profile: bool = False, reports: bool = False,
+                 time_limit: float = 300.0) -> PipelineResult:
     """Submits ``messages`` through the API in calls of ``api_batch``, then delivers them all, the sender
-    invoked with up to ``records_per_batch`` SQS records (each carrying up to 10 message ids).
+    invoked with up to ``records_per_batch`` SQS records (each carrying up to 10 message ids). With
+    ``reports``, the tenant has a report URL (a receiver in this process) and a last phase runs the table
+    stream through the report router and the reports queue through the reporter until both are idle.
 
     Raises if the API rejects anything, or if delivery does not finish within ``time_limit`` seconds.
     """
@@ -241,8 +335,14 @@ def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, r
     logs = {"submit": CountingStream(), "deliver": CountingStream()}
     sizes: list[int] = []
     started_all = time.monotonic()
-    with usage.installed(), InProcessStack(sink, usage, durations, records_per_batch) as stack, \
-            _captured_logs(CountingStream()):
+    receiver = ReportReceiver() if reports else None
+    with contextlib.ExitStack() as exits:
+        if receiver is not None:
+            exits.enter_context(receiver)
+        exits.enter_context(usage.installed())
+        stack = exits.enter_context(InProcessStack(sink, usage, durations, records_per_batch,
+                                                   receiver.url if receiver else None))
+        exits.enter_context(_captured_logs(CountingStream()))
         token = stack.create_tenant_and_account()
         usage.phase = "submit"
         started = time.perf_counter()
@@ -274,14 +374,39 @@ def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, r
             if profiler is not None:
                 profiler.disable()
         handler_seconds = durations.total("sender") - before
-        usage.phase = "teardown"
         if time.monotonic() - started_all > time_limit:
             raise TimeoutError(f"delivery did not finish within {time_limit:g} s ({batches} batches)")
+        report_seconds = 0.0
+        if receiver is not None:
+            usage.phase = "report"
+            logs["report"] = CountingStream()
+            started = time.perf_counter()
+            with _captured_logs(logs["report"]):
+                _drain_reports(stack, messages, started_all, time_limit)
+            report_seconds = time.perf_counter() - started
+        usage.phase = "teardown"
     return PipelineResult(messages=messages, api_batch=api_batch, submit_seconds=submit_seconds,
                           deliver_seconds=deliver_seconds, handler_seconds=handler_seconds, batches=batches,
                           durations=durations, usage=usage,
                           log_bytes={k: v.bytes for k, v in logs.items()}, api_request_bytes=sizes,
-                          records_per_batch=records_per_batch, profile=profiler)
+                          records_per_batch=records_per_batch, profile=profiler, report_seconds=report_seconds,
+                          reported_sent=sum(1 for (_, kind), n in receiver.events.items() if kind == "sent" and n)
+                          if receiver else 0,
+                          report_posts=receiver.posts if receiver else 0)
+
+
+def _drain_reports(stack: InProcessStack, messages: int, started_all: float, time_limit: float) -> None:
+    """Stream → router and reports queue → reporter, alternately, until neither has anything left."""
+    idle_rounds = 0
+    for _ in range(10 * messages + 100):
+        moved = False
+        while stack.stream_poller.poll_once(stack.streams):
+            moved = True
+        while stack.report_poller.poll_once(stack.sqs):
+            moved = True
+        idle_rounds = 0 if moved else idle_rounds + 1
+        if idle_rounds >= 2 or time.monotonic() - started_all > time_limit:
+            return
 
 
 def _path_hint(path: str) -> str:

@@ -2,7 +2,7 @@
 
 Wraps (in this process only, nothing in ``local/`` changes) the SQS poller's receive / handle / delete, every
 Lambda invocation, every HTTP API request, every boto3 call (client side) and every request moto's server
-answers (server side), and runs the sender's poller thread under cProfile. When the stack stops, writes
+answers (server side), and runs the sender's SQS poller thread under cProfile. When the stack stops, writes
 JSON to ``$BENCH_STACK_PROFILE``: seconds and counts per activity, the process's CPU time against wall
 time (the whole stack shares one interpreter, so one GIL), and the poller thread's profile.
 """
@@ -66,6 +66,9 @@ def install() -> None:
     original_run = SqsPoller._run
 
     def profiled_run(self: Any) -> None:
+        if "Sender" not in self.function.name:
+            original_run(self)
+            return
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()
@@ -73,7 +76,7 @@ def install() -> None:
             original_run(self)
         finally:
             profiler.disable()
-            _add("poller: thread alive", time.perf_counter() - started)
+            _add("sender poller: thread alive", time.perf_counter() - started)
             with _lock:
                 _profiles.append(profiler)
 
@@ -84,11 +87,8 @@ def write(path: str, wall: float, cpu: float) -> None:
     from bench.pipeline import profile_report
 
     report = ""
-    if _profiles:
-        profiler = _profiles[0]
-        for extra in _profiles[1:]:
-            del extra  # one sender worker by default; others are summarised by the timers
-        report = profile_report(profiler, TIMERS["poller: thread alive"][1], top=25)
+    if _profiles:  # one sender worker by default: its thread's profile
+        report = profile_report(_profiles[0], TIMERS["sender poller: thread alive"][1], top=25)
     data = {"timers": {k: {"count": int(v[0]), "seconds": v[1]} for k, v in TIMERS.items()},
             "wall_seconds": wall, "cpu_seconds": cpu, "profile": report}
     with open(path, "w", encoding="utf-8") as handle:

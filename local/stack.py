@@ -214,6 +214,8 @@ class LocalStack:
         )
         try:
             self.gateway.start()
+            # links the functions build (large-file downloads) point at this front
+            os.environ["PUBLIC_API_URL"] = self.gateway.url
         except OSError as error:
             raise OSError(
                 f"HTTP API cannot listen on {self.options.host}:{self.options.port}: {error.strerror}"

@@ -11,8 +11,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mail_proxy.attachments import AttachmentFetcher, ContentCache
+from mail_proxy.blob_store import BlobStore
 from mail_proxy.delivery import DeliveryConfig, Dispatcher
+from mail_proxy.message_content import MessageContent
 from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.payload_store import PayloadStore
 from mail_proxy.rate_limits import RetryPolicy
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, parse_record_body
@@ -21,6 +25,7 @@ from mail_proxy.smtp_client import ConnectionCache
 
 processor = BatchProcessor(event_type=EventType.SQS)
 connections = ConnectionCache()
+attachment_cache = ContentCache()
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +33,12 @@ def dispatcher() -> Dispatcher:
     settings = get_settings()
     config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
                             ca_file=settings.smtp_ca_file)
-    return Dispatcher(MailRepository(settings.table_name), SendQueue(settings.send_queue_urls), connections, config)
+    blobs = BlobStore(settings.attachment_bucket)
+    content = MessageContent(PayloadStore(blobs, settings.payload_inline_max_bytes),
+                             AttachmentFetcher(blobs, allow_loopback=settings.allow_loopback, cache=attachment_cache),
+                             public_url=settings.public_api_url)
+    return Dispatcher(MailRepository(settings.table_name), SendQueue(settings.send_queue_urls), connections, config,
+                      content)
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:

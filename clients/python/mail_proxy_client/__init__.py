@@ -3,8 +3,8 @@
 
 __version__ = "0.1.0"
 
-from mail_proxy_client.client import MailProxyClient, RetryPolicy  # noqa: E402
-from mail_proxy_client.errors import (  # noqa: E402
+from mail_proxy_client.client import MailProxyClient, RetryPolicy
+from mail_proxy_client.errors import (
     Conflict,
     ConnectionFailed,
     Forbidden,

@@ -47,6 +47,36 @@ from mail_proxy_client.records import (
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_RETRIES = 3
 
+# Every route of the contract and the method that calls it (a test compares this with /openapi.json).
+ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/health"): "health",
+    ("GET", "/status"): "status",
+    ("GET", "/openapi.json"): "openapi",
+    ("POST", "/tenant"): "create_tenant",
+    ("GET", "/tenants"): "list_tenants",
+    ("GET", "/tenant/{tenant_id}"): "get_tenant",
+    ("PUT", "/tenant/{tenant_id}"): "update_tenant",
+    ("DELETE", "/tenant/{tenant_id}"): "delete_tenant",
+    ("POST", "/tenant/{tenant_id}/api-key"): "new_api_key",
+    ("DELETE", "/tenant/{tenant_id}/api-key"): "revoke_api_key",
+    ("POST", "/tenant/{tenant_id}/signing-secret"): "rotate_signing_secret",
+    ("POST", "/account"): "add_account",
+    ("GET", "/accounts"): "list_accounts",
+    ("GET", "/account/{account_id}"): "get_account",
+    ("DELETE", "/account/{account_id}"): "delete_account",
+    ("POST", "/commands/add-messages"): "add_messages",
+    ("GET", "/messages"): "list_messages",
+    ("GET", "/messages/{message_id}"): "get_message",
+    ("POST", "/commands/delete-messages"): "delete_messages",
+    ("POST", "/commands/cleanup-messages"): "cleanup_messages",
+    ("POST", "/commands/run-now"): "run_now",
+    ("POST", "/commands/suspend"): "suspend",
+    ("POST", "/commands/activate"): "activate",
+    ("GET", "/command-log"): "command_log",
+}
+# Routes a client program has no use for: the public download link that rewritten messages carry.
+NOT_CLIENT_ROUTES = frozenset({("GET", "/files/{token}")})
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -66,8 +96,8 @@ class RetryPolicy:
         if isinstance(error, Throttled) and error.retry_after is not None:
             if error.retry_after > self.max_retry_after:
                 return None
-            return error.retry_after + random.uniform(0, self.backoff)
-        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+            return float(error.retry_after) + random.uniform(0, self.backoff)
+        ceiling = min(self.max_backoff, self.backoff * 2.0**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -112,15 +142,15 @@ class MailProxyClient:
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: ``{"status": "ok"}``; needs no token."""
-        return self._call("GET", "/health")
+        return dict(self._call("GET", "/health"))
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: ``{"ok": true, "active": true}`` when the token is valid."""
-        return self._call("GET", "/status")
+        return dict(self._call("GET", "/status"))
 
     def openapi(self) -> dict[str, Any]:
         """``GET /openapi.json``: the OpenAPI document generated from the proxy's code."""
-        return self._call("GET", "/openapi.json")
+        return dict(self._call("GET", "/openapi.json"))
 
     # ----------------------------------------------------------------------------------------- tenants
 
@@ -158,6 +188,12 @@ class MailProxyClient:
         answer would leave a key nobody knows (call it again)."""
         answer = self._call("POST", f"/tenant/{_segment(tenant_id)}/api-key", retry_safe=False)
         return str(answer["api_key"])
+
+    def rotate_signing_secret(self, tenant_id: str, *, grace_seconds: int | None = None) -> dict[str, Any]:
+        """``POST /tenant/{id}/signing-secret``: a new secret for delivery-report signatures; reports carry a
+        signature with the old one too for ``grace_seconds`` (the proxy's default: a day). Not retried."""
+        return dict(self._call("POST", f"/tenant/{_segment(tenant_id)}/signing-secret",
+                               query={"grace_seconds": grace_seconds}, retry_safe=False))
 
     def revoke_api_key(self, tenant_id: str) -> None:
         """``DELETE /tenant/{id}/api-key`` (admin): the tenant's key stops working."""

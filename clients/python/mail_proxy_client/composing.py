@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import email
 import email.message
+import email.parser
 import email.policy
 import mimetypes
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 # Headers the proxy builds from the message fields; copying them as custom headers would be refused.
 PROXY_SET_HEADERS = frozenset(
@@ -57,7 +58,7 @@ def base64_attachment(filename: str, content: bytes | str, mime_type: str | None
 def message_from_eml(raw: bytes, *, account_id: str, message_id: str | None = None) -> ComposedMessage:
     """An ``.eml`` file as one message: From/To/Cc/Bcc/Reply-To/Subject, the plain and HTML bodies, every
     attachment (base64), custom ``X-`` headers, and its Message-ID (kept as ``message_id``)."""
-    parsed = cast(email.message.EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
     composed = ComposedMessage({"id": message_id or new_message_id("eml"), "account_id": account_id})
     message = composed.message
     if parsed["From"] is not None:
@@ -95,7 +96,8 @@ def message_from_eml(raw: bytes, *, account_id: str, message_id: str | None = No
         filename = part.get_filename() or f"attachment-{number}"
         data = part.get_payload(decode=True)
         if not isinstance(data, bytes):  # message/rfc822 and other containers: keep their bytes as they are
-            data = part.get_payload(0).as_bytes() if part.is_multipart() else None
+            inner = part.get_payload(0) if part.is_multipart() else None
+            data = inner.as_bytes() if isinstance(inner, email.message.Message) else None
         if data is None:
             composed.warnings.append(f"attachment {filename!r} could not be decoded and was skipped")
             continue
@@ -112,7 +114,7 @@ def _addresses(parsed: email.message.EmailMessage, header: str) -> list[str]:
     return found
 
 
-def _text(part: email.message.EmailMessage) -> str:
+def _text(part: email.message.MIMEPart) -> str:
     content = part.get_content()
     return content if isinstance(content, str) else content.decode("utf-8", errors="replace")
 

@@ -94,6 +94,19 @@ class Throttled(MailProxyError):
         super().__init__(detail, **kwargs)
 
 
+class MessagesRejected(MailProxyError):
+    """``add-messages`` answered 200 but rejected some messages (the others were queued): ``rejected`` lists
+    ``{"id", "reason"}``, ``queued`` counts the accepted ones. Raised by the Django backend, which must not
+    report a partial send as a success."""
+
+    def __init__(self, rejected: list[dict[str, Any]], queued: int) -> None:
+        self.rejected = rejected
+        self.queued = queued
+        reasons = "; ".join(f"{item.get('id')}: {item.get('reason')}" for item in rejected[:5])
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        super().__init__(f"{len(rejected)} message(s) rejected, {queued} queued: {reasons}{more}")
+
+
 class ServerError(MailProxyError):
     """5xx: the proxy (or its gateway) failed; the request may be retried."""
 

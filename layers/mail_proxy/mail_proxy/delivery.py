@@ -23,7 +23,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from mail_proxy import clock
 from mail_proxy.accounts import password_context
+from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.domain import MessageStatus
+from mail_proxy.message_content import MessageContent, PreparedContent
 from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
 from mail_proxy.observability import logger, metrics
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
@@ -66,15 +68,17 @@ class _Pending:
     due_ts: int | None = None
     requeue_delay: int | None = None
     handed_back: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 class Dispatcher:
     def __init__(self, repo: MailRepository, queue: SendQueue, connections: ConnectionCache,
-                 config: DeliveryConfig) -> None:
+                 config: DeliveryConfig, content: MessageContent | None = None) -> None:
         self.repo = repo
         self.queue = queue
         self.connections = connections
         self.config = config
+        self.content = content or MessageContent.inline_only()
 
     def deliver(self, tenant_id: str, message_ids: Sequence[str], *, priority: int = 2,
                 remaining_ms: Callable[[], int] = lambda: 60_000) -> DeliveryReport:
@@ -110,6 +114,9 @@ class Dispatcher:
         by_account: dict[str, list[_Pending]] = defaultdict(list)
         for state in claimed:
             by_account[state.get("account_id") or ""].append(_Pending(state, payloads.get(state["id"])))
+        for group in by_account.values():
+            for pending in group:
+                pending.payload = self.content.resolve(pending.payload)
         for account_id, group in by_account.items():
             try:
                 self._deliver_group(tenant, account_id, group, owner, remaining_ms)
@@ -140,7 +147,16 @@ class Dispatcher:
                 self._fail(item, "stored message content is missing")
                 continue
             try:
-                data, sender, recipients = self._render(tenant_id, item)
+                prepared = self.content.prepare(tenant, item.state["id"], item.payload)
+            except AttachmentPermanentError as exc:
+                self._fail(item, f"attachment {exc}")
+                continue
+            except AttachmentTemporaryError as exc:
+                self._retry_or_fail(item, f"attachment {exc}", None)
+                continue
+            item.warnings = prepared.warnings
+            try:
+                data, sender, recipients = self._render(tenant_id, item, prepared)
             except MalformedMessageError as exc:
                 self._fail(item, f"malformed message: {exc}")
                 continue
@@ -174,16 +190,16 @@ class Dispatcher:
         )
 
     @staticmethod
-    def _render(tenant_id: str, item: _Pending) -> tuple[bytes, str, list[str]]:
-        assert item.payload is not None
-        payload = item.payload
+    def _render(tenant_id: str, item: _Pending, prepared: PreparedContent) -> tuple[bytes, str, list[str]]:
+        payload = prepared.payload
         sender = envelope_sender(payload)
         if not payload.get("message_id"):
             # stable across attempts, so a retried message is the same message to its recipients
             seed = f"{tenant_id}/{item.state['id']}/{item.state.get('created_ms', '')}".encode()
             domain = sender.rpartition("@")[2] or "mail-proxy.invalid"
             payload = {**payload, "message_id": f"<{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"}
-        email = build_email(payload, tenant_id=tenant_id, message_id=item.state["id"], now=clock.now_datetime())
+        email = build_email(payload, tenant_id=tenant_id, message_id=item.state["id"], now=clock.now_datetime(),
+                            attachments=prepared.attachments)
         return message_bytes(email), sender, envelope_recipients(payload)
 
     # ------------------------------------------------------------------------------------------ rate limits
@@ -230,12 +246,16 @@ class Dispatcher:
         if isinstance(exc, SmtpPermanentError) or not exc.temporary:
             self._fail(item, reason, code=exc.code)
             return
+        self._retry_or_fail(item, reason, exc.code)
+
+    def _retry_or_fail(self, item: _Pending, reason: str, code: int | None) -> None:
+        """A temporary failure: another attempt after the backoff, or an error once the retries are spent."""
         attempts = int(item.state.get("attempts", 0)) + 1
         delay = self.config.retry.delay_after(attempts)
         if delay is None:
-            self._fail(item, f"gave up after {attempts} attempts: {reason}", code=exc.code)
+            self._fail(item, f"gave up after {attempts} attempts: {reason}", code=code)
             return
-        self._defer(item, reason, clock.now_ts() + delay, code=exc.code)
+        self._defer(item, reason, clock.now_ts() + delay, code=code)
 
     def _succeed(self, item: _Pending, refused: Any) -> None:
         now = clock.now_ts()
@@ -245,8 +265,12 @@ class Dispatcher:
         state["attempts"] = int(state.get("attempts", 0)) + 1
         state.pop("error", None)
         state.pop("deferred_ts", None)
-        metadata = {"refused": {a: f"{c} {r}" for a, (c, r) in dict(refused).items()}} if refused else None
-        self._event(state, "sent", "sent", metadata)
+        metadata: dict[str, Any] = {}
+        if refused:
+            metadata["refused"] = {a: f"{c} {r}" for a, (c, r) in dict(refused).items()}
+        if item.warnings:
+            metadata["warnings"] = item.warnings
+        self._event(state, "sent", "sent", metadata or None)
         item.due_ts = None
 
     def _fail(self, item: _Pending, reason: str, *, code: int | None = None, attempted: bool = True) -> None:

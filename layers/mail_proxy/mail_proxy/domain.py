@@ -112,6 +112,15 @@ class RateLimits(Strict):
     per_day: int | None = Field(default=None, ge=0)
 
 
+class LargeFileConfig(Strict):
+    """Attachments above ``max_size_mb``: ``warn`` (send as is), ``reject`` (fail), ``rewrite`` (download links)."""
+
+    enabled: bool = False
+    max_size_mb: float = Field(default=10.0, gt=0, le=100)
+    action: Literal["warn", "reject", "rewrite"] = "warn"
+    file_ttl_days: int = Field(default=30, ge=1, le=90)
+
+
 class TenantFields(Strict):
     name: str | None = Field(default=None, max_length=200)
     client_base_url: str | None = Field(default=None, max_length=2048)
@@ -119,6 +128,9 @@ class TenantFields(Strict):
     client_attachment_path: str | None = Field(default=None, max_length=512)
     client_auth: ClientAuth | None = None
     rate_limits: RateLimits | None = None
+    large_file_config: LargeFileConfig | None = None
+    s3_buckets: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]] | None = Field(
+        default=None, max_length=20, description="buckets the tenant's s3 attachments may come from (admin only)")
     active: bool | None = None
 
     @field_validator("name")
@@ -175,6 +187,8 @@ class TenantView(BaseModel):
     client_attachment_path: str = "/mail-proxy/attachments"
     client_auth: ClientAuthView | None = None
     rate_limits: RateLimits | None = None
+    large_file_config: LargeFileConfig | None = None
+    s3_buckets: list[str] = Field(default_factory=list)
     suspended_batches: list[str] = Field(default_factory=list)
     has_api_key: bool = False
     created_at: str | None = None

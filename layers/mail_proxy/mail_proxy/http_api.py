@@ -14,12 +14,16 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy.accounts import AccountAdmin
 from mail_proxy.authorization import principal_from_context
+from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
     AccountCreate,
@@ -43,6 +47,7 @@ from mail_proxy.errors import (
 )
 from mail_proxy.messages import MessageDesk
 from mail_proxy.observability import logger
+from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.repository import MailRepository
@@ -56,7 +61,25 @@ API_VERSION = "1.0.0"
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
-app = APIGatewayHttpResolver(enable_validation=True)
+
+
+def _json_body(text: str) -> Any:
+    """Every request body: refused as too large before it is parsed or validated, and always an object.
+
+    Powertools validates a request before any middleware runs (so the size guard below alone would answer
+    an oversize body that fails validation with 422), and it would quietly take the first element of a
+    JSON array given where an object is expected.
+    """
+    limit = get_settings().max_body_bytes
+    if len(text.encode("utf-8")) > limit:
+        raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    return data
+
+
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_json_body)
 
 
 # --------------------------------------------------------------------------------------------- wiring
@@ -71,9 +94,11 @@ class Services:
         self.queue = SendQueue(settings.send_queue_urls)
         self.tenants = TenantAdmin(self.repo)
         self.accounts = AccountAdmin(self.repo)
-        self.submission = MessageSubmission(self.repo, self.queue)
+        self.blobs = BlobStore(settings.attachment_bucket)
+        payloads = PayloadStore(self.blobs, settings.payload_inline_max_bytes)
+        self.submission = MessageSubmission(self.repo, self.queue, payloads)
         self.messages = MessageDesk(self.repo, self.queue,
-                                    ReportQueue(settings.report_queue_url, settings.report_parked_queue_url))
+                                    ReportQueue(settings.report_queue_url, settings.report_parked_queue_url), payloads)
 
 
 @lru_cache(maxsize=1)
@@ -141,6 +166,19 @@ def _validation_error(exc: RequestValidationError) -> Response:
             msg = "request body is not valid JSON"
         details.append({"loc": list(loc or []), "msg": msg, "type": err.get("type")})
     return error_response(422, details)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_content_type(_exc: RequestUnsupportedContentType) -> Response:
+    return error_response(415, "request body must be JSON (Content-Type: application/json)")
+
+
+@app.exception_handler(UnicodeDecodeError)
+def _undecodable_body(exc: UnicodeDecodeError) -> Response:
+    """A body that is not UTF-8 reaches the function base64-encoded; decoding it is bad input, not a crash."""
+    if app.current_event.is_base64_encoded:
+        return error_response(422, "request body is not UTF-8 encoded JSON")
+    raise exc
 
 
 @app.not_found
@@ -281,6 +319,22 @@ def health() -> Health:
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> dict[str, Any]:
     return dict(json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)))
+
+
+@app.get("/files/<token>", summary="Download a large attachment (public link from a rewritten message)")
+def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]:
+    from mail_proxy import clock
+    from mail_proxy.file_links import read_token
+    from mail_proxy.secrets_config import key_ring
+
+    link = read_token(key_ring(), token)
+    if link is None:
+        raise NotFoundError("no such file")
+    if link.expires_ts < clock.now_ts():
+        return error_response(410, "this download link has expired")
+    url = services().blobs.presigned_get(link.key, 300, link.filename)
+    return Response(status_code=302, content_type="application/json", body={"detail": "redirect"},
+                    headers={"Location": url, "Cache-Control": "no-store"})
 
 
 @app.get("/status")

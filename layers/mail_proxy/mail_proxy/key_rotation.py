@@ -12,7 +12,7 @@ from typing import Any
 from mail_proxy.accounts import password_context
 from mail_proxy.crypto import KeyRing
 from mail_proxy.repository import MailRepository
-from mail_proxy.tenants import client_auth_context
+from mail_proxy.tenants import client_auth_context, signing_secret_context
 
 
 @dataclass
@@ -27,8 +27,8 @@ def reencrypt_all(repo: MailRepository, ring: KeyRing) -> RotationReport:
     for tenant in repo.list_tenants():
         tid = tenant["tenant_id"]
         auth: dict[str, Any] | None = tenant.get("client_auth")
+        changed = False
         if auth:
-            changed = False
             for name in ("token", "password"):
                 value = auth.get(name)
                 if value and ring.needs_reencryption(value):
@@ -39,7 +39,18 @@ def reencrypt_all(repo: MailRepository, ring: KeyRing) -> RotationReport:
                     report.already_current += 1
             if changed:
                 repo.update_tenant(tid, {"client_auth": auth})
-                report.tenants += 1
+        signing: dict[str, str] = {}
+        for name in ("signing_secret", "previous_signing_secret"):
+            value = tenant.get(name)
+            if value and ring.needs_reencryption(value):
+                ctx = signing_secret_context(tid)
+                signing[name] = ring.encrypt(ring.decrypt(value, context=ctx), context=ctx)
+            elif value:
+                report.already_current += 1
+        if signing:
+            repo.update_tenant(tid, signing)
+        if changed or signing:
+            report.tenants += 1
         for account in repo.list_accounts(tid):
             value = account.get("password")
             if not value:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mail_proxy import audit, clock
+from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     FINAL_STATUSES,
     WAITING_STATUSES,
@@ -13,6 +14,7 @@ from mail_proxy.domain import (
     MessageStatus,
 )
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
+from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.reporting import sync_now
@@ -48,10 +50,12 @@ def _fully_reported(state: dict[str, Any]) -> bool:
 
 
 class MessageDesk:
-    def __init__(self, repo: MailRepository, queue: SendQueue, reports: ReportQueue | None = None) -> None:
+    def __init__(self, repo: MailRepository, queue: SendQueue, reports: ReportQueue | None = None,
+                 payloads: PayloadStore | None = None) -> None:
         self.repo = repo
         self.queue = queue
         self.reports = reports or ReportQueue(None, None)
+        self.payloads = payloads or PayloadStore(BlobStore(None))
 
     def list_messages(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
              active_only: bool, include_history: bool, limit: int, cursor: str | None
@@ -72,7 +76,8 @@ class MessageDesk:
             if len(selected) >= limit or not next_cursor:
                 break
         payloads = self.repo.get_payloads(tid, selected)
-        records = [message_record(s, payloads.get(s["id"]), with_history=include_history) for s in selected]
+        records = [message_record(s, self.payloads.resolve(payloads.get(s["id"])), with_history=include_history)
+                   for s in selected]
         return records, next_cursor
 
     def get(self, principal: Principal, message_id: str, tenant_id: str | None) -> MessageRecord:
@@ -81,7 +86,7 @@ class MessageDesk:
         if found is None:
             raise NotFoundError(f"message '{message_id}' not found")
         state, payload = found
-        return message_record(state, payload, with_history=True)
+        return message_record(state, self.payloads.resolve(payload), with_history=True)
 
     def delete(self, principal: Principal, tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
         tid = principal.require_tenant(tenant_id)

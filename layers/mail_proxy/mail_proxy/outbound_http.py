@@ -111,6 +111,12 @@ def _tls_context() -> ssl.SSLContext:
 
 def post(url: str, body: bytes, headers: Mapping[str, str], *, allow_loopback: bool,
          timeout: float = DEFAULT_TIMEOUT, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> HttpAnswer:
+    return request("POST", url, body, headers, allow_loopback=allow_loopback, timeout=timeout,
+                   max_response_bytes=max_response_bytes)
+
+
+def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str], *, allow_loopback: bool,
+            timeout: float = DEFAULT_TIMEOUT, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> HttpAnswer:
     scheme, host, port, path = check_url(url, allow_loopback=allow_loopback)
     ip = resolve_checked(host, port, allow_loopback=allow_loopback)
     if scheme == "http" and not ipaddress.ip_address(ip).is_loopback:
@@ -121,7 +127,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, allow_loopback: b
     else:
         connection = _PinnedHTTPConnection(host, ip, port, timeout)
     try:
-        connection.request("POST", path, body=body, headers=dict(headers))
+        connection.request(method, path, body=body, headers=dict(headers))
         response = connection.getresponse()
         data = response.read(max_response_bytes + 1)
         return HttpAnswer(response.status, data[:max_response_bytes], len(data) > max_response_bytes)

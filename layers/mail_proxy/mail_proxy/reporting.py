@@ -11,7 +11,6 @@ redrive sends it again. Each event carries a stable ``event_id`` so receivers ca
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import random
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import clock
+from mail_proxy.client_auth import client_auth_headers
 from mail_proxy.domain import FINAL_STATUSES
 from mail_proxy.observability import logger
 from mail_proxy.outbound_http import OutboundFailed, OutboundRefused, post
@@ -28,7 +28,7 @@ from mail_proxy.report_queue import ReportQueue
 from mail_proxy.report_signing import HEADER, signature_header
 from mail_proxy.repository import MailRepository, StateChange
 from mail_proxy.secrets_config import decrypt
-from mail_proxy.tenants import DEFAULT_SYNC_PATH, client_auth_context, signing_secret_context
+from mail_proxy.tenants import DEFAULT_SYNC_PATH, signing_secret_context
 
 EVENTS_PER_REPORT = 100
 MAX_SYNCS_PER_RECORD = 5  # `queued > 0` asks for another sync at once; bounded so one tenant cannot loop us
@@ -188,7 +188,7 @@ class ReportDelivery:
             raise RetryLater("the application asked for quiet (next_sync_after)", quiet_until - now)
         events: list[dict[str, Any]] = list(record.get("events") or [])
         url = tenant["client_base_url"].rstrip("/") + (tenant.get("client_sync_path") or DEFAULT_SYNC_PATH)
-        headers = self._auth_headers(tenant)
+        headers = client_auth_headers(tenant)
         secrets_in_use = self._signing_secrets(tenant)
         batch = events
         for _sync in range(MAX_SYNCS_PER_RECORD):
@@ -234,18 +234,6 @@ class ReportDelivery:
         for message_id, events in per_message.items():
             expires = now + RETENTION_SECONDS if final[message_id] else None
             self.repo.mark_events_reported(tenant_id, message_id, events, now, expires)
-
-    @staticmethod
-    def _auth_headers(tenant: dict[str, Any]) -> dict[str, str]:
-        auth = tenant.get("client_auth") or {}
-        ctx = client_auth_context(tenant["tenant_id"])
-        if auth.get("method") == "bearer" and auth.get("token"):
-            return {"Authorization": "Bearer " + decrypt(auth["token"], context=ctx + ":token")}
-        if auth.get("method") == "basic" and auth.get("user"):
-            password = decrypt(auth["password"], context=ctx + ":password") if auth.get("password") else ""
-            pair = base64.b64encode(f"{auth['user']}:{password}".encode()).decode()
-            return {"Authorization": "Basic " + pair}
-        return {}
 
     @staticmethod
     def _signing_secrets(tenant: dict[str, Any]) -> list[str]:

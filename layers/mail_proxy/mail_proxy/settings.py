@@ -31,6 +31,9 @@ class Settings(BaseModel):
     report_queue_url: str | None = None
     report_parked_queue_url: str | None = None
     report_backoff: str | None = None
+    attachment_bucket: str | None = None
+    payload_inline_max_bytes: int = 16 * 1024
+    public_api_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +61,9 @@ class Settings(BaseModel):
             report_queue_url=os.environ.get("REPORT_QUEUE_URL") or None,
             report_parked_queue_url=os.environ.get("REPORT_PARKED_QUEUE_URL") or None,
             report_backoff=os.environ.get("MAIL_PROXY_REPORT_BACKOFF_SECONDS") or None,
+            attachment_bucket=os.environ.get("ATTACHMENT_BUCKET") or None,
+            payload_inline_max_bytes=int(os.environ.get("PAYLOAD_INLINE_MAX_BYTES", 16 * 1024)),
+            public_api_url=os.environ.get("PUBLIC_API_URL") or None,
         )
 
 

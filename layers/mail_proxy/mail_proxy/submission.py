@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mail_proxy import audit, clock
+from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
     MESSAGE_ID_PATTERN,
@@ -25,11 +26,11 @@ from mail_proxy.domain import (
     normalise_priority,
 )
 from mail_proxy.errors import ForbiddenError, InvalidInputError
+from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
-MAX_PAYLOAD_BYTES = 350 * 1024
 ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
 _ID = re.compile(MESSAGE_ID_PATTERN)
 
@@ -54,9 +55,10 @@ def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
 
 
 class MessageSubmission:
-    def __init__(self, repo: MailRepository, queue: SendQueue) -> None:
+    def __init__(self, repo: MailRepository, queue: SendQueue, payloads: PayloadStore | None = None) -> None:
         self.repo = repo
         self.queue = queue
+        self.payloads = payloads or PayloadStore(BlobStore(None))
 
     def add_messages(self, principal: Principal, messages: list[Any], default_priority: Any,
                      tenant_id: str | None = None) -> SubmissionResult:
@@ -134,8 +136,11 @@ class MessageSubmission:
             reason, message = self._validate(raw, tenant_id, accounts)
             if reason is None and message is not None:
                 payload = message.payload()
-                if len(json.dumps(payload, ensure_ascii=False).encode()) > MAX_PAYLOAD_BYTES:
-                    reason = f"message too large: at most {MAX_PAYLOAD_BYTES // 1024} KB of fields and bodies"
+                limit = self.payloads.limit()
+                if len(json.dumps(payload, ensure_ascii=False).encode()) > limit:
+                    reason = f"message too large: at most {limit // 1024} KB of fields, bodies and inline attachments"
+                else:
+                    payload = self.payloads.prepare(tenant_id, message.id, payload)
             if reason is not None or message is None:
                 result.reject(raw_id, reason or "invalid message")
                 if usable_id:

@@ -6,8 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import audit, clock
-from mail_proxy.domain import ClientAuth, ClientAuthView, RateLimits, TenantCreate, TenantUpdate, TenantView
-from mail_proxy.errors import ConflictError, InvalidInputError
+from mail_proxy.domain import (
+    ClientAuth,
+    ClientAuthView,
+    LargeFileConfig,
+    RateLimits,
+    TenantCreate,
+    TenantUpdate,
+    TenantView,
+)
+from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
@@ -49,7 +57,10 @@ def _stored_client_auth(tenant_id: str, auth: ClientAuth) -> dict[str, Any]:
 
 
 def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict[str, Any]:
-    data = fields.model_dump(exclude_unset=True, exclude={"tenant_id", "token", "client_auth", "rate_limits"})
+    data = fields.model_dump(exclude_unset=True,
+                             exclude={"tenant_id", "token", "client_auth", "rate_limits", "large_file_config"})
+    if "large_file_config" in fields.model_fields_set:
+        data["large_file_config"] = fields.large_file_config.model_dump() if fields.large_file_config else None
     if "client_auth" in fields.model_fields_set:
         data["client_auth"] = _stored_client_auth(tenant_id, fields.client_auth) if fields.client_auth else None
     if "rate_limits" in fields.model_fields_set:
@@ -71,6 +82,8 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
             has_token=bool(auth.get("token")), has_password=bool(auth.get("password")),
         ) if auth else None,
         rate_limits=RateLimits(**item["rate_limits"]) if item.get("rate_limits") else None,
+        large_file_config=LargeFileConfig(**item["large_file_config"]) if item.get("large_file_config") else None,
+        s3_buckets=list(item.get("s3_buckets") or []),
         suspended_batches=sorted(item.get("suspended_batches") or []),
         has_api_key=bool(item.get("token_hash")),
         created_at=item.get("created_at"),
@@ -134,6 +147,8 @@ class TenantAdmin:
 
     def update(self, principal: Principal, tenant_id: str, request: TenantUpdate) -> None:
         principal.require_self_or_admin(tenant_id)
+        if "s3_buckets" in request.model_fields_set and not principal.is_admin:
+            raise ForbiddenError("only the admin token may change s3_buckets")
         changes = _fields_to_item(tenant_id, request)
         removals = [k for k, v in changes.items() if v is None]
         self.repo.update_tenant(tenant_id, {k: v for k, v in changes.items() if v is not None}, removals)

@@ -1,0 +1,1 @@
+"""The newcomer demo: `python -m demo` (see __main__)."""

@@ -1,0 +1,58 @@
+"""Everything the sender needs to turn a stored message into bytes: its payload, wherever it is stored,
+and its attachments, fetched and passed through the tenant's large-file policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mail_proxy.attachments import DEFAULT_ATTACHMENT_PATH, AttachmentFetcher, TenantSources
+from mail_proxy.blob_store import BlobStore
+from mail_proxy.client_auth import client_auth_headers
+from mail_proxy.large_files import LargeFilePolicy, apply_policy
+from mail_proxy.mime import FetchedAttachment
+from mail_proxy.payload_store import PayloadStore
+from mail_proxy.secrets_config import key_ring
+
+
+@dataclass
+class PreparedContent:
+    payload: dict[str, Any]
+    attachments: list[FetchedAttachment] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class MessageContent:
+    def __init__(self, payloads: PayloadStore, fetcher: AttachmentFetcher, *, public_url: str | None) -> None:
+        self.payloads = payloads
+        self.fetcher = fetcher
+        self.public_url = public_url
+
+    @classmethod
+    def inline_only(cls) -> MessageContent:
+        blobs = BlobStore(None)
+        return cls(PayloadStore(blobs), AttachmentFetcher(blobs, allow_loopback=False), public_url=None)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.payloads.blobs
+
+    def resolve(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        return self.payloads.resolve(stored)
+
+    def prepare(self, tenant: dict[str, Any], message_id: str, payload: dict[str, Any]) -> PreparedContent:
+        """Raises AttachmentTemporaryError / AttachmentPermanentError when an attachment cannot be had."""
+        specs = payload.get("attachments") or []
+        if not specs:
+            return PreparedContent(payload)
+        base = (tenant.get("client_base_url") or "").rstrip("/")
+        sources = TenantSources(
+            tenant_id=tenant["tenant_id"],
+            endpoint_url=base + (tenant.get("client_attachment_path") or DEFAULT_ATTACHMENT_PATH) if base else None,
+            auth_headers=client_auth_headers(tenant) if base else {},
+            s3_buckets=tuple(tenant.get("s3_buckets") or ()),
+        )
+        fetched = self.fetcher.fetch_all(sources, specs)
+        rewritten = apply_policy(LargeFilePolicy.of(tenant), payload, fetched, tenant_id=tenant["tenant_id"],
+                                 message_id=message_id, blobs=self.blobs, ring=key_ring(), public_url=self.public_url)
+        return PreparedContent(rewritten.payload, rewritten.attachments, rewritten.warnings)
