@@ -65,7 +65,8 @@ class ReportInbox:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="report-inbox", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="report-inbox", daemon=True)
 
     @contextmanager
     def running(self) -> Iterator[ReportInbox]:

@@ -15,7 +15,7 @@ from mail_proxy.attachments import AttachmentFetcher, ContentCache
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.delivery import DeliveryConfig, Dispatcher
 from mail_proxy.message_content import MessageContent
-from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.observability import id_list, logger, metrics, tracer
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.rate_limits import RetryPolicy
 from mail_proxy.repository import MailRepository
@@ -41,15 +41,24 @@ def dispatcher() -> Dispatcher:
                       content)
 
 
+@tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    tenant_id, ids, priority = parse_record_body(record.body)
-    logger.append_keys(tenant_id=tenant_id, sqs_message_id=record.message_id)
-    remaining = lambda_context.get_remaining_time_in_millis if lambda_context is not None else (lambda: 60_000)
-    report = dispatcher().deliver(tenant_id, ids, priority=priority, remaining_ms=remaining)
-    logger.debug("record delivered", extra={"report": report.__dict__})
+    logger.remove_keys(["tenant_id", "priority"])
+    logger.append_keys(sqs_message_id=record.message_id)
+    try:
+        tenant_id, ids, priority = parse_record_body(record.body)
+        logger.append_keys(tenant_id=tenant_id, priority=priority)
+        tracer.put_annotation(key="tenant_id", value=tenant_id)
+        remaining = lambda_context.get_remaining_time_in_millis if lambda_context is not None else (lambda: 60_000)
+        report = dispatcher().deliver(tenant_id, ids, priority=priority, remaining_ms=remaining)
+    except Exception:
+        logger.exception("send record failed; SQS delivers it again, and after 5 receives parks it in the "
+                         "lane's dead-letter queue")
+        raise
+    logger.debug("record delivered", extra={"message_ids": id_list(ids), "report": report.__dict__})
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

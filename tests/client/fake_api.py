@@ -65,7 +65,8 @@ class FakeApi:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-api", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       name="fake-api", daemon=True)
 
     def answer(self, status: int = 200, body: Any = None, *, headers: dict[str, str] | None = None,
                raw: bytes | None = None) -> FakeApi:

@@ -196,3 +196,14 @@ def test_warn_sends_the_file_and_records_a_warning(api: ApiClient, tenant: str, 
 def test_only_the_admin_may_allow_other_buckets(api: ApiClient, tenant: str) -> None:
     assert api.put("/tenant/acme", token=tenant, body={"s3_buckets": ["their-bucket"]}).status == 403
     assert api.put("/tenant/acme", token=ADMIN_TOKEN, body={"s3_buckets": ["their-bucket"]}).status == 200
+
+
+def test_the_smtp_servers_advertised_size_is_respected(api: ApiClient, delivery: DeliveryHarness) -> None:
+    with ScriptedSmtpServer(data_size_limit=20_000) as small:
+        token = api.create_tenant("tiny")
+        api.create_account(token, host="127.0.0.1", port=small.port, tls="none", user=None, password=None)
+        send(api, token, delivery, message("big", attachments=[
+            {"filename": "r.bin", "storage_path": "base64:" + base64.b64encode(os.urandom(40_000)).decode()}]))
+        record = status(api, token, "big")
+        assert record["status"] == "error" and "size" in record["error"].lower()
+        assert small.messages == []

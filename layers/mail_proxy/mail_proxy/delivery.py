@@ -27,7 +27,7 @@ from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporary
 from mail_proxy.domain import MessageStatus
 from mail_proxy.message_content import MessageContent, PreparedContent
 from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
-from mail_proxy.observability import logger, metrics
+from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import decrypt
@@ -69,6 +69,7 @@ class _Pending:
     requeue_delay: int | None = None
     handed_back: bool = False
     warnings: list[str] = field(default_factory=list)
+    failure_class: FailureClass | None = None  # why it failed, for the MessagesFailed reason_class
 
 
 class Dispatcher:
@@ -85,6 +86,8 @@ class Dispatcher:
         report = DeliveryReport()
         tenant = self.repo.get_tenant(tenant_id)
         if tenant is None:
+            logger.warning("tenant not found; its messages are skipped",
+                           extra={"tenant_id": tenant_id, "message_ids": id_list(message_ids)})
             report.skipped += len(message_ids)
             return report
         owner = uuid.uuid4().hex
@@ -133,7 +136,8 @@ class Dispatcher:
         account = self.repo.get_account(tenant_id, account_id) if account_id else None
         if account is None:
             for item in group:
-                self._fail(item, f"account '{account_id}' does not exist (deleted after submission?)")
+                self._fail(item, f"account '{account_id}' does not exist (deleted after submission?)",
+                           failure_class=FailureClass.ACCOUNT_MISSING)
             return
         sendable = self._apply_rate_limits(tenant_id, account, group)
         settings = self._smtp_settings(tenant_id, account)
@@ -144,12 +148,12 @@ class Dispatcher:
                     rest.handed_back = True
                 return
             if item.payload is None:
-                self._fail(item, "stored message content is missing")
+                self._fail(item, "stored message content is missing", failure_class=FailureClass.CONTENT_MISSING)
                 continue
             try:
                 prepared = self.content.prepare(tenant, item.state["id"], item.payload)
             except AttachmentPermanentError as exc:
-                self._fail(item, f"attachment {exc}")
+                self._fail(item, f"attachment {exc}", failure_class=FailureClass.ATTACHMENT)
                 continue
             except AttachmentTemporaryError as exc:
                 self._retry_or_fail(item, f"attachment {exc}", None)
@@ -158,7 +162,7 @@ class Dispatcher:
             try:
                 data, sender, recipients = self._render(tenant_id, item, prepared)
             except MalformedMessageError as exc:
-                self._fail(item, f"malformed message: {exc}")
+                self._fail(item, f"malformed message: {exc}", failure_class=FailureClass.MALFORMED)
                 continue
             try:
                 connection = self.connections.get(settings)
@@ -230,7 +234,7 @@ class Dispatcher:
         reason = f"rate_limit_exceeded: limit_per_{limiting.name}={limiting.limit}"
         for item in over:
             if account.get("limit_behavior") == "reject":
-                self._fail(item, reason, attempted=False)
+                self._fail(item, reason, attempted=False, failure_class=FailureClass.RATE_LIMIT)
             else:
                 self._defer(item, reason, limiting.next_start(now), attempted=False)
         return group[:granted]
@@ -244,7 +248,7 @@ class Dispatcher:
             refused = ", ".join(f"{addr}: {code}" for addr, (code, _) in list(exc.refused.items())[:10])
             reason = f"{reason} ({refused})"
         if isinstance(exc, SmtpPermanentError) or not exc.temporary:
-            self._fail(item, reason, code=exc.code)
+            self._fail(item, reason, code=exc.code, failure_class=FailureClass.SMTP_PERMANENT)
             return
         self._retry_or_fail(item, reason, exc.code)
 
@@ -253,7 +257,8 @@ class Dispatcher:
         attempts = int(item.state.get("attempts", 0)) + 1
         delay = self.config.retry.delay_after(attempts)
         if delay is None:
-            self._fail(item, f"gave up after {attempts} attempts: {reason}", code=code)
+            self._fail(item, f"gave up after {attempts} attempts: {reason}", code=code,
+                       failure_class=FailureClass.RETRIES_EXHAUSTED)
             return
         self._defer(item, reason, clock.now_ts() + delay, code=code)
 
@@ -273,7 +278,9 @@ class Dispatcher:
         self._event(state, "sent", "sent", metadata or None)
         item.due_ts = None
 
-    def _fail(self, item: _Pending, reason: str, *, code: int | None = None, attempted: bool = True) -> None:
+    def _fail(self, item: _Pending, reason: str, *, code: int | None = None, attempted: bool = True,
+              failure_class: FailureClass = FailureClass.OTHER) -> None:
+        item.failure_class = failure_class
         now = clock.now_ts()
         state = item.state
         state["status"] = MessageStatus.ERROR
@@ -323,21 +330,32 @@ class Dispatcher:
                     item.state["expires_at"] = expiry
         self.repo.save_outcomes(tenant_id, [(p.state, p.due_ts) for p in done])
         counts = {MessageStatus.SENT: 0, MessageStatus.ERROR: 0, MessageStatus.DEFERRED: 0}
+        failures: dict[FailureClass, int] = defaultdict(int)
         delayed: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for item in done:
             status = MessageStatus(item.state["status"])
             counts[status] = counts.get(status, 0) + 1
             if status == MessageStatus.DEFERRED and item.requeue_delay is not None:
                 delayed[item.requeue_delay].append((item.state.get("priority", 2), item.state["id"]))
-            logger.info("message outcome", extra={"tenant_id": tenant_id, "message_id": item.state["id"],
-                                                  "status": status.value, "attempts": item.state.get("attempts"),
-                                                  "error": item.state.get("error")})
+            outcome: dict[str, Any] = {"tenant_id": tenant_id, "message_id": item.state["id"],
+                                       "status": status.value, "attempts": item.state.get("attempts"),
+                                       "priority": item.state.get("priority"), "error": item.state.get("error")}
+            if status == MessageStatus.ERROR:
+                failure = item.failure_class or FailureClass.OTHER
+                failures[failure] += 1
+                outcome["reason_class"] = failure.value
+            elif status == MessageStatus.DEFERRED:
+                outcome["retry_at"] = item.state.get("deferred_ts")
+            logger.info("message outcome", extra=outcome)
         for delay, entries in delayed.items():
             self.queue.enqueue(tenant_id, entries, delay_seconds=delay)
         report.sent += counts[MessageStatus.SENT]
         report.failed += counts[MessageStatus.ERROR]
         report.deferred += counts[MessageStatus.DEFERRED]
-        for name, status in (("MessagesSent", MessageStatus.SENT), ("MessagesFailed", MessageStatus.ERROR),
-                             ("MessagesDeferred", MessageStatus.DEFERRED)):
-            if counts[status]:
-                metrics.add_metric(name=name, unit=MetricUnit.Count, value=counts[status])
+        if counts[MessageStatus.SENT]:
+            metrics.add_metric(name="MessagesSent", unit=MetricUnit.Count, value=counts[MessageStatus.SENT])
+        if counts[MessageStatus.DEFERRED]:
+            metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=counts[MessageStatus.DEFERRED])
+        if counts[MessageStatus.ERROR]:
+            metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=counts[MessageStatus.ERROR])
+            count_failures_by_class(failures)
