@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import gc
 import json
 import os
 import time
@@ -161,6 +162,7 @@ class PipelineResult:
     api_request_bytes: list[int] = field(default_factory=list)
     records_per_batch: int = 10
     report_seconds: float = 0.0
+    gc_seconds: float = 0.0  # garbage collection during the delivery phase
     reported_sent: int = 0  # "sent" events the application received (each message once, if reports ran)
     report_posts: int = 0
     profile: cProfile.Profile | None = None
@@ -357,10 +359,11 @@ def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, r
         submit_seconds = time.perf_counter() - started
 
         usage.phase = "deliver"
+        gc_clock = _GcClock()
         profiler = cProfile.Profile() if profile else None
         batches = 0
         before = durations.total("sender")
-        with _captured_logs(logs["deliver"]):
+        with _captured_logs(logs["deliver"]), gc_clock:
             if profiler is not None:
                 profiler.enable()
             started = time.perf_counter()
@@ -392,7 +395,30 @@ def run_pipeline(sink: dict[str, Any], messages: int, *, api_batch: int = 500, r
                           records_per_batch=records_per_batch, profile=profiler, report_seconds=report_seconds,
                           reported_sent=sum(1 for (_, kind), n in receiver.events.items() if kind == "sent" and n)
                           if receiver else 0,
-                          report_posts=receiver.posts if receiver else 0)
+                          report_posts=receiver.posts if receiver else 0, gc_seconds=gc_clock.seconds)
+
+
+class _GcClock:
+    """Time spent in the garbage collector while active (moto keeps many objects alive, which makes full
+    collections slow; they land on whatever code allocates)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def __enter__(self) -> _GcClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def _drain_reports(stack: InProcessStack, messages: int, started_all: float, time_limit: float) -> None:

@@ -205,5 +205,5 @@ def test_the_smtp_servers_advertised_size_is_respected(api: ApiClient, delivery:
         send(api, token, delivery, message("big", attachments=[
             {"filename": "r.bin", "storage_path": "base64:" + base64.b64encode(os.urandom(40_000)).decode()}]))
         record = status(api, token, "big")
-        assert record["status"] == "error" and "size" in record["error"].lower()
+        assert record["status"] == "error" and "too large" in record["error"]
         assert small.messages == []
