@@ -19,7 +19,7 @@ def wiring() -> tuple[MailRepository, ReportQueue]:
     return MailRepository(settings.table_name), ReportQueue(settings.report_queue_url, None)
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.observability import id_list, logger, metrics, tracer
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.reporting import ReportDelivery, RetryLater, parse_backoff
 from mail_proxy.repository import MailRepository
 from mail_proxy.settings import get_settings
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+PARKED_AFTER_RECEIVES = 40  # ReportQueue's maxReceiveCount in template.yaml (a test keeps them equal)
 
 
 @lru_cache(maxsize=1)
@@ -30,24 +31,45 @@ def wiring() -> tuple[ReportDelivery, ReportQueue]:
     return delivery, ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
 
 
+@tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord) -> None:
     delivery, queue = wiring()
+    logger.remove_keys(["tenant_id"])
+    logger.append_keys(sqs_message_id=record.message_id)
     body = record.json_body
-    logger.append_keys(tenant_id=body.get("tenant_id"), sqs_message_id=record.message_id)
+    tenant_id = body.get("tenant_id")
+    logger.append_keys(tenant_id=tenant_id)
+    tracer.put_annotation(key="tenant_id", value=str(tenant_id))
+    events = body.get("events") or []
+    message_ids = id_list(dict.fromkeys(str(e.get("id")) for e in events))
     receive_count = int(record.attributes.approximate_receive_count or 1)
     try:
         outcome = delivery.deliver(body, receive_count)
     except RetryLater as later:
         logger.warning("report not acknowledged; retrying later",
-                       extra={"reason": later.reason, "retry_in_s": later.delay, "receive_count": receive_count})
+                       extra={"reason": later.reason, "retry_in_s": later.delay, "receive_count": receive_count,
+                              "events": len(events), "message_ids": message_ids})
         metrics.add_metric(name="ReportBatchesFailed", unit=MetricUnit.Count, value=1)
+        if receive_count >= PARKED_AFTER_RECEIVES:
+            logger.error("report batch parked: the application has not acknowledged it for over a day",
+                         extra={"receive_count": receive_count, "events": len(events), "message_ids": message_ids})
+            metrics.add_metric(name="ReportBatchesParked", unit=MetricUnit.Count, value=1)
         queue.delay(record.receipt_handle, later.delay)
+        raise
+    except Exception:
+        logger.exception("report record failed; SQS delivers it again",
+                         extra={"receive_count": receive_count, "message_ids": message_ids})
         raise
     if outcome.events_acknowledged:
         metrics.add_metric(name="ReportsDelivered", unit=MetricUnit.Count, value=outcome.events_acknowledged)
+        logger.info("report delivered", extra={"events": outcome.events_acknowledged, "syncs": outcome.syncs,
+                                               "message_ids": message_ids})
+    else:
+        logger.debug("sync delivered", extra={"syncs": outcome.syncs, "kind": body.get("kind")})
 
 
-@logger.inject_lambda_context(clear_state=True)
+# never log_event: report records carry recipients' delivery details
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from functools import lru_cache
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -24,7 +25,7 @@ def wiring() -> tuple[MailRepository, SendQueue, ReportQueue]:
             ReportQueue(settings.report_queue_url, None))
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, clear_state=True, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -37,10 +38,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             logger.warning("scheduler ran out of time; the next tick continues")
             break
         outcome = enqueue_due(repo, queue, tenant)
+        found = reconcile_unqueued(repo, queue, tenant)
+        if outcome.queued or outcome.skipped_suspended or found:
+            logger.info("tenant scheduled", extra={"tenant_id": tenant["tenant_id"], "queued": outcome.queued,
+                                                   "recovered": found, "held": outcome.skipped_suspended})
         queued += outcome.queued
         held += outcome.skipped_suspended
-        recovered += reconcile_unqueued(repo, queue, tenant)
-    metrics.add_metric(name="MessagesScheduled", unit=MetricUnit.Count, value=queued + recovered)
+        recovered += found
+    # due (scheduled, retried, released) and recovered (accepted but never queued, or a dead sender's claim)
+    metrics.add_metric(name="MessagesScheduled", unit=MetricUnit.Count, value=queued)
+    metrics.add_metric(name="MessagesRecovered", unit=MetricUnit.Count, value=recovered)
     logger.info("scheduler tick", extra={"queued": queued, "recovered": recovered, "held": held,
-                                         "heartbeats": heartbeats})
+                                         "heartbeats": heartbeats, "tenants": len(tenants)})
     return {"queued": queued, "recovered": recovered, "held": held, "heartbeats": heartbeats}

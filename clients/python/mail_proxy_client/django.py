@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 
-from mail_proxy_client.client import DEFAULT_TIMEOUT_SECONDS, MailProxyClient
+from mail_proxy_client.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, MailProxyClient
 from mail_proxy_client.composing import message_from_django
 from mail_proxy_client.errors import MailProxyError, MessagesRejected
 
@@ -35,7 +35,7 @@ MAX_MESSAGES_PER_CALL = 1000
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no type hints
     def __init__(self, fail_silently: bool = False, *, url: str | None = None, token: str | None = None,
                  account: str | None = None, tenant: str | None = None, priority: int | str | None = None,
-                 timeout: float | None = None, **kwargs: Any) -> None:
+                 timeout: float | None = None, retries: int | None = None, **kwargs: Any) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
         self.url = url or getattr(settings, "MAIL_PROXY_URL", None)
         self.token = token or getattr(settings, "MAIL_PROXY_TOKEN", None)
@@ -46,7 +46,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no t
                                             ("MAIL_PROXY_ACCOUNT", self.account)) if not value]
         if missing:
             raise ImproperlyConfigured(f"the mail proxy e-mail backend needs {', '.join(missing)} in settings")
-        self.client = MailProxyClient(str(self.url), str(self.token), timeout=timeout or DEFAULT_TIMEOUT_SECONDS)
+        self.client = MailProxyClient(str(self.url), str(self.token), timeout=timeout or DEFAULT_TIMEOUT_SECONDS,
+                                      retries=DEFAULT_RETRIES if retries is None else retries)
 
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         payloads = []

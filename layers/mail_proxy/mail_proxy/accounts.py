@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mail_proxy import audit, clock
-from mail_proxy.domain import AccountCreate, AccountView
+from mail_proxy.domain import AccountCreate, AccountView, MailboxView
 from mail_proxy.errors import NotFoundError
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
@@ -17,12 +17,27 @@ def password_context(tenant_id: str, account_id: str) -> str:
     return f"tenant:{tenant_id}:account:{account_id}:password"
 
 
+def imap_password_context(tenant_id: str, account_id: str) -> str:
+    """Associated data of a PEC account's IMAP password."""
+    return f"tenant:{tenant_id}:account:{account_id}:imap_password"
+
+
+def _pec_mailbox_view(item: dict[str, Any]) -> MailboxView | None:
+    if not item.get("is_pec") or not item.get("imap_host"):
+        return None
+    return MailboxView(host=item["imap_host"], port=item.get("imap_port", 993),
+                       user=item.get("imap_user") or item.get("user"), folder=item.get("imap_folder", "INBOX"),
+                       tls=item.get("imap_tls", "ssl"),
+                       has_password=bool(item.get("imap_password") or item.get("password")))
+
+
 def account_view(item: dict[str, Any]) -> AccountView:
     return AccountView(
         id=item["id"], tenant_id=item["tenant_id"], host=item["host"], port=item["port"], user=item.get("user"),
         tls=item.get("tls", "starttls"), limit_per_minute=item.get("limit_per_minute"),
         limit_per_hour=item.get("limit_per_hour"), limit_per_day=item.get("limit_per_day"),
         limit_behavior=item.get("limit_behavior", "defer"), has_password=bool(item.get("password")),
+        is_pec=bool(item.get("is_pec")), imap=_pec_mailbox_view(item),
         created_at=item.get("created_at"), updated_at=item.get("updated_at"),
     )
 
@@ -49,6 +64,7 @@ class AccountAdmin:
             "limit_per_hour": request.limit_per_hour or None,
             "limit_per_day": request.limit_per_day or None,
             "limit_behavior": request.limit_behavior,
+            **self._pec_fields(tenant_id, request),
             "created_at": existing.get("created_at", now) if existing else now,
             "updated_at": now,
         }
@@ -58,6 +74,22 @@ class AccountAdmin:
                      payload=request.model_dump(exclude_none=True),
                      message=f"Account '{request.id}' {verb} for tenant '{tenant_id}'", status=201)
         return replaced
+
+    @staticmethod
+    def _pec_fields(tenant_id: str, request: AccountCreate) -> dict[str, Any]:
+        """The PEC receipts mailbox (IMAP password encrypted like the SMTP one); nothing for other accounts."""
+        if not request.is_pec:
+            return {}
+        return {
+            "is_pec": True,
+            "imap_host": request.imap_host,
+            "imap_port": request.imap_port,
+            "imap_user": request.imap_user,
+            "imap_password": encrypt(request.imap_password, context=imap_password_context(tenant_id, request.id))
+            if request.imap_password is not None else None,
+            "imap_folder": request.imap_folder,
+            "imap_tls": request.imap_tls,
+        }
 
     def list_accounts(self, principal: Principal, tenant_id: str | None) -> list[AccountView]:
         tid = principal.require_tenant(tenant_id)

@@ -12,7 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mail_proxy.addresses import AddressError, check_header_value, parse_address_list, parse_mailbox
+from mail_proxy.addresses import (
+    AddressError,
+    check_addr_spec,
+    check_header_value,
+    parse_address_list,
+    parse_mailbox,
+)
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@+-]{1,128}$"
@@ -121,6 +127,54 @@ class LargeFileConfig(Strict):
     file_ttl_days: int = Field(default=30, ge=1, le=90)
 
 
+_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def _host_name(value: str | None, field: str) -> str | None:
+    if value is not None and not _HOST.fullmatch(value):
+        raise ValueError(f"{field} must be a host name or an IP address")
+    return value
+
+
+def _bare_address(value: str | None, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return check_addr_spec(value.strip(), field=field)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class BounceMailbox(Strict):
+    """The IMAP mailbox where a tenant's bounces arrive; the password is stored encrypted, never shown."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=993, ge=1, le=65535)
+    user: str = Field(min_length=1, max_length=320)
+    password: str | None = Field(default=None, max_length=1024)
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return _host_name(v, "host") or v
+
+    @field_validator("user", "password", "folder")
+    @classmethod
+    def _clean(cls, v: str | None) -> str | None:
+        return _no_control(v, "bounce_imap")
+
+
+class MailboxView(BaseModel):
+    host: str
+    port: int
+    user: str | None = None
+    folder: str = "INBOX"
+    tls: str = "ssl"
+    has_password: bool = False
+
+
 class TenantFields(Strict):
     name: str | None = Field(default=None, max_length=200)
     client_base_url: str | None = Field(default=None, max_length=2048)
@@ -132,11 +186,19 @@ class TenantFields(Strict):
     s3_buckets: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]] | None = Field(
         default=None, max_length=20, description="buckets the tenant's s3 attachments may come from (admin only)")
     active: bool | None = None
+    bounce_imap: BounceMailbox | None = Field(default=None, description="IMAP mailbox polled for bounces")
+    return_path: str | None = Field(default=None, max_length=254,
+                                    description="envelope sender of messages that give none (the bounce address)")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
         return _no_control(v, "name")
+
+    @field_validator("return_path")
+    @classmethod
+    def _return_path(cls, v: str | None) -> str | None:
+        return _bare_address(v, "return_path")
 
     @field_validator("client_base_url")
     @classmethod
@@ -189,6 +251,8 @@ class TenantView(BaseModel):
     rate_limits: RateLimits | None = None
     large_file_config: LargeFileConfig | None = None
     s3_buckets: list[str] = Field(default_factory=list)
+    bounce_imap: MailboxView | None = None
+    return_path: str | None = None
     suspended_batches: list[str] = Field(default_factory=list)
     has_api_key: bool = False
     created_at: str | None = None
@@ -214,6 +278,15 @@ class AccountCreate(Strict):
     use_tls: bool | None = Field(default=None, description="legacy: true → ssl on 465 else starttls")
     ttl: int | None = Field(default=None, description="legacy, ignored")
     batch_size: int | None = Field(default=None, ge=1, le=1000, description="legacy, ignored")
+    # PEC (Italian certified mail): receipts are read from the account's own IMAP mailbox
+    is_pec: bool = False
+    is_pec_account: bool | None = Field(default=None, description="legacy name of is_pec")
+    imap_host: str | None = Field(default=None, max_length=253)
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_user: str | None = Field(default=None, max_length=320, description="default: user")
+    imap_password: str | None = Field(default=None, max_length=1024, description="default: password")
+    imap_folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    imap_tls: Literal["ssl", "starttls", "none"] = "ssl"
 
     @field_validator("host")
     @classmethod
@@ -222,10 +295,25 @@ class AccountCreate(Strict):
             raise ValueError("host must be a host name or an IP address")
         return v
 
-    @field_validator("user", "password")
+    @field_validator("user", "password", "imap_user", "imap_password", "imap_folder")
     @classmethod
     def _no_crlf(cls, v: str | None) -> str | None:
         return _no_control(v, "credentials")
+
+    @field_validator("imap_host")
+    @classmethod
+    def _imap_host(cls, v: str | None) -> str | None:
+        return _host_name(v, "imap_host")
+
+    @model_validator(mode="after")
+    def _pec_mailbox(self) -> AccountCreate:
+        if self.is_pec_account is not None and "is_pec" not in self.model_fields_set:
+            self.is_pec = self.is_pec_account
+        if self.is_pec and not self.imap_host:
+            raise ValueError("a PEC account (is_pec) needs imap_host: its receipts are read from that mailbox")
+        if not self.is_pec and self.imap_host:
+            raise ValueError("imap_host is only used by PEC accounts (set is_pec)")
+        return self
 
     @field_validator("port")
     @classmethod
@@ -259,8 +347,41 @@ class AccountView(BaseModel):
     limit_per_day: int | None = None
     limit_behavior: str = "defer"
     has_password: bool = False
+    is_pec: bool = False
+    imap: MailboxView | None = Field(default=None, description="the PEC receipts mailbox")
     created_at: str | None = None
     updated_at: str | None = None
+
+
+# ---------------------------------------------------------------------------------------- suppressions
+
+
+class SuppressionCreate(Strict):
+    """An address the tenant's messages must not be sent to (until ``expires_ts``, if given)."""
+
+    tenant_id: TenantId | None = None
+    address: str = Field(min_length=3, max_length=254)
+    reason: str | None = Field(default=None, max_length=500)
+    expires_ts: int | None = Field(default=None, ge=0, description="unix seconds; default: the retention period")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _bare_address(v, "address") or v
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return _no_control(v, "reason")
+
+
+class SuppressionView(BaseModel):
+    address: str
+    reason: str | None = None
+    source: str = Field(description="manual, or hard_bounce")
+    created_ts: int
+    expires_ts: int | None = None
+    message_id: str | None = Field(default=None, description="the bounced message, for a hard_bounce entry")
 
 
 # -------------------------------------------------------------------------------------------- messages

@@ -22,7 +22,7 @@ from typing import Any
 from mail_proxy import clock
 from mail_proxy.client_auth import client_auth_headers
 from mail_proxy.domain import FINAL_STATUSES
-from mail_proxy.observability import logger
+from mail_proxy.observability import id_list, logger
 from mail_proxy.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.report_signing import HEADER, signature_header
@@ -96,10 +96,12 @@ def route_stream_records(repo: MailRepository, queue: ReportQueue, records: Iter
     which the FIFO queue drops by their deduplication id.
     """
     changes: list[StateChange] = []
+    stream_ids: dict[str, list[str]] = defaultdict(list)  # the stream event ids behind each tenant's events
     for record in records:
         change = _state_change(record)
         if change is not None:
             changes.append(change)
+            stream_ids[change.tenant_id].append(str(record.get("eventID")))
     by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
         final = change.status in FINAL_STATUSES
@@ -113,12 +115,17 @@ def route_stream_records(repo: MailRepository, queue: ReportQueue, records: Iter
             tenants[tenant_id] = repo.get_tenant(tenant_id)
         tenant = tenants[tenant_id]
         if tenant is None or not tenant.get("client_base_url"):
+            logger.debug("events not reported: tenant gone or without a report URL",
+                         extra={"tenant_id": tenant_id, "events": len(items)})
             continue
         for i in range(0, len(items), EVENTS_PER_REPORT):
             chunk = items[i : i + EVENTS_PER_REPORT]
             dedup = hashlib.sha256("|".join(str(e["event_id"]) for e in chunk).encode()).hexdigest()
             queue.send(tenant_id, {"tenant_id": tenant_id, "kind": "events", "events": chunk}, dedup)
             queued += len(chunk)
+            logger.info("report events queued", extra={
+                "tenant_id": tenant_id, "events": len(chunk), "message_ids": id_list(dict.fromkeys(
+                    str(e["id"]) for e in chunk)), "stream_event_ids": id_list(stream_ids[tenant_id])})
     return queued
 
 

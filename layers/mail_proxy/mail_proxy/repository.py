@@ -37,6 +37,10 @@ TENANT_SK = "#TENANT"
 STATE_SK = "STATE"
 PAYLOAD_PREFIX = "PAYLOAD#"
 ACCOUNT_PREFIX = "ACCOUNT#"
+SUPPRESSION_PREFIX = "SUPPRESS#"
+MAILBOX_PREFIX = "#MAILBOX#"
+PEC_WAIT_PREFIX = "PECWAIT#"
+PEC_MSGID_PREFIX = "PECMSGID#"
 TENANTS_GSI1 = "TENANTS"
 COMMANDS_GSI1 = "COMMANDS"
 PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
@@ -409,6 +413,38 @@ class MailRepository:
         found = {s["pk"]: s for s in self._batch_get([(pk, STATE_SK) for pk in order])}
         return [found[pk] for pk in order if pk in found], encode_cursor(last)
 
+    def message_census(self, tenant_id: str, *, limit: int) -> tuple[list[tuple[str, str, int]], bool]:
+        """(id, status, created_ms) of the tenant's oldest ``limit`` messages, and whether more may exist.
+
+        A bounded read for ``GET /status``: the creation-time index gives the keys oldest first, then only
+        the status of each state item is read (eventually consistent, half the cost of the other reads).
+        """
+        gsi1pk = f"TENANT#{tenant_id}#MSG"
+        found: list[tuple[str, str, int]] = []
+        start: dict[str, Any] | None = None
+        while len(found) < limit:
+            keys, start = self._query_keys("ByTenant", "gsi1pk", gsi1pk, limit=min(1000, limit - len(found)),
+                                           start=start)
+            created = {k["pk"]["S"]: int(k["gsi1sk"]["S"].split("#", 1)[0]) for k in keys}
+            pks = list(created)
+            for i in range(0, len(pks), 100):
+                request: dict[str, Any] = {self.table: {
+                    "Keys": [_key(pk, STATE_SK) for pk in pks[i : i + 100]],
+                    "ProjectionExpression": "pk, #s", "ExpressionAttributeNames": {"#s": "status"}}}
+                for _attempt in range(10):
+                    resp = self.ddb.batch_get_item(RequestItems=request)
+                    for item in resp.get("Responses", {}).get(self.table, []):
+                        pk = item["pk"]["S"]
+                        found.append((pk.split("#MSG#", 1)[1], item["status"]["S"], created[pk]))
+                    request = resp.get("UnprocessedKeys") or {}
+                    if not request:
+                        break
+                else:
+                    raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+            if not start:
+                return found, False
+        return found, True
+
     def delete_messages(self, tenant_id: str, message_ids: Iterable[str]) -> int:
         """Delete every item of each message; returns how many messages existed."""
         removed = 0
@@ -664,6 +700,153 @@ class MailRepository:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
+
+    # ------------------------------------------------------------------------------------ returned mail
+    # Items under the tenant's own partition, so they go with the tenant: ``SUPPRESS#<address>``
+    # (suppression list), ``#MAILBOX#<name>`` (where a bounce or PEC mailbox was read up to), and for PEC
+    # messages ``PECWAIT#<sent ts>#<id>`` (awaiting acceptance) and ``PECMSGID#<Message-ID>`` (the receipts'
+    # link back to the message).
+
+    def get_mailbox_position(self, tenant_id: str, mailbox: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, last UID processed) of a polled mailbox, or None before its first poll."""
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), MAILBOX_PREFIX + mailbox), ConsistentRead=True)
+        item = resp.get("Item")
+        if not item:
+            return None
+        return int(item["uidvalidity"]["N"]), int(item["last_uid"]["N"])
+
+    def save_mailbox_position(self, tenant_id: str, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        """Move a mailbox's position forward (never back within one UIDVALIDITY: a slower poller loses)."""
+        try:
+            self._call(
+                "put_item",
+                Item=_marshal({"pk": tenant_pk(tenant_id), "sk": MAILBOX_PREFIX + mailbox, "uidvalidity": uidvalidity,
+                               "last_uid": last_uid, "polled_ts": clock.now_ts()}),
+                ConditionExpression="attribute_not_exists(pk) OR uidvalidity <> :v OR last_uid <= :u",
+                ExpressionAttributeValues={":v": {"N": str(uidvalidity)}, ":u": {"N": str(last_uid)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def put_suppression(self, tenant_id: str, entry: dict[str, Any]) -> None:
+        """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute)."""
+        address = entry["address"]
+        self._call("put_item", Item=_marshal({**entry, "pk": tenant_pk(tenant_id),
+                                              "sk": SUPPRESSION_PREFIX + address.lower()}))
+
+    def list_suppressions(self, tenant_id: str, *, limit: int, after: str | None
+                          ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the tenant's live suppressions in address order; the second value is the next ``after``."""
+        now = clock.now_ts()
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
+            "ExpressionAttributeValues": {":p": {"S": tenant_pk(tenant_id)}, ":s": {"S": SUPPRESSION_PREFIX}},
+            "ConsistentRead": True,
+        }
+        if after:
+            kwargs["ExclusiveStartKey"] = _key(tenant_pk(tenant_id), SUPPRESSION_PREFIX + after.lower())
+        items: list[dict[str, Any]] = []
+        last: str | None = None
+        for _page in range(20):
+            kwargs["Limit"] = limit - len(items)
+            resp = self._call("query", **kwargs)
+            for raw in resp.get("Items", []):
+                item = _unmarshal(raw)
+                last = item["sk"].removeprefix(SUPPRESSION_PREFIX)
+                if int(item.get("expires_at") or now + 1) > now:
+                    items.append(item)
+            start = resp.get("LastEvaluatedKey")
+            if not start or len(items) >= limit:
+                return items, (last if start else None)
+            kwargs["ExclusiveStartKey"] = start
+        return items, last
+
+    def suppressed(self, tenant_id: str, addresses: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The live suppressions among ``addresses`` (one BatchGetItem), keyed by lower-cased address.
+
+        Expired entries are ignored even before DynamoDB's TTL deletes them (that can take days).
+        """
+        keys = [(tenant_pk(tenant_id), SUPPRESSION_PREFIX + a.lower()) for a in addresses]
+        now = clock.now_ts()
+        return {item["sk"].removeprefix(SUPPRESSION_PREFIX): item for item in self._batch_get(keys)
+                if int(item.get("expires_at") or now + 1) > now}
+
+    def delete_suppression(self, tenant_id: str, address: str) -> bool:
+        resp = self._call("delete_item", Key=_key(tenant_pk(tenant_id), SUPPRESSION_PREFIX + address.lower()),
+                          ReturnValues="ALL_OLD")
+        old = _unmarshal(resp["Attributes"]) if "Attributes" in resp else None
+        return old is not None and int(old.get("expires_at") or clock.now_ts() + 1) > clock.now_ts()
+
+    def add_inbound_event(self, tenant_id: str, message_id: str, event: dict[str, Any], receipt_key: str, *,
+                          seen_status: str, new_status: str | None = None) -> bool:
+        """Append an event that came back by mail (bounce, PEC receipt), once per ``receipt_key``.
+
+        Conditional on the status the caller read, so a concurrent change (the sender's own write) is never
+        overwritten; False means the condition failed: re-read and decide again.
+        """
+        sets = ["#e = list_append(if_not_exists(#e, :empty), :ev)",
+                "#r = list_append(if_not_exists(#r, :empty), :rl)", "updated_at = :u"]
+        values: dict[str, Any] = {
+            ":empty": {"L": []}, ":ev": {"L": [_serializer.serialize(_to_dynamo(event))]},
+            ":rl": {"L": [{"S": receipt_key}]}, ":rid": {"S": receipt_key}, ":u": {"S": clock.now_iso()},
+            ":seen": {"S": seen_status},
+        }
+        if new_status is not None:
+            sets.append("#s = :new")
+            values[":new"] = {"S": new_status}
+        try:
+            self._call(
+                "update_item",
+                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(pk) AND #s = :seen AND NOT contains(#r, :rid)",
+                ExpressionAttributeNames={"#e": "events", "#r": "inbound_ids", "#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def watch_pec_message(self, tenant_id: str, message_id: str, *, sent_ts: int, message_id_header: str | None,
+                          expires_at: int) -> None:
+        """Remember a message sent through a PEC account until its acceptance (or timeout) is settled."""
+        pk = tenant_pk(tenant_id)
+        items = [{"pk": pk, "sk": f"{PEC_WAIT_PREFIX}{sent_ts:010d}#{message_id}", "message_id": message_id,
+                  "expires_at": expires_at}]
+        if message_id_header:
+            items.append({"pk": pk, "sk": PEC_MSGID_PREFIX + message_id_header, "message_id": message_id,
+                          "expires_at": expires_at})
+        for item in items:
+            self._call("put_item", Item=_marshal(item))
+
+    def pec_messages_sent_before(self, tenant_id: str, sent_before: int, *, limit: int = 200
+                                 ) -> list[tuple[int, str]]:
+        """(sent ts, message id) of PEC messages still awaiting acceptance that were sent before a time."""
+        resp = self._call(
+            "query",
+            KeyConditionExpression="pk = :p AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":p": {"S": tenant_pk(tenant_id)}, ":lo": {"S": PEC_WAIT_PREFIX},
+                                       ":hi": {"S": f"{PEC_WAIT_PREFIX}{max(sent_before, 0):010d}"}},
+            Limit=limit,
+        )
+        found = []
+        for raw in resp.get("Items", []):
+            ts, _, mid = raw["sk"]["S"].removeprefix(PEC_WAIT_PREFIX).partition("#")
+            found.append((int(ts), mid))
+        return found
+
+    def forget_pec_wait(self, tenant_id: str, sent_ts: int, message_id: str) -> None:
+        self._call("delete_item", Key=_key(tenant_pk(tenant_id), f"{PEC_WAIT_PREFIX}{sent_ts:010d}#{message_id}"))
+
+    def message_id_for_header(self, tenant_id: str, message_id_header: str) -> str | None:
+        """The message a PEC receipt's ``X-Riferimento-Message-ID`` points at (within this tenant only)."""
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), PEC_MSGID_PREFIX + message_id_header),
+                          ConsistentRead=True)
+        item = resp.get("Item")
+        return item["message_id"]["S"] if item else None
 
     # ------------------------------------------------------------------------------------ command log
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mail_proxy import audit, clock
@@ -26,6 +27,7 @@ from mail_proxy.domain import (
     normalise_priority,
 )
 from mail_proxy.errors import ForbiddenError, InvalidInputError
+from mail_proxy.observability import id_list, logger, metrics, tracer
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
@@ -60,6 +62,7 @@ class MessageSubmission:
         self.queue = queue
         self.payloads = payloads or PayloadStore(BlobStore(None))
 
+    @tracer.capture_method(capture_response=False)
     def add_messages(self, principal: Principal, messages: list[Any], default_priority: Any,
                      tenant_id: str | None = None) -> SubmissionResult:
         principal.require_authenticated()
@@ -93,7 +96,19 @@ class MessageSubmission:
                 by_tenant[owner].append(raw)
 
         for owner, raws in by_tenant.items():
+            queued_before, rejected_before = result.queued, len(result.rejected)
             self._add_for_tenant(owner, raws, default, result)
+            # ids only (what a message's life is searched by): never bodies, never rejection reasons that
+            # might quote submitted values
+            submitted = (r["id"] for r in raws if isinstance(r.get("id"), str) and _ID.fullmatch(r["id"]))
+            logger.info("messages submitted", extra={
+                "tenant_id": owner, "queued": result.queued - queued_before, "message_ids": id_list(submitted),
+                "rejected_ids": id_list(r["id"] for r in result.rejected[rejected_before:]
+                                        if r["id"] and _ID.fullmatch(r["id"]))})
+        if result.queued:
+            metrics.add_metric(name="MessagesAccepted", unit=MetricUnit.Count, value=result.queued)
+        if result.rejected:
+            metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=len(result.rejected))
         audit.record(self.repo, command="add_messages", tenant_id=scope,
                      payload={"messages": messages, "default_priority": default_priority},
                      message=f"add-messages: {result.queued} queued, {len(result.rejected)} rejected",

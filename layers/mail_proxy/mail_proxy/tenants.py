@@ -10,6 +10,7 @@ from mail_proxy.domain import (
     ClientAuth,
     ClientAuthView,
     LargeFileConfig,
+    MailboxView,
     RateLimits,
     TenantCreate,
     TenantUpdate,
@@ -32,6 +33,10 @@ def client_auth_context(tenant_id: str) -> str:
 
 def signing_secret_context(tenant_id: str) -> str:
     return f"tenant:{tenant_id}:signing_secret"
+
+
+def bounce_imap_context(tenant_id: str) -> str:
+    return f"tenant:{tenant_id}:bounce_imap:password"
 
 
 MAX_SIGNING_GRACE_SECONDS = 7 * 24 * 3600
@@ -58,7 +63,13 @@ def _stored_client_auth(tenant_id: str, auth: ClientAuth) -> dict[str, Any]:
 
 def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict[str, Any]:
     data = fields.model_dump(exclude_unset=True,
-                             exclude={"tenant_id", "token", "client_auth", "rate_limits", "large_file_config"})
+                             exclude={"tenant_id", "token", "client_auth", "rate_limits", "large_file_config",
+                                      "bounce_imap"})
+    if "bounce_imap" in fields.model_fields_set:
+        mailbox = fields.bounce_imap.model_dump() if fields.bounce_imap else None
+        if mailbox and mailbox.get("password") is not None:
+            mailbox["password"] = encrypt(mailbox["password"], context=bounce_imap_context(tenant_id))
+        data["bounce_imap"] = mailbox
     if "large_file_config" in fields.model_fields_set:
         data["large_file_config"] = fields.large_file_config.model_dump() if fields.large_file_config else None
     if "client_auth" in fields.model_fields_set:
@@ -84,6 +95,10 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
         rate_limits=RateLimits(**item["rate_limits"]) if item.get("rate_limits") else None,
         large_file_config=LargeFileConfig(**item["large_file_config"]) if item.get("large_file_config") else None,
         s3_buckets=list(item.get("s3_buckets") or []),
+        bounce_imap=MailboxView(**{k: v for k, v in item["bounce_imap"].items() if k != "password"},
+                                has_password=bool(item["bounce_imap"].get("password")))
+        if item.get("bounce_imap") else None,
+        return_path=item.get("return_path"),
         suspended_batches=sorted(item.get("suspended_batches") or []),
         has_api_key=bool(item.get("token_hash")),
         created_at=item.get("created_at"),
