@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -21,11 +22,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from mail_proxy import clock
 from mail_proxy.accounts import AccountAdmin
 from mail_proxy.authorization import principal_from_context
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
+    WAITING_STATUSES,
     AccountCreate,
     AccountView,
     MessageRecord,
@@ -210,8 +213,29 @@ class Health(BaseModel):
     status: str = "ok"
 
 
+STATUS_MAX_MESSAGES = 5000  # messages counted per GET /status: the answer must come well within 29 s
+STATUS_TIME_BUDGET_SECONDS = 10.0  # then the remaining tenants are listed as not counted
+
+
+class TenantStatus(BaseModel):
+    tenant_id: str
+    active: bool
+    suspended_batches: list[str]
+    messages: dict[str, int] = Field(description="messages counted, by status")
+    counted: int = Field(description="how many of the tenant's messages were counted, oldest first")
+    oldest_waiting_id: str | None = None
+    oldest_waiting_age_seconds: int | None = Field(
+        default=None, description="age of the oldest message still pending, deferred or being sent")
+    truncated: bool = Field(description="not every message was counted: the counts are a lower bound")
+
+
 class Status(Ok):
     active: bool = True
+    messages: dict[str, int] = Field(default_factory=dict, description="messages counted, by status, all tenants")
+    oldest_waiting_age_seconds: int | None = None
+    truncated: bool = Field(default=False, description=f"at most {STATUS_MAX_MESSAGES} messages are counted "
+                                                       "per call; true when some were not")
+    tenants: list[TenantStatus] = Field(default_factory=list)
 
 
 class TenantCreated(Ok):
@@ -337,10 +361,44 @@ def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]
                     headers={"Location": url, "Cache-Control": "no-store"})
 
 
-@app.get("/status")
-def status() -> Status:
-    principal().require_authenticated()
-    return Status()
+@app.get("/status", summary="Messages by status and the oldest waiting one: the caller's tenant, or all (admin)")
+def status(tenant_id: TenantIdQuery = None) -> Status:
+    scope = principal().tenant_scope(tenant_id, admin_may_omit=True)
+    repo = services().repo
+    tenants = [repo.require_tenant(scope)] if scope else repo.list_tenants()
+    answer = Status(messages={s.value: 0 for s in MessageStatus})
+    budget, deadline = STATUS_MAX_MESSAGES, time.monotonic() + STATUS_TIME_BUDGET_SECONDS
+    for tenant in tenants:
+        counted = _tenant_status(repo, tenant, budget if time.monotonic() < deadline else 0)
+        budget -= counted.counted
+        answer.tenants.append(counted)
+        answer.truncated = answer.truncated or counted.truncated
+        for name, count in counted.messages.items():
+            answer.messages[name] = answer.messages.get(name, 0) + count
+        if counted.oldest_waiting_age_seconds is not None:
+            answer.oldest_waiting_age_seconds = max(answer.oldest_waiting_age_seconds or 0,
+                                                    counted.oldest_waiting_age_seconds)
+    return answer
+
+
+def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> TenantStatus:
+    """Counts of up to ``limit`` of the tenant's messages, oldest first.
+
+    Oldest first, so the oldest waiting message found is the oldest there is, even when truncated.
+    """
+    found, more = repo.message_census(tenant["tenant_id"], limit=limit) if limit > 0 else ([], True)
+    counts = {s.value: 0 for s in MessageStatus}
+    oldest: tuple[int, str] | None = None
+    for message_id, state, created_ms in found:
+        counts[state] = counts.get(state, 0) + 1
+        if state in WAITING_STATUSES and (oldest is None or (created_ms, message_id) < oldest):
+            oldest = (created_ms, message_id)
+    return TenantStatus(
+        tenant_id=tenant["tenant_id"], active=bool(tenant.get("active", True)),
+        suspended_batches=sorted(tenant.get("suspended_batches") or []), messages=counts, counted=len(found),
+        oldest_waiting_id=oldest[1] if oldest else None,
+        oldest_waiting_age_seconds=max(0, clock.now_ts() - oldest[0] // 1000) if oldest else None,
+        truncated=more)
 
 
 @app.post("/tenant", status_code=201)

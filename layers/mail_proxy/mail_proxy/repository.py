@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -573,17 +574,7 @@ class MailRepository:
                 item["due_pk"] = due_pk(tenant_id)
                 item["due_sk"] = due_sk(due_ts, state["id"])
             items.append(item)
-        for i in range(0, len(items), 25):
-            request: dict[str, Any] = {
-                self.table: [{"PutRequest": {"Item": _marshal(it)}} for it in items[i : i + 25]]
-            }
-            for _attempt in range(10):
-                resp = self.ddb.batch_write_item(RequestItems=request)
-                request = resp.get("UnprocessedItems") or {}
-                if not request:
-                    break
-            else:
-                raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+        self._batch_write([{"PutRequest": {"Item": _marshal(it)}} for it in items])
 
     def get_payload(self, tenant_id: str, state: dict[str, Any]) -> dict[str, Any] | None:
         return self.get_payloads(tenant_id, [state]).get(state["id"])
@@ -729,11 +720,22 @@ class MailRepository:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
-    def put_suppression(self, tenant_id: str, entry: dict[str, Any]) -> None:
-        """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute)."""
-        address = entry["address"]
-        self._call("put_item", Item=_marshal({**entry, "pk": tenant_pk(tenant_id),
-                                              "sk": SUPPRESSION_PREFIX + address.lower()}))
+    def put_suppression(self, tenant_id: str, entry: dict[str, Any], *, keep_longer: bool = False) -> None:
+        """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute).
+
+        ``keep_longer``: an entry that already lasts longer (a manual one) is left as it is.
+        """
+        item = _marshal({**entry, "pk": tenant_pk(tenant_id), "sk": SUPPRESSION_PREFIX + entry["address"].lower()})
+        if not keep_longer:
+            self._call("put_item", Item=item)
+            return
+        try:
+            self._call("put_item", Item=item,
+                       ConditionExpression="attribute_not_exists(pk) OR expires_at < :e",
+                       ExpressionAttributeValues={":e": {"N": str(entry["expires_at"])}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def list_suppressions(self, tenant_id: str, *, limit: int, after: str | None
                           ) -> tuple[list[dict[str, Any]], str | None]:
@@ -952,15 +954,18 @@ class MailRepository:
 
     def _batch_delete(self, keys: Sequence[tuple[str, str]]) -> None:
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 25):
-            request: dict[str, Any] = {
-                self.table: [{"DeleteRequest": {"Key": _key(pk, sk)}} for pk, sk in unique[i : i + 25]]
-            }
-            for _attempt in range(10):
-                resp = self.ddb.batch_write_item(RequestItems=request)
-                request = resp.get("UnprocessedItems") or {}
-                if not request:
+        self._batch_write([{"DeleteRequest": {"Key": _key(pk, sk)}} for pk, sk in unique])
+
+    def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying unprocessed items; throttled if they never go through."""
+        for i in range(0, len(requests), 25):
+            pending: dict[str, Any] = {self.table: list(requests[i : i + 25])}
+            for attempt in range(10):
+                resp = self.ddb.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
                     break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
             else:
                 raise ThrottledError("the table is busy, retry shortly", retry_after=2)
 

@@ -34,6 +34,10 @@ class Settings(BaseModel):
     attachment_bucket: str | None = None
     payload_inline_max_bytes: int = 16 * 1024
     public_api_url: str | None = None
+    suppression_days: int = Field(default=365, ge=1)
+    pec_acceptance_timeout: int = Field(default=1800, ge=60)
+    imap_timeout: float = Field(default=10.0, gt=0)
+    imap_ca_file: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +68,10 @@ class Settings(BaseModel):
             attachment_bucket=os.environ.get("ATTACHMENT_BUCKET") or None,
             payload_inline_max_bytes=int(os.environ.get("PAYLOAD_INLINE_MAX_BYTES", 16 * 1024)),
             public_api_url=os.environ.get("PUBLIC_API_URL") or None,
+            suppression_days=int(os.environ.get("MAIL_PROXY_SUPPRESSION_DAYS") or 365),
+            pec_acceptance_timeout=int(os.environ.get("MAIL_PROXY_PEC_ACCEPTANCE_TIMEOUT_SECONDS") or 1800),
+            imap_timeout=float(os.environ.get("IMAP_TIMEOUT_SECONDS") or 10),
+            imap_ca_file=os.environ.get("MAIL_PROXY_IMAP_CA_FILE") or None,
         )
 
 
