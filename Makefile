@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY312 := $(shell ls -d /root/.pyenv/versions/3.12*/bin 2>/dev/null | head -1)
 
-.PHONY: venv run test test-fast lint validate build bench keygen clean
+.PHONY: venv run test test-fast lint validate build bench keygen demo clean
 
 $(STAMP): requirements-dev.txt layers/mail_proxy/requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy layers/mail_proxy/mail_proxy local
+	$(BIN)/mypy layers/mail_proxy/mail_proxy local clients/python/mail_proxy_client demo
 
 validate: ## sam validate --lint (SAM CLI lives in its own virtualenv)
 	bash scripts/sam-venv.sh
@@ -38,6 +38,9 @@ build: ## sam build for arm64 / python3.12
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+demo: $(STAMP) ## a guided tour through the local stack: tenant, account, four messages, their fate and reports
+	$(BIN)/python -m demo $(ARGS)
 
 keygen: $(STAMP) ## print a new base64 encryption key
 	@PYTHONPATH=layers/mail_proxy $(BIN)/python -m mail_proxy keygen

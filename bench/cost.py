@@ -72,12 +72,12 @@ def estimate(result: PipelineResult, label: str) -> Cost:
     n = result.messages
     usage = result.usage.by_phase(*PHASES)
     api_requests = sum(max(1, math.ceil(size / APIGW_METERING_BYTES)) for size in result.api_request_bytes)
-    invocations = sum(result.durations.count(f) for f in FUNCTIONS)
+    invocations = sum(len(result.durations.in_phases(f, PHASES)) for f in FUNCTIONS)
     gb_seconds = 0.0
     for function, logical_id in FUNCTIONS.items():
         memory_gb = template.function_spec(logical_id).memory_mb / 1024
-        gb_seconds += sum(math.ceil(d * 1000) / 1000 for d in result.durations.by_function.get(function, [])) \
-            * memory_gb
+        billed = sum(math.ceil(d * 1000) / 1000 for d in result.durations.in_phases(function, PHASES))
+        gb_seconds += billed * memory_gb
     sqs = sum(u.billed_requests - u.empty for (service, op), u in usage.items()
               if service == "sqs" and not op.endswith(".fifo"))
     fifo = sum(u.billed_requests - u.empty for (service, op), u in usage.items()
@@ -125,10 +125,10 @@ def print_report_path(result: PipelineResult) -> None:
     usage = result.usage.by_phase("report")
     wru = sum(u.wru_table + u.wru_index for u in usage.values())
     calls = sum(u.calls - u.empty for u in usage.values())
-    invocations = result.durations.count("report_router") + result.durations.count("reporter")
+    router = len(result.durations.in_phases("report_router", ("report",)))
+    reporter = len(result.durations.in_phases("reporter", ("report",)))
     print(f"  of which delivery reports ({n} messages): {calls / n:.3f} AWS requests/msg, {wru / n:.2f} WRU/msg, "
-          f"{invocations / n:.4f} invocations/msg (router {result.durations.count('report_router')}, "
-          f"reporter {result.durations.count('reporter')})")
+          f"{(router + reporter) / n:.4f} invocations/msg (router {router}, reporter {reporter})")
 
 
 def _check_reports(result: PipelineResult) -> None:

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def run_e2e(messages: int, *, wait_seconds: float = 180.0, profile: bool = False
     if waited_out:
         print(log_tail)
     check_exactly_once(stats, proxy_ids(messages), "end to end")
+    shutil.rmtree(work, ignore_errors=True)  # kept (mail, log) only when the run failed
     return {"e2e_msgs_per_s": round(rate, 1) if rate else None, "e2e_seconds": round(elapsed, 1),
             "e2e_delivered": len(files), "e2e_post_seconds": round(sum(post_seconds), 2),
             "e2e_cpu_ms_per_message": round(1000 * cpu / max(len(files), 1), 1) if cpu is not None else None}

@@ -77,12 +77,16 @@ class Durations:
     """Handler wall times per function (seconds), less the time the cost estimation itself took."""
 
     by_function: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    by_phase: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def total(self, function: str) -> float:
         return sum(self.by_function.get(function, []))
 
     def count(self, function: str) -> int:
         return len(self.by_function.get(function, []))
+
+    def in_phases(self, function: str, phases: tuple[str, ...]) -> list[float]:
+        return [d for phase in phases for d in self.by_phase.get((phase, function), [])]
 
 
 def timed(name: str, handler: Any, durations: Durations, usage: AwsUsage) -> Any:
@@ -92,8 +96,9 @@ def timed(name: str, handler: Any, durations: Durations, usage: AwsUsage) -> Any
         try:
             return handler(event, context)
         finally:
-            spent = time.perf_counter() - started - (usage.overhead_seconds - overhead)
-            durations.by_function[name].append(max(spent, 0.0))
+            spent = max(time.perf_counter() - started - (usage.overhead_seconds - overhead), 0.0)
+            durations.by_function[name].append(spent)
+            durations.by_phase[(usage.phase, name)].append(spent)
 
     return run
 

@@ -29,11 +29,12 @@ try:
 except ImportError:  # run from a checkout without the editable install
     sys.path.insert(0, str(REPO / "clients" / "python"))
 
-from local.harness import RunningStack, running_stack  # noqa: E402
 from mail_proxy_client import MailProxyClient  # noqa: E402
 from mail_proxy_client.composing import base64_attachment  # noqa: E402
 from mail_proxy_client.output import cell, table  # noqa: E402
 from mail_proxy_client.reports import SIGNATURE_HEADER, verify_signature  # noqa: E402
+
+from local.harness import RunningStack, running_stack  # noqa: E402
 
 TENANT = "demo-shop"
 DEFER_SECONDS = 60
@@ -124,7 +125,8 @@ def run(stack: RunningStack, inbox: ReportInbox, deadline: float) -> bool:
     secret = created.get("signing_secret", "")
     say(f"Tenant '{TENANT}' created; its API key (shown only once) is {created['api_key'][:10]}…")
     shop = MailProxyClient(stack.api_url, created["api_key"])
-    shop.add_account("sink", stack.smtp_host, stack.smtp_port, tls="none", user="shop", password="demo-password")
+    shop.add_account("sink", stack.smtp_host, stack.smtp_port, tls="none", user="shop",
+                     password="demo-password")  # noqa: S106 - the demo account on the local sink
     say(f"SMTP account 'sink' → {stack.smtp_host}:{stack.smtp_port} (tls none; the password is stored "
         "encrypted and never shown again)")
 

@@ -15,9 +15,14 @@ from typing import Any
 
 import pytest
 
+import tests.conftest
 from local.harness import RunningStack
 from tests.client.fake_api import FakeApi
-from tests.e2e.conftest import local_stack  # noqa: F401  (re-exported: the one local stack of the session)
+
+if not hasattr(tests.conftest, "local_stack"):
+    # The session's stack is defined for tests/e2e only; re-exported here it is a second fixture, so a run of
+    # both directories starts two stacks (about two seconds). Defined in tests/conftest.py it would be one.
+    from tests.e2e.conftest import local_stack  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SOURCE = REPO / "clients" / "python"
@@ -68,7 +73,7 @@ def cli(tmp_path: Path) -> Cli:
 
 
 @pytest.fixture(scope="module")
-def stack_cli(local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Cli:  # noqa: F811
+def stack_cli(local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """The command line with a profile ``local`` holding the stack's URL and admin token."""
     runner = Cli(tmp_path_factory.mktemp("mail-proxy-home"))
     added = runner("profile", "add", "local", "--url", local_stack.api_url, "--token", local_stack.admin_token)
@@ -89,7 +94,7 @@ class SinkTenant:
 
 
 @pytest.fixture
-def sink_tenant(local_stack: RunningStack) -> SinkTenant:  # noqa: F811
+def sink_tenant(local_stack: RunningStack) -> SinkTenant:
     """A new tenant with an account ``sink`` pointing at the stack's SMTP sink (no password)."""
     tenant_id = unique("cli")
     created = local_stack.request("POST", "/tenant", {"tenant_id": tenant_id})

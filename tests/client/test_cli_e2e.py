@@ -111,7 +111,7 @@ def test_the_password_prompt_does_not_echo(stack_cli: Cli, sink_tenant: SinkTena
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the command line on the pseudo-terminal
         os.chdir(REPO)
-        os.execve(sys.executable, command, environment)
+        os.execve(sys.executable, command, environment)  # noqa: S606 - our interpreter, fixed arguments
     shown = b""
     deadline = time.monotonic() + 60
     try:
@@ -217,3 +217,13 @@ def test_status_health_and_command_log(stack_cli: Cli, sink_tenant: SinkTenant) 
     assert stack_cli("local", "health", "--json").json() == {"status": "ok"}
     log = stack_cli("local", "command-log", "--tenant", sink_tenant.tenant_id, "--json")
     assert log.code == 0 and isinstance(log.json(), list)
+
+
+def test_suppressions_add_list_remove(stack_cli: Cli, sink_tenant: SinkTenant) -> None:
+    tenant = sink_tenant.tenant_id
+    assert stack_cli("local", tenant, "suppressions", "add", "gone@example.org", "--reason", "unsubscribed").code == 0
+    listed = stack_cli("local", tenant, "suppressions", "list", "--json")
+    assert [e["address"] for e in listed.json()] == ["gone@example.org"]
+    assert "gone@example.org" in stack_cli("local", tenant, "suppressions", "list").stdout
+    assert stack_cli("local", tenant, "suppressions", "remove", "gone@example.org").code == 0
+    assert stack_cli("local", tenant, "suppressions", "list", "--json").json() == []

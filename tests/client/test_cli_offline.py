@@ -10,9 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from mail_proxy_client.local_stack import LocalStackError, find_repository
 from mail_proxy_client.profiles import ProfileError, ProfileStore
+
 from tests.client.conftest import REPO, Cli
 
 

@@ -9,8 +9,6 @@ import importlib.util
 import time
 
 import pytest
-
-from local.harness import RunningStack
 from mail_proxy_client import (
     Conflict,
     Forbidden,
@@ -20,6 +18,8 @@ from mail_proxy_client import (
     ValidationFailed,
 )
 from mail_proxy_client.client import NOT_CLIENT_ROUTES, ROUTES
+
+from local.harness import RunningStack
 from tests.client.conftest import SinkTenant, unique
 
 pytestmark = pytest.mark.e2e
@@ -173,3 +173,13 @@ def test_the_django_backend_delivers_html_and_an_attachment(local_stack: Running
     assert ours.get_body(("html",)).get_content().strip() == "<p>html text</p>"  # type: ignore[union-attr]
     attachments = {part.get_filename(): part.get_content() for part in ours.iter_attachments()}
     assert attachments == {"notes.txt": "attached words"}
+
+
+def test_a_suppressed_address_is_listed_until_removed(local_stack: RunningStack, sink_tenant: SinkTenant) -> None:
+    shop = MailProxyClient(local_stack.api_url, sink_tenant.api_key)
+    shop.add_suppression("gone@example.org", reason="asked to stop")
+    entries = list(shop.iter_suppressions())
+    assert [(e["address"], e["source"], e["reason"]) for e in entries] == [
+        ("gone@example.org", "manual", "asked to stop")]
+    shop.remove_suppression("gone@example.org")
+    assert list(shop.iter_suppressions()) == []

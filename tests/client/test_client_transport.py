@@ -7,7 +7,6 @@ import socket
 from email.utils import formatdate
 
 import pytest
-
 from mail_proxy_client import (
     Conflict,
     ConnectionFailed,
@@ -23,6 +22,7 @@ from mail_proxy_client import (
     ValidationFailed,
 )
 from mail_proxy_client.client import parse_retry_after
+
 from tests.client.fake_api import FakeApi
 
 

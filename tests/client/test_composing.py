@@ -12,11 +12,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from mail_proxy_client import ServerError
 from mail_proxy_client.composing import message_from_django, message_from_eml
 from mail_proxy_client.errors import MessagesRejected
 from mail_proxy_client.reports import verify_signature
+
 from tests.client.fake_api import FakeApi
 
 HAVE_DJANGO = importlib.util.find_spec("django") is not None

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mail_proxy_client.local_stack import is_stack_process
+
 from tests.client.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -1,19 +1,50 @@
-"""SMTP accounts through the API: created, replaced, listed and read without a password, deleted, isolated."""
+"""SMTP accounts through the API: created, replaced, listed and read without a password, deleted, isolated.
+
+The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants.
+"""
 
 from __future__ import annotations
 
+import itertools
+
+import boto3
 import pytest
 
 from mail_proxy.accounts import password_context
 from mail_proxy.secrets_config import decrypt
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack
+from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 PASSWORD = "smtp-password-known-9f2c"
+_serial = itertools.count(1)
+NAMES: dict[str, str] = {}  # token -> tenant id
+
+
+@pytest.fixture
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+    return shared_stack[1]
+
+
+@pytest.fixture
+def stack(shared_stack: tuple[Stack, ApiClient]) -> Stack:  # noqa: F811
+    return shared_stack[0]
+
+
+def new_tenant(api: ApiClient, name: str) -> str:
+    tenant_id = f"{name}{next(_serial)}"
+    token = api.create_tenant(tenant_id)
+    NAMES[token] = tenant_id
+    return token
 
 
 @pytest.fixture
 def acme(api: ApiClient) -> str:
-    return api.create_tenant("acme")
+    return new_tenant(api, "acme")
+
+
+@pytest.fixture
+def beta(api: ApiClient) -> str:
+    return new_tenant(api, "beta")
 
 
 def account_body(account_id: str = "smtp1", **fields: object) -> dict[str, object]:
@@ -29,7 +60,7 @@ def test_create_account_answers_201(api: ApiClient, acme: str) -> None:
 def test_created_account_is_shown_with_contract_defaults(api: ApiClient, acme: str) -> None:
     api.post("/account", token=acme, body={"id": "smtp1", "host": "smtp.example.com", "port": 587})
     account = api.get("/account/smtp1", token=acme).json
-    assert account["tenant_id"] == "acme" and account["tls"] == "starttls"
+    assert account["tenant_id"] == NAMES[acme] and account["tls"] == "starttls"
     assert account["limit_behavior"] == "defer" and account["has_password"] is False
 
 
@@ -66,10 +97,11 @@ def test_get_account_never_shows_a_password(api: ApiClient, acme: str) -> None:
 
 def test_stored_password_is_encrypted_for_its_tenant_and_account(api: ApiClient, acme: str, stack: Stack) -> None:
     api.post("/account", token=acme, body=account_body())
-    item = next(i for i in stack.raw_items() if i["sk"]["S"] == "ACCOUNT#smtp1")
+    item = boto3.client("dynamodb").get_item(TableName=stack.table_name, Key={
+        "pk": {"S": f"TENANT#{NAMES[acme]}"}, "sk": {"S": "ACCOUNT#smtp1"}})["Item"]
     stored = item["password"]["S"]
     assert stored.startswith("ENC:") and PASSWORD not in stored
-    assert decrypt(stored, context=password_context("acme", "smtp1")) == PASSWORD
+    assert decrypt(stored, context=password_context(NAMES[acme], "smtp1")) == PASSWORD
 
 
 def test_deleted_account_is_404_afterwards(api: ApiClient, acme: str) -> None:
@@ -85,25 +117,22 @@ def test_deleting_an_unknown_account_is_404(api: ApiClient, acme: str) -> None:
     assert resp.status == 404 and "not found" in resp.json["detail"]
 
 
-def test_another_tenant_cannot_see_the_account(api: ApiClient, acme: str) -> None:
+def test_another_tenant_cannot_see_the_account(api: ApiClient, acme: str, beta: str) -> None:
     api.post("/account", token=acme, body=account_body("acme-smtp"))
-    beta = api.create_tenant("beta")
     assert api.get("/account/acme-smtp", token=beta).status == 404
-    assert api.get("/account/acme-smtp?tenant_id=acme", token=beta).status == 403
+    assert api.get(f"/account/acme-smtp?tenant_id={NAMES[acme]}", token=beta).status == 403
     assert api.get("/accounts", token=beta).json["accounts"] == []
-    assert api.get("/accounts?tenant_id=acme", token=beta).status == 403
+    assert api.get(f"/accounts?tenant_id={NAMES[acme]}", token=beta).status == 403
 
 
-def test_another_tenant_cannot_delete_the_account(api: ApiClient, acme: str) -> None:
+def test_another_tenant_cannot_delete_the_account(api: ApiClient, acme: str, beta: str) -> None:
     api.post("/account", token=acme, body=account_body("acme-smtp"))
-    beta = api.create_tenant("beta")
     assert api.delete("/account/acme-smtp", token=beta).status == 404
-    assert api.delete("/account/acme-smtp?tenant_id=acme", token=beta).status == 403
+    assert api.delete(f"/account/acme-smtp?tenant_id={NAMES[acme]}", token=beta).status == 403
     assert api.get("/account/acme-smtp", token=acme).status == 200
 
 
-def test_same_account_id_in_two_tenants_are_two_accounts(api: ApiClient, acme: str) -> None:
-    beta = api.create_tenant("beta")
+def test_same_account_id_in_two_tenants_are_two_accounts(api: ApiClient, acme: str, beta: str) -> None:
     api.post("/account", token=acme, body=account_body(host="acme.example.com"))
     api.post("/account", token=beta, body=account_body(host="beta.example.com"))
     assert api.get("/account/smtp1", token=acme).json["host"] == "acme.example.com"
@@ -111,9 +140,9 @@ def test_same_account_id_in_two_tenants_are_two_accounts(api: ApiClient, acme: s
 
 
 def test_admin_creates_an_account_for_a_named_tenant(api: ApiClient, acme: str) -> None:
-    resp = api.post("/account", token=ADMIN_TOKEN, body=account_body(tenant_id="acme"))
+    resp = api.post("/account", token=ADMIN_TOKEN, body=account_body(tenant_id=NAMES[acme]))
     assert resp.status == 201
-    assert api.get("/account/smtp1?tenant_id=acme", token=ADMIN_TOKEN).json["tenant_id"] == "acme"
+    assert api.get(f"/account/smtp1?tenant_id={NAMES[acme]}", token=ADMIN_TOKEN).json["tenant_id"] == NAMES[acme]
     assert api.get("/account/smtp1", token=acme).status == 200
 
 
@@ -123,13 +152,13 @@ def test_admin_must_name_the_tenant_of_an_account(api: ApiClient, acme: str) -> 
 
 
 def test_account_for_an_unknown_tenant_is_404(api: ApiClient) -> None:
-    resp = api.post("/account", token=ADMIN_TOKEN, body=account_body(tenant_id="ghost"))
+    resp = api.post("/account", token=ADMIN_TOKEN, body=account_body(tenant_id="ghost-tenant"))
     assert resp.status == 404
 
 
 def test_account_creation_is_logged_without_the_password(api: ApiClient, acme: str) -> None:
     api.post("/account", token=acme, body=account_body())
-    log = api.get("/command-log?tenant_id=acme", token=ADMIN_TOKEN)
+    log = api.get(f"/command-log?tenant_id={NAMES[acme]}", token=ADMIN_TOKEN)
     entry = next(c for c in log.json["commands"] if c["command"] == "add_account")
     assert entry["payload"]["id"] == "smtp1" and entry["payload"]["password"] == "***"
     assert PASSWORD not in log.text

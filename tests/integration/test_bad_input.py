@@ -342,10 +342,10 @@ ACCOUNT_FIELDS = ["id", "tenant_id", "host", "port", "user", "password", "tls", 
 
 @pytest.mark.parametrize("field", TENANT_FIELDS)
 def test_wrong_type_in_any_tenant_field_is_422(tenant: Tenant, field: str) -> None:
-    body = {"tenant_id": f"typed{next(_serial)}", field: [["nested"]]}
-    resp = tenant.api.post("/tenant", token=ADMIN_TOKEN, body=body)
+    tenant_id = f"typed{next(_serial)}"
+    resp = tenant.api.post("/tenant", token=ADMIN_TOKEN, body={"tenant_id": tenant_id, field: [["nested"]]})
     assert_refused(resp, 422, field)
-    assert tenant.api.get(f"/tenant/{body['tenant_id']}", token=ADMIN_TOKEN).status in (404, 422)
+    assert tenant.api.get(f"/tenant/{tenant_id}", token=ADMIN_TOKEN).status == 404
 
 
 @pytest.mark.parametrize("field", ACCOUNT_FIELDS)

@@ -54,3 +54,10 @@ def test_add_messages_then_sender_then_scheduler_events(api: ApiClient, stack: S
         load_function_module("scheduler").wiring.cache_clear()
         tick = invoke("scheduler", event("scheduler_tick.json"))
         assert tick == {"queued": 0, "recovered": 0, "held": 0, "heartbeats": 0}
+
+
+def test_bounce_poller_tick_event(api: ApiClient) -> None:
+    api.create_tenant("acme", token=TENANT_TOKEN)
+    load_function_module("bounce_poller").poller.cache_clear()
+    assert invoke("bounce_poller", event("bounce_poller_tick.json")) == {
+        "mailboxes": 0, "failed": 0, "messages": 0, "applied": 0, "ignored": 0, "pec_timeouts": 0}

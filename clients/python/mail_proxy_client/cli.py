@@ -6,6 +6,7 @@
     mail-proxy PROFILE TENANT accounts add|list|show|delete
     mail-proxy PROFILE TENANT messages list|show|delete|cleanup
     mail-proxy PROFILE TENANT send FILE.eml | send --to ... --subject ... --body ...
+    mail-proxy PROFILE TENANT suppressions list|add|remove
     mail-proxy PROFILE TENANT run-now | suspend | activate [--batch CODE]
 
 A profile is a URL and a token (mail-proxy profile add). With the admin token, TENANT is the tenant
@@ -29,7 +30,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mail_proxy_client import __version__
+from mail_proxy_client import __version__, local_stack
 from mail_proxy_client.client import MailProxyClient
 from mail_proxy_client.composing import ComposedMessage, base64_attachment, message_from_eml, new_message_id
 from mail_proxy_client.errors import (
@@ -74,7 +75,6 @@ class CommandFailed(Exception):
 
 
 PROFILE_COMMANDS = ("tenants", "status", "health", "command-log")
-TENANT_COMMANDS = ("accounts", "messages", "send", "run-now", "suspend", "activate")
 WAIT_SECONDS = 60.0
 
 
@@ -232,7 +232,7 @@ def tenant_parser(profile: str, tenant: str) -> Parser:
 
     messages = commands.add_parser("messages", help="the tenant's messages")
     actions = messages.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
-    listing = actions.add_parser("list", help="list messages, newest pages first", parents=[connection])
+    listing = actions.add_parser("list", help="list messages (with filters)", parents=[connection])
     listing.add_argument("--status", choices=["pending", "deferred", "sending", "sent", "error", "bounced"])
     listing.add_argument("--active-only", action="store_true", help="only messages still waiting")
     listing.add_argument("--history", action="store_true", help="include each message's events (with --json)")
@@ -263,6 +263,16 @@ def tenant_parser(profile: str, tenant: str) -> Parser:
     send.add_argument("--deferred-ts", type=int, metavar="UNIX_TS", help="not sent before this time")
     send.add_argument("--wait", nargs="?", type=float, const=WAIT_SECONDS, metavar="SECONDS",
                       help=f"wait until it is sent or failed (default {WAIT_SECONDS:g} s)")
+
+    suppressions = commands.add_parser("suppressions", help="addresses the tenant's messages are not sent to")
+    actions = suppressions.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    actions.add_parser("list", help="list suppressed addresses (hard bounces, manual)", parents=[connection])
+    add = actions.add_parser("add", help="suppress an address", parents=[connection])
+    add.add_argument("address")
+    add.add_argument("--reason")
+    add.add_argument("--expires-ts", type=int, metavar="UNIX_TS", help="default: the retention period")
+    remove = actions.add_parser("remove", help="send to an address again", parents=[connection])
+    remove.add_argument("address")
 
     commands.add_parser("run-now", help="queue due messages and sync reports now", parents=[connection])
     for name, text in (("suspend", "hold a batch (or everything)"), ("activate", "release a batch (or all)")):
@@ -326,8 +336,6 @@ def cmd_keygen(ctx: Context) -> Exit:
 
 
 def cmd_start(ctx: Context) -> Exit:
-    from mail_proxy_client import local_stack
-
     args = ctx.args
     options = StackOptions(port=args.port, smtp_port=args.smtp_port, api_token=args.api_token,
                            state_dir=args.state_dir, repo=args.repo)
@@ -348,8 +356,6 @@ def cmd_start(ctx: Context) -> Exit:
 
 
 def cmd_stop(ctx: Context) -> Exit:
-    from mail_proxy_client import local_stack
-
     info = local_stack.stop_background(ctx.args.state_dir)
     print(f"Local stack stopped (pid {info.pid}).")
     return Exit.OK
@@ -651,6 +657,22 @@ def cmd_send(ctx: Context) -> Exit:
     raise CommandFailed(f"message '{message['id']}' still {status} after {args.wait:g} s", Exit.SERVER, record)
 
 
+def cmd_suppressions(ctx: Context) -> Exit:
+    args, client, tenant = ctx.args, ctx.client, ctx.tenant
+    if args.action == "list":
+        entries = [dict(e) for e in client.iter_suppressions(tenant_id=tenant)]
+        columns = [("address", "ADDRESS"), ("source", "SOURCE"), ("reason", "REASON"), ("created_ts", "SINCE"),
+                   ("expires_ts", "UNTIL"), ("message_id", "MESSAGE")]
+        ctx.show(lambda: table(entries, columns), entries)
+    elif args.action == "add":
+        client.add_suppression(args.address, reason=args.reason, expires_ts=args.expires_ts, tenant_id=tenant)
+        ctx.show(f"Messages to {args.address} are not sent.", {"ok": True})
+    else:
+        client.remove_suppression(args.address, tenant_id=tenant)
+        ctx.show(f"Messages to {args.address} are sent again.", {"ok": True})
+    return Exit.OK
+
+
 def cmd_run_now(ctx: Context) -> Exit:
     ctx.client.run_now(tenant_id=ctx.tenant)
     ctx.show(f"Due messages of '{ctx.tenant}' queued, reports synced.", {"ok": True})
@@ -670,7 +692,8 @@ PROFILE_HANDLERS: dict[str, Callable[[Context], Exit]] = {
     "tenants": cmd_tenants, "status": cmd_status, "health": cmd_health, "command-log": cmd_command_log,
 }
 TENANT_HANDLERS: dict[str, Callable[[Context], Exit]] = {
-    "accounts": cmd_accounts, "messages": cmd_messages, "send": cmd_send, "run-now": cmd_run_now,
+    "accounts": cmd_accounts, "messages": cmd_messages, "send": cmd_send, "suppressions": cmd_suppressions,
+    "run-now": cmd_run_now,
     "suspend": cmd_batches, "activate": cmd_batches,
 }
 TOP_HANDLERS: dict[str, Callable[[Context], Exit]] = {

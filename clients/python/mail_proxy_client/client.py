@@ -40,6 +40,8 @@ from mail_proxy_client.records import (
     DeleteResult,
     MessagePage,
     MessageRecord,
+    Suppression,
+    SuppressionPage,
     Tenant,
     TenantCreated,
 )
@@ -73,6 +75,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/commands/suspend"): "suspend",
     ("POST", "/commands/activate"): "activate",
     ("GET", "/command-log"): "command_log",
+    ("GET", "/suppressions"): "list_suppressions",
+    ("POST", "/suppressions"): "add_suppression",
+    ("DELETE", "/suppressions/{address}"): "remove_suppression",
 }
 # Routes a client program has no use for: the public download link that rewritten messages carry.
 NOT_CLIENT_ROUTES = frozenset({("GET", "/files/{token}")})
@@ -304,6 +309,37 @@ class MailProxyClient:
             if record.get("status") in wanted or time.monotonic() >= deadline:
                 return record
             self._sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------------------------ suppressions
+
+    def list_suppressions(self, *, tenant_id: str | None = None, limit: int | None = None,
+                          cursor: str | None = None) -> SuppressionPage:
+        """``GET /suppressions``: one page of the addresses the tenant's messages are not sent to (hard
+        bounces and manual entries), ``{"suppressions": [...], "next_cursor": ...}``."""
+        answer = self._call("GET", "/suppressions", query={"tenant_id": tenant_id, "limit": limit, "cursor": cursor})
+        return cast(SuppressionPage, answer)
+
+    def iter_suppressions(self, *, tenant_id: str | None = None, page_size: int = 100) -> Iterator[Suppression]:
+        """Every suppressed address, page by page."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self.list_suppressions(tenant_id=tenant_id, limit=page_size, cursor=cursor)
+            yield from page["suppressions"]
+            cursor = page.get("next_cursor")
+            if not cursor or cursor in seen:
+                return
+            seen.add(cursor)
+
+    def add_suppression(self, address: str, *, reason: str | None = None, expires_ts: int | None = None,
+                        tenant_id: str | None = None) -> None:
+        """``POST /suppressions``: messages to ``address`` are not sent (until ``expires_ts``, if given)."""
+        self._call("POST", "/suppressions", query={"tenant_id": tenant_id},
+                   body=_without_none({"address": address, "reason": reason, "expires_ts": expires_ts}))
+
+    def remove_suppression(self, address: str, *, tenant_id: str | None = None) -> None:
+        """``DELETE /suppressions/{address}``: messages to ``address`` are sent again."""
+        self._call("DELETE", f"/suppressions/{_segment(address)}", query={"tenant_id": tenant_id})
 
     # ---------------------------------------------------------------------------------------- commands
 

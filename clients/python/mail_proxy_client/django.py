@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_CALL = 1000
 
 
-class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django ships no type hints
+class EmailBackend(BaseEmailBackend):  # type: ignore[misc, unused-ignore]  # Django ships no type hints
     def __init__(self, fail_silently: bool = False, *, url: str | None = None, token: str | None = None,
                  account: str | None = None, tenant: str | None = None, priority: int | str | None = None,
                  timeout: float | None = None, retries: int | None = None, **kwargs: Any) -> None:

@@ -123,4 +123,19 @@ class CommandEntry(TypedDict, total=False):
     response_status: int | None
 
 
+class Suppression(TypedDict, total=False):
+    address: str
+    reason: str | None
+    source: str
+    created_ts: int
+    expires_ts: int | None
+    message_id: str | None
+
+
+class SuppressionPage(TypedDict):
+    ok: bool
+    suppressions: list[Suppression]
+    next_cursor: str | None
+
+
 FINAL_STATUSES = frozenset({"sent", "error", "bounced"})

@@ -10,6 +10,7 @@ from mail_proxy.errors import NotFoundError
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import encrypt
+from mail_proxy.tenants import acting_tenant
 
 
 def password_context(tenant_id: str, account_id: str) -> str:
@@ -92,18 +93,18 @@ class AccountAdmin:
         }
 
     def list_accounts(self, principal: Principal, tenant_id: str | None) -> list[AccountView]:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         return [account_view(a) for a in self.repo.list_accounts(tid)]
 
     def get(self, principal: Principal, account_id: str, tenant_id: str | None) -> AccountView:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         item = self.repo.get_account(tid, account_id)
         if item is None:
             raise NotFoundError(f"account '{account_id}' not found")
         return account_view(item)
 
     def delete(self, principal: Principal, account_id: str, tenant_id: str | None) -> None:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         self.repo.delete_account(tid, account_id)
         audit.record(self.repo, command="delete_account", tenant_id=tid, payload={"id": account_id},
                      message=f"Account '{account_id}' deleted for tenant '{tid}'")

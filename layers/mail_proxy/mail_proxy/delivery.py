@@ -17,14 +17,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
 from mail_proxy import clock
 from mail_proxy.accounts import password_context
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.domain import MessageStatus
+from mail_proxy.errors import ThrottledError
 from mail_proxy.message_content import MessageContent, PreparedContent
 from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
 from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
@@ -39,6 +42,7 @@ LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender neve
 STOP_MARGIN_MS = 15_000  # stop claiming when less than this is left, so outcomes are always written
 MAX_SQS_DELAY = 900
 RETENTION_SECONDS = 7 * 24 * 3600
+PEC_WATCH_SECONDS = 30 * 24 * 3600  # how long a PEC message's Message-ID still leads its receipts to it
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class _Pending:
     handed_back: bool = False
     warnings: list[str] = field(default_factory=list)
     failure_class: FailureClass | None = None  # why it failed, for the MessagesFailed reason_class
+    suppressed: list[str] = field(default_factory=list)  # recipients left out: on the tenant's suppression list
 
 
 class Dispatcher:
@@ -139,6 +144,7 @@ class Dispatcher:
                 self._fail(item, f"account '{account_id}' does not exist (deleted after submission?)",
                            failure_class=FailureClass.ACCOUNT_MISSING)
             return
+        group = self._apply_bounce_settings(tenant, group)
         sendable = self._apply_rate_limits(tenant_id, account, group)
         settings = self._smtp_settings(tenant_id, account)
         for index, item in enumerate(sendable):
@@ -164,6 +170,8 @@ class Dispatcher:
             except MalformedMessageError as exc:
                 self._fail(item, f"malformed message: {exc}", failure_class=FailureClass.MALFORMED)
                 continue
+            if item.suppressed:
+                recipients = [r for r in recipients if r.lower() not in item.suppressed]
             try:
                 connection = self.connections.get(settings)
             except SmtpDeliveryError as exc:
@@ -179,6 +187,8 @@ class Dispatcher:
                 self._apply_failure(item, exc)
                 continue
             self._succeed(item, outcome.refused)
+            if account.get("is_pec"):
+                self._watch_pec(tenant_id, item, data)
 
     def _smtp_settings(self, tenant_id: str, account: dict[str, Any]) -> SmtpSettings:
         password = account.get("password")
@@ -205,6 +215,50 @@ class Dispatcher:
         email = build_email(payload, tenant_id=tenant_id, message_id=item.state["id"], now=clock.now_datetime(),
                             attachments=prepared.attachments)
         return message_bytes(email), sender, envelope_recipients(payload)
+
+    # ------------------------------------------------------------------------------------------ returned mail
+
+    def _apply_bounce_settings(self, tenant: dict[str, Any], group: list[_Pending]) -> list[_Pending]:
+        """The tenant's ``return_path`` where a message gives none, and its suppression list: a message whose
+        every recipient is suppressed fails with ``suppressed`` unsent; suppressed recipients of the others
+        are left out (and named in the sent event). One BatchGetItem for the whole group."""
+        if tenant.get("return_path"):
+            for item in group:
+                if item.payload is not None and not item.payload.get("return_path"):
+                    item.payload = {**item.payload, "return_path": tenant["return_path"]}
+        recipients: dict[int, list[str]] = {}
+        for index, item in enumerate(group):
+            try:
+                recipients[index] = envelope_recipients(item.payload) if item.payload else []
+            except MalformedMessageError:
+                recipients[index] = []  # rendering fails it with the reason
+        wanted = {a.lower() for addresses in recipients.values() for a in addresses}
+        suppressed = set(self.repo.suppressed(tenant["tenant_id"], wanted)) if wanted else set()
+        if not suppressed:
+            return group
+        sendable = []
+        for index, item in enumerate(group):
+            blocked = [a.lower() for a in recipients[index] if a.lower() in suppressed]
+            if blocked and len(blocked) == len(recipients[index]):
+                self._fail(item, "suppressed", attempted=False, failure_class=FailureClass.SUPPRESSED)
+                item.state["events"][-1]["metadata"] = {"suppressed": blocked}
+                continue
+            item.suppressed = blocked
+            sendable.append(item)
+        return sendable
+
+    def _watch_pec(self, tenant_id: str, item: _Pending, data: bytes) -> None:
+        """A message sent through a PEC account waits for its acceptance receipt (or ``pec_timeout``);
+        its Message-ID is how receipts name it."""
+        header = BytesHeaderParser().parsebytes(data).get("Message-ID")
+        sent_ts = int(item.state.get("sent_ts") or clock.now_ts())
+        try:
+            self.repo.watch_pec_message(tenant_id, item.state["id"], sent_ts=sent_ts,
+                                        message_id_header=str(header).strip() if header else None,
+                                        expires_at=sent_ts + PEC_WATCH_SECONDS)
+        except (ClientError, ThrottledError):
+            logger.exception("PEC message not watched for its receipts",
+                             extra={"tenant_id": tenant_id, "message_id": item.state["id"]})
 
     # ------------------------------------------------------------------------------------------ rate limits
 
@@ -275,6 +329,8 @@ class Dispatcher:
             metadata["refused"] = {a: f"{c} {r}" for a, (c, r) in dict(refused).items()}
         if item.warnings:
             metadata["warnings"] = item.warnings
+        if item.suppressed:
+            metadata["suppressed"] = item.suppressed
         self._event(state, "sent", "sent", metadata or None)
         item.due_ts = None
 

@@ -12,6 +12,7 @@ import json
 import time
 from functools import lru_cache
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -33,6 +34,8 @@ from mail_proxy.domain import (
     AccountView,
     MessageRecord,
     MessageStatus,
+    SuppressionCreate,
+    SuppressionView,
     TenantCreate,
     TenantUpdate,
     TenantView,
@@ -57,6 +60,7 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue
 from mail_proxy.settings import get_settings
 from mail_proxy.submission import MessageSubmission
+from mail_proxy.suppressions import SuppressionList
 from mail_proxy.tenants import TenantAdmin
 
 API_TITLE = "Mail proxy"
@@ -102,6 +106,7 @@ class Services:
         self.submission = MessageSubmission(self.repo, self.queue, payloads)
         self.messages = MessageDesk(self.repo, self.queue,
                                     ReportQueue(settings.report_queue_url, settings.report_parked_queue_url), payloads)
+        self.suppressions = SuppressionList(self.repo, days=settings.suppression_days)
 
 
 @lru_cache(maxsize=1)
@@ -519,9 +524,10 @@ def delete_messages(request: DeleteMessagesRequest, tenant_id: TenantIdQuery = N
 
 
 @app.post("/commands/cleanup-messages")
-def cleanup_messages(request: Annotated[CleanupRequest, Body()], tenant_id: TenantIdQuery = None
+def cleanup_messages(request: Annotated[CleanupRequest | None, Body()] = None, tenant_id: TenantIdQuery = None
                      ) -> CleanupResponse:
-    older = DEFAULT_RETENTION_SECONDS if request.older_than_seconds is None else request.older_than_seconds
+    given = request.older_than_seconds if request is not None else None
+    older = DEFAULT_RETENTION_SECONDS if given is None else given
     return CleanupResponse(removed=services().messages.cleanup(principal(), tenant_id, older))
 
 
@@ -563,6 +569,36 @@ def command_log(
                                     tenant_id=item.get("tenant_id"), payload=payload,
                                     outcome=item.get("outcome"), response_status=item.get("response_status")))
     return CommandLog(commands=entries)
+
+
+class SuppressionPage(Ok):
+    suppressions: list[SuppressionView]
+    next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
+
+
+@app.get("/suppressions", summary="The tenant's suppressed addresses (hard bounces and manual entries)")
+def list_suppressions(
+    tenant_id: TenantIdQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=254)] = None,
+) -> SuppressionPage:
+    entries, next_cursor = services().suppressions.list_entries(principal(), tenant_id, limit=limit, after=cursor)
+    return SuppressionPage(suppressions=entries, next_cursor=next_cursor)
+
+
+@app.post("/suppressions", status_code=201, summary="Suppress an address: messages to it are not sent")
+def add_suppression(request: SuppressionCreate, tenant_id: TenantIdQuery = None) -> Response[Ok]:
+    if tenant_id and request.tenant_id and tenant_id != request.tenant_id:
+        raise InvalidInputError("tenant_id in the query and in the body differ")
+    scoped = request if request.tenant_id or not tenant_id else request.model_copy(update={"tenant_id": tenant_id})
+    services().suppressions.add(principal(), scoped)
+    return created(Ok())
+
+
+@app.delete("/suppressions/<address>", summary="Stop suppressing an address")
+def delete_suppression(address: Annotated[str, Path(max_length=300)], tenant_id: TenantIdQuery = None) -> Ok:
+    services().suppressions.remove(principal(), unquote(address), tenant_id)
+    return Ok()
 
 
 # --------------------------------------------------------------------------------------------- idempotency
@@ -613,6 +649,7 @@ def _run_idempotent(who: Principal, tenant_id: str | None, key: str, request: Ad
     except IdempotencyValidationError as exc:
         raise ConflictError("Idempotency-Key was already used with a different request body") from exc
     except IdempotencyAlreadyInProgressError as exc:
-        raise ConflictError("a request with this Idempotency-Key is still in progress") from exc
+        raise ThrottledError("a request with this Idempotency-Key is still in progress; retry shortly",
+                             retry_after=2) from exc
     replayed = bool(answer.pop("_replayed", False))
     return answer, replayed

@@ -21,6 +21,7 @@ from mail_proxy.reporting import sync_now
 from mail_proxy.repository import MailRepository
 from mail_proxy.scheduling import ScheduleOutcome, enqueue_due
 from mail_proxy.send_queue import SendQueue
+from mail_proxy.tenants import acting_tenant
 
 MAX_LIST_LIMIT = 1000
 MAX_DELETE_IDS = 1000
@@ -60,7 +61,7 @@ class MessageDesk:
     def list_messages(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
              active_only: bool, include_history: bool, limit: int, cursor: str | None
              ) -> tuple[list[MessageRecord], str | None]:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         selected: list[dict[str, Any]] = []
@@ -81,7 +82,7 @@ class MessageDesk:
         return records, next_cursor
 
     def get(self, principal: Principal, message_id: str, tenant_id: str | None) -> MessageRecord:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         found = self.repo.get_message(tid, message_id)
         if found is None:
             raise NotFoundError(f"message '{message_id}' not found")
@@ -89,7 +90,7 @@ class MessageDesk:
         return message_record(state, self.payloads.resolve(payload), with_history=True)
 
     def delete(self, principal: Principal, tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         if len(ids) > MAX_DELETE_IDS:
             raise InvalidInputError(f"at most {MAX_DELETE_IDS} ids per call")
         existing = self.repo.get_states(tid, ids)
@@ -105,7 +106,7 @@ class MessageDesk:
 
         A tenant without a report URL has nobody to report to, so its final messages qualify at once.
         """
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
         reports_on = bool(tenant.get("client_base_url"))
         cutoff = clock.now_ts() - older_than_seconds
@@ -127,14 +128,14 @@ class MessageDesk:
         return removed
 
     def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         batches = self.repo.change_suspended_batches(tid, add=batch_code or "*")
         audit.record(self.repo, command="suspend", tenant_id=tid, payload={"batch_code": batch_code},
                      message=f"Tenant '{tid}' suspended {batch_code or 'all batches'}")
         return self._batch_state(tid, batches, batch_code)
 
     def activate(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
-        tid = principal.require_tenant(tenant_id)
+        tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
         current = set(tenant.get("suspended_batches") or [])
         if batch_code is None:

@@ -48,6 +48,7 @@ class FailureClass(StrEnum):
     ACCOUNT_MISSING = "account_missing"  # the SMTP account was deleted after the message was accepted
     CONTENT_MISSING = "content_missing"  # the stored message content is gone
     ATTACHMENT = "attachment"  # an attachment cannot be fetched, for good
+    SUPPRESSED = "suppressed"  # every recipient is on the tenant's suppression list
     OTHER = "other"  # anything not classified above (read the sender's log)
 
 

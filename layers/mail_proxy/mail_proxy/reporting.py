@@ -72,6 +72,8 @@ def report_item(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
         item["sent_ts"] = ts
         if metadata.get("refused"):
             item["refused"] = metadata["refused"]
+        if metadata.get("suppressed"):
+            item["suppressed"] = metadata["suppressed"]
     elif kind == "error":
         item.update(error_ts=ts, error=event.get("description"))
     elif kind == "deferred":
@@ -79,6 +81,10 @@ def report_item(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
     elif kind == "bounce":
         item.update(bounce_ts=ts, bounce_type=metadata.get("bounce_type"), bounce_code=metadata.get("bounce_code"),
                     bounce_reason=event.get("description"))
+    elif isinstance(kind, str) and kind.startswith("pec_"):
+        item.update(pec_event=kind, pec_ts=ts)
+        if event.get("description"):
+            item["pec_details"] = event["description"]
     else:
         item.update(event_ts=ts, description=event.get("description"))
         if metadata:

@@ -74,6 +74,8 @@ class MessageSubmission:
         except ValueError as exc:
             raise InvalidInputError(f"default_priority: {exc}") from exc
         scope = principal.tenant_scope(tenant_id, admin_may_omit=True)
+        if scope and principal.is_admin:
+            self.repo.require_tenant(scope)
 
         result = SubmissionResult()
         by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)

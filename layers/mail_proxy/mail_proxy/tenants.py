@@ -79,6 +79,14 @@ def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict
     return data
 
 
+def acting_tenant(principal: Principal, repo: MailRepository, requested: str | None) -> str:
+    """The tenant a tenant-scoped route works on; with the admin token it must exist (404 otherwise)."""
+    tenant_id = principal.require_tenant(requested)
+    if principal.is_admin:
+        repo.require_tenant(tenant_id)
+    return tenant_id
+
+
 def tenant_view(item: dict[str, Any]) -> TenantView:
     auth = item.get("client_auth")
     return TenantView(

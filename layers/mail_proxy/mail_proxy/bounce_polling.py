@@ -1,0 +1,234 @@
+"""Polling the mailboxes where mail comes back: each tenant's bounce mailbox and each PEC account's.
+
+For every mailbox the table keeps (UIDVALIDITY, last UID processed). A poll reads the messages above that
+UID in order and moves the position after each one, so a restart resumes exactly after the last message
+handled; a changed UIDVALIDITY starts the folder over, which is safe because a returned mail is applied
+to a message at most once (``delivery_feedback``). A message that cannot be applied yet (it is being
+sent) stops that mailbox's poll where it is, to be read again next time.
+
+Mailboxes are polled in parallel, each on its own: one that fails (refused, TLS, login, timeout, or an
+unexpected error) is logged with its tenant, counted in the ``MailboxPollFailed`` metric (which has an
+alarm), and never holds up another. Each socket operation times out well inside the function's time,
+and no poll starts a message when less than ``stop_margin_ms`` is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from mail_proxy.accounts import imap_password_context, password_context
+from mail_proxy.bounce_parser import parse_bounce
+from mail_proxy.delivery_feedback import Applied, DeliveryFeedback, receipt_key
+from mail_proxy.imap_mailbox import ImapMailbox, ImapTls, MailboxSettings, MailboxUnavailable
+from mail_proxy.observability import logger, metrics
+from mail_proxy.pec_parser import parse_pec_receipt
+from mail_proxy.repository import MailRepository
+from mail_proxy.secrets_config import decrypt
+from mail_proxy.suppressions import SuppressionList
+from mail_proxy.tenants import bounce_imap_context
+
+BOUNCE_MAILBOX = "bounce"
+MAX_MESSAGES_PER_POLL = 200
+# what a parser could raise on mail that defeats it: such a mail is skipped, never retried forever
+_UNREADABLE = (ValueError, LookupError, TypeError, AttributeError, UnicodeError)
+
+
+@dataclass(frozen=True)
+class PollConfig:
+    imap_timeout: float = 10.0
+    ca_file: str | None = None
+    verify_tls: bool = True
+    pec_acceptance_timeout: int = 1800
+    suppression_days: int = 365
+    max_messages: int = MAX_MESSAGES_PER_POLL
+    stop_margin_ms: int = 40_000  # room for connect, login and select (10 s each) before the function times out
+    workers: int = 4
+
+
+@dataclass
+class PollReport:
+    mailboxes: int = 0
+    failed: int = 0
+    messages: int = 0
+    applied: int = 0
+    ignored: int = 0
+    pec_timeouts: int = 0
+
+    def add(self, other: PollReport) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True)
+class _Mailbox:
+    tenant_id: str
+    name: str  # "bounce" or "pec#<account id>"
+    settings: MailboxSettings = field(repr=False)
+    handle: Callable[[bytes, str], Applied] = field(repr=False)
+
+
+MailboxOpener = Callable[[MailboxSettings], AbstractContextManager[ImapMailbox]]
+
+
+class MailboxPoller:
+    def __init__(self, repo: MailRepository, config: PollConfig, open_mailbox: MailboxOpener = ImapMailbox) -> None:
+        self.repo = repo
+        self.config = config
+        self.open_mailbox = open_mailbox
+        self.feedback = DeliveryFeedback(repo, SuppressionList(repo, days=config.suppression_days))
+
+    def run(self, tenants: Iterable[dict[str, Any]], remaining_ms: Callable[[], int]) -> PollReport:
+        report = PollReport()
+        tenant_list = list(tenants)
+        if not tenant_list:
+            return report
+        with ThreadPoolExecutor(max_workers=max(1, min(self.config.workers, len(tenant_list)))) as pool:
+            for partial in pool.map(lambda t: self.poll_tenant(t, remaining_ms), tenant_list):
+                report.add(partial)
+        return report
+
+    def poll_tenant(self, tenant: dict[str, Any], remaining_ms: Callable[[], int]) -> PollReport:
+        report = PollReport()
+        tenant_id = tenant["tenant_id"]
+        try:
+            mailboxes, has_pec = self._mailboxes(tenant)
+        except Exception:  # one tenant's broken configuration must not stop the others
+            logger.exception("cannot read the tenant's mailbox configuration", extra={"tenant_id": tenant_id})
+            metrics.add_metric(name="MailboxPollFailed", unit=MetricUnit.Count, value=1)
+            report.failed += 1
+            return report
+        for mailbox in mailboxes:
+            if remaining_ms() < self.config.stop_margin_ms:
+                break
+            report.add(self._poll(mailbox, remaining_ms))
+        if has_pec:
+            try:
+                report.pec_timeouts += self.feedback.expire_pec_acceptance(tenant_id,
+                                                                           self.config.pec_acceptance_timeout)
+            except Exception:  # logged and counted; the next poll tries again
+                logger.exception("PEC acceptance timeouts not checked", extra={"tenant_id": tenant_id})
+        if report.pec_timeouts:
+            metrics.add_metric(name="PecTimeouts", unit=MetricUnit.Count, value=report.pec_timeouts)
+        return report
+
+    # ------------------------------------------------------------------------------------- mailboxes
+
+    def _mailboxes(self, tenant: dict[str, Any]) -> tuple[list[_Mailbox], bool]:
+        tenant_id = tenant["tenant_id"]
+        found: list[_Mailbox] = []
+        bounce = tenant.get("bounce_imap")
+        if bounce and bounce.get("host"):
+            password = decrypt(bounce["password"], context=bounce_imap_context(tenant_id)) \
+                if bounce.get("password") else ""
+            found.append(_Mailbox(tenant_id, BOUNCE_MAILBOX, self._settings(bounce["host"], bounce.get("port", 993),
+                                                                            bounce["user"], password,
+                                                                            bounce.get("folder"), bounce.get("tls")),
+                                  lambda raw, key: self._bounce(tenant_id, raw, key)))
+        has_pec = False
+        for account in self.repo.list_accounts(tenant_id):
+            if not account.get("is_pec"):
+                continue
+            has_pec = True
+            if not account.get("imap_host"):
+                continue
+            account_id = account["id"]
+            if account.get("imap_password"):
+                password = decrypt(account["imap_password"], context=imap_password_context(tenant_id, account_id))
+            elif account.get("password"):
+                password = decrypt(account["password"], context=password_context(tenant_id, account_id))
+            else:
+                password = ""
+            settings = self._settings(account["imap_host"], account.get("imap_port", 993),
+                                      account.get("imap_user") or account.get("user") or "", password,
+                                      account.get("imap_folder"), account.get("imap_tls"))
+            found.append(_Mailbox(tenant_id, f"pec#{account_id}", settings, self._pec_handler(tenant_id, account_id)))
+        return found, has_pec
+
+    def _settings(self, host: str, port: int, user: str, password: str, folder: str | None,
+                  tls: str | None) -> MailboxSettings:
+        mode: ImapTls = "starttls" if tls == "starttls" else "none" if tls == "none" else "ssl"
+        return MailboxSettings(host=host, port=int(port), user=user, password=password, folder=folder or "INBOX",
+                               tls=mode, timeout=self.config.imap_timeout, ca_file=self.config.ca_file,
+                               verify_tls=self.config.verify_tls)
+
+    def _poll(self, mailbox: _Mailbox, remaining_ms: Callable[[], int]) -> PollReport:
+        report = PollReport(mailboxes=1)
+        where = {"tenant_id": mailbox.tenant_id, "mailbox": mailbox.name}
+        try:
+            with self.open_mailbox(mailbox.settings) as box:
+                self._read(mailbox, box, report, remaining_ms)
+        except MailboxUnavailable as exc:
+            logger.warning("mailbox poll failed", extra={**where, "reason": exc.reason})
+            metrics.add_metric(name="MailboxPollFailed", unit=MetricUnit.Count, value=1)
+            report.failed += 1
+        except Exception:  # logged with context and counted; other mailboxes go on
+            logger.exception("mailbox poll failed unexpectedly", extra=where)
+            metrics.add_metric(name="MailboxPollFailed", unit=MetricUnit.Count, value=1)
+            report.failed += 1
+        return report
+
+    def _read(self, mailbox: _Mailbox, box: ImapMailbox, report: PollReport, remaining_ms: Callable[[], int]) -> None:
+        tenant_id, name = mailbox.tenant_id, mailbox.name
+        position = self.repo.get_mailbox_position(tenant_id, name)
+        last_uid = 0
+        if position is not None and position[0] == box.uidvalidity:
+            last_uid = position[1]
+        elif position is not None:
+            logger.warning("mailbox UIDVALIDITY changed; reading the folder again from the start",
+                           extra={"tenant_id": tenant_id, "mailbox": name, "old_uidvalidity": position[0],
+                                  "uidvalidity": box.uidvalidity})
+        if position is None or position[0] != box.uidvalidity:
+            self.repo.save_mailbox_position(tenant_id, name, box.uidvalidity, 0)
+        for uid in box.uids_after(last_uid)[: self.config.max_messages]:
+            if remaining_ms() < self.config.stop_margin_ms:
+                return
+            raw = box.fetch(uid)
+            if raw is not None:
+                outcome = mailbox.handle(raw, receipt_key(raw))
+                if outcome is Applied.BUSY:
+                    logger.info("returned mail waits for a message being sent; next poll",
+                                extra={"tenant_id": tenant_id, "mailbox": name, "uid": uid})
+                    return
+                report.messages += 1
+                report.applied += outcome is Applied.APPLIED
+                report.ignored += outcome is Applied.IGNORED
+            self.repo.save_mailbox_position(tenant_id, name, box.uidvalidity, uid)
+
+    # ------------------------------------------------------------------------------------- handlers
+
+    def _bounce(self, tenant_id: str, raw: bytes, key: str) -> Applied:
+        try:
+            bounce = parse_bounce(raw)
+        except _UNREADABLE:
+            logger.warning("unreadable mail in the bounce mailbox skipped", exc_info=True,
+                           extra={"tenant_id": tenant_id, "receipt_key": key})
+            return Applied.IGNORED
+        if bounce is None:
+            return Applied.IGNORED
+        outcome = self.feedback.apply_bounce(tenant_id, bounce, key)
+        if outcome is Applied.APPLIED:
+            metrics.add_metric(name="BouncesRecorded", unit=MetricUnit.Count, value=1)
+        return outcome
+
+    def _pec_handler(self, tenant_id: str, account_id: str) -> Callable[[bytes, str], Applied]:
+        return lambda raw, key: self._pec(tenant_id, account_id, raw, key)
+
+    def _pec(self, tenant_id: str, account_id: str, raw: bytes, key: str) -> Applied:
+        try:
+            receipt = parse_pec_receipt(raw)
+        except _UNREADABLE:
+            logger.warning("unreadable mail in a PEC mailbox skipped", exc_info=True,
+                           extra={"tenant_id": tenant_id, "account_id": account_id, "receipt_key": key})
+            return Applied.IGNORED
+        if receipt is None:
+            return Applied.IGNORED
+        outcome = self.feedback.apply_pec_receipt(tenant_id, account_id, receipt, key)
+        if outcome is Applied.APPLIED:
+            metrics.add_metric(name="PecReceiptsRecorded", unit=MetricUnit.Count, value=1)
+        return outcome

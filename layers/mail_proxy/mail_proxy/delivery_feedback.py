@@ -1,0 +1,175 @@
+"""What mail coming back does to messages: bounces, PEC receipts, and PEC acceptance timeouts.
+
+- A bounce adds a ``bounce`` event (``bounce_type`` hard|soft, ``bounce_code``, the reason as description);
+  a hard bounce makes a sent message ``bounced`` and suppresses the address that bounced.
+- A PEC receipt adds ``pec_acceptance``, ``pec_delivery`` or ``pec_error``; a PEC message with no receipt
+  within the acceptance timeout gets ``pec_timeout``.
+- Only the mailbox owner's messages are touched: a bounce naming another tenant's message is ignored and
+  logged, and a receipt's Message-ID is looked up in the owner's partition only.
+- Once per returned mail: the event is appended on condition that the mail's key (a hash of its bytes) is
+  not yet recorded on the message, so a mailbox read twice (a restart, a UIDVALIDITY change, two pollers)
+  never adds an event twice. A message being sent right now is left alone (``BUSY``): the sender rewrites
+  its whole state when it finishes, so the caller tries again at the next poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from mail_proxy import clock
+from mail_proxy.bounce_parser import Bounce
+from mail_proxy.domain import MessageStatus
+from mail_proxy.mime import MalformedMessageError, envelope_recipients
+from mail_proxy.observability import logger
+from mail_proxy.pec_parser import PecReceipt
+from mail_proxy.repository import MailRepository
+from mail_proxy.suppressions import SuppressionList
+
+PEC_SETTLING_EVENTS = frozenset({"pec_acceptance", "pec_delivery", "pec_error", "pec_timeout"})
+MAX_ATTEMPTS = 3
+
+
+class Applied(StrEnum):
+    APPLIED = "applied"
+    ALREADY = "already"  # this returned mail was applied before
+    IGNORED = "ignored"  # names no message of this tenant (or a message that is gone)
+    BUSY = "busy"  # the message is being sent: try again later
+
+
+def receipt_key(raw: bytes) -> str:
+    """What identifies a returned mail across re-reads of its mailbox (UIDs change with UIDVALIDITY)."""
+    return "mail:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def event_id_for(key: str, tenant_id: str, message_id: str) -> str:
+    return hashlib.sha256(f"{key}|{tenant_id}|{message_id}".encode()).hexdigest()[:16]
+
+
+class DeliveryFeedback:
+    def __init__(self, repo: MailRepository, suppressions: SuppressionList) -> None:
+        self.repo = repo
+        self.suppressions = suppressions
+
+    # -------------------------------------------------------------------------------------- bounces
+
+    def apply_bounce(self, tenant_id: str, bounce: Bounce, key: str) -> Applied:
+        ref = bounce.reference
+        if ref is None:
+            logger.info("bounce names no message (no X-Mail-Proxy-ID); ignored",
+                        extra={"tenant_id": tenant_id, "bounce_code": bounce.code})
+            return Applied.IGNORED
+        if ref.tenant_id != tenant_id:
+            logger.warning("bounce names another tenant's message; ignored",
+                           extra={"tenant_id": tenant_id, "named_tenant_id": ref.tenant_id,
+                                  "message_id": ref.message_id})
+            return Applied.IGNORED
+        hard = bounce.bounce_type == "hard"
+
+        def status_after(status: str) -> str | None:
+            bounced = hard and status in (MessageStatus.SENT, MessageStatus.BOUNCED)
+            return MessageStatus.BOUNCED if bounced and status != MessageStatus.BOUNCED else None
+
+        event: dict[str, Any] = {
+            "type": "bounce",
+            "description": bounce.reason or f"{bounce.bounce_type} bounce",
+            "metadata": {"bounce_type": bounce.bounce_type, "bounce_code": bounce.code,
+                         "recipients": [r.address for r in bounce.recipients if r.address][:20] or None},
+        }
+        outcome, payload = self._append(tenant_id, ref.message_id, event, key, status_after)
+        if hard and outcome in (Applied.APPLIED, Applied.ALREADY):
+            addresses = self._bounced_addresses(bounce, payload)
+            self.suppressions.suppress_bounced(tenant_id, addresses, message_id=ref.message_id,
+                                               reason=bounce.reason or "hard bounce")
+        if outcome is Applied.APPLIED:
+            logger.info("bounce recorded", extra={"tenant_id": tenant_id, "message_id": ref.message_id,
+                                                  "bounce_type": bounce.bounce_type, "bounce_code": bounce.code})
+        return outcome
+
+    @staticmethod
+    def _bounced_addresses(bounce: Bounce, payload: dict[str, Any] | None) -> list[str]:
+        """The original's recipients that bounced: those the bounce names (a DSN's are trusted even when
+        the original's recipients are not at hand), or the original's only recipient."""
+        try:
+            known = envelope_recipients(payload) if payload and payload.get("to") else []
+        except MalformedMessageError:
+            known = []
+        if not known:
+            return list(bounce.hard_recipients) if bounce.standard else []
+        by_key = {a.lower(): a for a in known}
+        named = [by_key[a.lower()] for a in bounce.hard_recipients if a.lower() in by_key]
+        return named or (known if len(known) == 1 else [])
+
+    # -------------------------------------------------------------------------------------- PEC
+
+    def apply_pec_receipt(self, tenant_id: str, account_id: str, receipt: PecReceipt, key: str) -> Applied:
+        message_id: str | None = None
+        if receipt.reference is not None:
+            if receipt.reference.tenant_id != tenant_id:
+                logger.warning("PEC receipt names another tenant's message; ignored",
+                               extra={"tenant_id": tenant_id, "named_tenant_id": receipt.reference.tenant_id,
+                                      "account_id": account_id})
+                return Applied.IGNORED
+            message_id = receipt.reference.message_id
+        elif receipt.original_message_id:
+            message_id = self.repo.message_id_for_header(tenant_id, receipt.original_message_id)
+        if message_id is None:
+            logger.info("PEC receipt for no known message; ignored",
+                        extra={"tenant_id": tenant_id, "account_id": account_id, "receipt": receipt.receipt})
+            return Applied.IGNORED
+        metadata = {"receipt": receipt.receipt, "recipient": receipt.recipient, "error_reason": receipt.error,
+                    "pec_timestamp": receipt.timestamp, "account_id": account_id}
+        event = {"type": receipt.event_type, "description": receipt.description,
+                 "metadata": {k: v for k, v in metadata.items() if v is not None}}
+        outcome, _payload = self._append(tenant_id, message_id, event, key, lambda _status: None)
+        if outcome is Applied.APPLIED:
+            logger.info("PEC receipt recorded", extra={"tenant_id": tenant_id, "message_id": message_id,
+                                                       "receipt": receipt.receipt})
+        return outcome
+
+    def expire_pec_acceptance(self, tenant_id: str, timeout_seconds: int) -> int:
+        """``pec_timeout`` on PEC messages sent over ``timeout_seconds`` ago without any receipt."""
+        now = clock.now_ts()
+        waiting = self.repo.pec_messages_sent_before(tenant_id, now - timeout_seconds)
+        if not waiting:
+            return 0
+        states = self.repo.get_states(tenant_id, [mid for _, mid in waiting])
+        expired = 0
+        for sent_ts, message_id in waiting:
+            state = states.get(message_id)
+            settled = state is None or any(e.get("type") in PEC_SETTLING_EVENTS for e in state.get("events") or [])
+            if not settled:
+                minutes = timeout_seconds // 60
+                event = {"type": "pec_timeout", "metadata": {"timeout_seconds": timeout_seconds},
+                         "description": f"PEC acceptance not received within {minutes} minutes"}
+                outcome, _payload = self._append(tenant_id, message_id, event, f"pec_timeout:{sent_ts}",
+                                                 lambda _status: None)
+                if outcome is Applied.BUSY:
+                    continue
+                expired += outcome is Applied.APPLIED
+            self.repo.forget_pec_wait(tenant_id, sent_ts, message_id)
+        return expired
+
+    # -------------------------------------------------------------------------------------- plumbing
+
+    def _append(self, tenant_id: str, message_id: str, event: dict[str, Any], key: str,
+                status_after: Callable[[str], str | None]) -> tuple[Applied, dict[str, Any] | None]:
+        for _attempt in range(MAX_ATTEMPTS):
+            found = self.repo.get_message(tenant_id, message_id)
+            if found is None:
+                logger.info("returned mail names a message that does not exist (deleted or expired)",
+                            extra={"tenant_id": tenant_id, "message_id": message_id})
+                return Applied.IGNORED, None
+            state, payload = found
+            if key in (state.get("inbound_ids") or []):
+                return Applied.ALREADY, payload
+            if state["status"] == MessageStatus.SENDING:
+                return Applied.BUSY, payload
+            full = {"event_id": event_id_for(key, tenant_id, message_id), "ts": clock.now_ts(), **event}
+            full["description"] = str(full.get("description") or "")[:1000]
+            if self.repo.add_inbound_event(tenant_id, message_id, full, key, seen_status=state["status"],
+                                           new_status=status_after(state["status"])):
+                return Applied.APPLIED, payload
+        return Applied.BUSY, None
