@@ -221,7 +221,8 @@ class Dispatcher:
     def _apply_bounce_settings(self, tenant: dict[str, Any], group: list[_Pending]) -> list[_Pending]:
         """The tenant's ``return_path`` where a message gives none, and its suppression list: a message whose
         every recipient is suppressed fails with ``suppressed`` unsent; suppressed recipients of the others
-        are left out (and named in the sent event). One BatchGetItem for the whole group."""
+        are left out (and named in the sent event). One BatchGetItem for the whole group, and none for a
+        tenant that never had a suppression list."""
         if tenant.get("return_path"):
             for item in group:
                 if item.payload is not None and not item.payload.get("return_path"):
@@ -233,7 +234,8 @@ class Dispatcher:
             except MalformedMessageError:
                 recipients[index] = []  # rendering fails it with the reason
         wanted = {a.lower() for addresses in recipients.values() for a in addresses}
-        suppressed = set(self.repo.suppressed(tenant["tenant_id"], wanted)) if wanted else set()
+        has_list = tenant.get("has_suppressions")  # a tenant that never had one costs no read at all
+        suppressed = set(self.repo.suppressed(tenant["tenant_id"], wanted)) if wanted and has_list else set()
         if not suppressed:
             return group
         sendable = []

@@ -32,8 +32,15 @@ AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
 MessageId = Annotated[str, Field(pattern=MESSAGE_ID_PATTERN, description="1-128 printable characters")]
 
 
+class View(BaseModel):
+    """Answers of the API; built on first use like every model here."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # schemas are built on first use, not at import: a cold start pays only for the models it touches
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, defer_build=True)
 
 
 class Role(StrEnum):
@@ -233,14 +240,14 @@ class TenantUpdate(TenantFields):
     """Any tenant field but ``tenant_id`` (and the token: use the api-key routes)."""
 
 
-class ClientAuthView(BaseModel):
+class ClientAuthView(View):
     method: str
     user: str | None = None
     has_token: bool = False
     has_password: bool = False
 
 
-class TenantView(BaseModel):
+class TenantView(View):
     tenant_id: str
     name: str | None = None
     active: bool = True
@@ -335,7 +342,7 @@ class AccountCreate(Strict):
         return "starttls"
 
 
-class AccountView(BaseModel):
+class AccountView(View):
     id: str
     tenant_id: str
     host: str
@@ -412,7 +419,7 @@ class Attachment(Strict):
 class MessageIn(Strict):
     """One message of ``add-messages``, validated on its own so one bad message never sinks the batch."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     id: MessageId
     tenant_id: TenantId | None = None
@@ -536,7 +543,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-class HistoryEvent(BaseModel):
+class HistoryEvent(View):
     event_id: str
     event_type: str
     event_ts: int
@@ -545,7 +552,7 @@ class HistoryEvent(BaseModel):
     reported_ts: int | None = None
 
 
-class MessageRecord(BaseModel):
+class MessageRecord(View):
     id: str
     tenant_id: str
     account_id: str | None = None

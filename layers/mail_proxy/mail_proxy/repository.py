@@ -765,14 +765,26 @@ class MailRepository:
         return items, last
 
     def suppressed(self, tenant_id: str, addresses: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The live suppressions among ``addresses`` (one BatchGetItem), keyed by lower-cased address.
+        """The live suppressions among ``addresses`` (one BatchGetItem, eventually consistent: half the read
+        cost, and an entry a second old is as good), keyed by lower-cased address.
 
         Expired entries are ignored even before DynamoDB's TTL deletes them (that can take days).
         """
         keys = [(tenant_pk(tenant_id), SUPPRESSION_PREFIX + a.lower()) for a in addresses]
         now = clock.now_ts()
-        return {item["sk"].removeprefix(SUPPRESSION_PREFIX): item for item in self._batch_get(keys)
+        return {item["sk"].removeprefix(SUPPRESSION_PREFIX): item for item in self._batch_get(keys, consistent=False)
                 if int(item.get("expires_at") or now + 1) > now}
+
+    def mark_has_suppressions(self, tenant_id: str) -> None:
+        """Flag the tenant as having a suppression list, so the sender reads it only for such tenants."""
+        try:
+            self._call("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK),
+                       UpdateExpression="SET has_suppressions = :t",
+                       ConditionExpression="attribute_exists(pk) AND attribute_not_exists(has_suppressions)",
+                       ExpressionAttributeValues={":t": {"BOOL": True}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def delete_suppression(self, tenant_id: str, address: str) -> bool:
         resp = self._call("delete_item", Key=_key(tenant_pk(tenant_id), SUPPRESSION_PREFIX + address.lower()),
@@ -935,12 +947,12 @@ class MailRepository:
             if not start or (limit is not None and len(items) >= limit):
                 return items, start
 
-    def _batch_get(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _batch_get(self, keys: Sequence[tuple[str, str]], *, consistent: bool = True) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 100):
             request: dict[str, Any] = {
-                self.table: {"Keys": [_key(pk, sk) for pk, sk in unique[i : i + 100]], "ConsistentRead": True}
+                self.table: {"Keys": [_key(pk, sk) for pk, sk in unique[i : i + 100]], "ConsistentRead": consistent}
             }
             for _attempt in range(10):
                 resp = self.ddb.batch_get_item(RequestItems=request)

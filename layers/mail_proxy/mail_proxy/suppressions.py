@@ -42,6 +42,7 @@ class SuppressionList:
         expires = request.expires_ts if request.expires_ts is not None else now + self.seconds
         if expires <= now:
             raise InvalidInputError("expires_ts must be in the future")
+        self.repo.mark_has_suppressions(tenant_id)
         self.repo.put_suppression(tenant_id, {"address": request.address, "reason": request.reason,
                                               "source": SOURCE_MANUAL, "created_ts": now, "expires_at": expires})
         audit.record(self.repo, command="add_suppression", tenant_id=tenant_id,
@@ -69,7 +70,10 @@ class SuppressionList:
         """Suppress hard-bounced addresses; a longer-lasting entry (a manual one) is kept as it is."""
         now = clock.now_ts()
         count = 0
-        for address in dict.fromkeys(a.lower() for a in addresses):
+        wanted = list(dict.fromkeys(a.lower() for a in addresses))
+        if wanted:
+            self.repo.mark_has_suppressions(tenant_id)
+        for address in wanted:
             self.repo.put_suppression(tenant_id, {"address": address, "reason": reason[:500],
                                                   "source": SOURCE_HARD_BOUNCE, "created_ts": now,
                                                   "expires_at": now + self.seconds, "message_id": message_id},
