@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,23 +33,38 @@ FAKE_CREDENTIALS = {
 
 
 class MotoServer:
-    """moto's threaded server on loopback; port 0 picks a free port."""
+    """moto in server mode on loopback, in a child process by default; port 0 picks a free port.
+
+    A child process gives moto the machine's second core: in one process, moto's CPU (it emulates every
+    AWS call in Python) and the handlers' would share one interpreter lock. Set
+    ``MAIL_PROXY_LOCAL_MOTO_THREAD=1`` to run it in a thread instead.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        from moto.server import ThreadedMotoServer  # imported here: moto is slow to import
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per AWS call is noise
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.host = host
+        self.port = port or _free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread_server: Any = None
         self._started = False
 
     def start(self) -> None:
-        self._server.start()
+        if os.environ.get("MAIL_PROXY_LOCAL_MOTO_THREAD", "").lower() in {"1", "true", "yes"}:
+            from moto.server import ThreadedMotoServer  # imported here: moto is slow to import
+
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+            self._thread_server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+            self._thread_server.start()
+        else:
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter running moto, loopback only
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            )
+            _wait_listening(self.host, self.port, self._process, timeout=60.0)
         self._started = True
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.get_host_and_port()
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
         """What a process needs in its environment for boto3 to talk to this server."""
@@ -55,10 +74,38 @@ class MotoServer:
         if not self._started:
             return
         self._started = False
-        self._server.stop()
-        inner = getattr(self._server, "_server", None)
-        if inner is not None:
-            inner.server_close()
+        if self._thread_server is not None:
+            self._thread_server.stop()
+            inner = getattr(self._thread_server, "_server", None)
+            if inner is not None:
+                inner.server_close()
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with {process.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"moto server did not listen on {host}:{port} within {timeout:g} s")
 
 
 @dataclass(frozen=True)

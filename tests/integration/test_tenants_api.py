@@ -203,3 +203,14 @@ def test_tenant_item_stores_only_the_token_hash(api: ApiClient, stack: Stack) ->
     tenant_item = next(i for i in stack.raw_items() if i["pk"]["S"] == "TENANT#acme" and i["sk"]["S"] == "#TENANT")
     assert tenant_item["token_hash"]["S"] == hash_token(CHOSEN_TOKEN)
     assert CHOSEN_TOKEN not in json.dumps(tenant_item)
+
+
+def test_a_chosen_token_already_in_use_is_refused(api) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import ADMIN_TOKEN
+
+    taken = api.post("/tenant", token=ADMIN_TOKEN, body={"tenant_id": "first", "token": "first-tenant-token-0001"})
+    assert taken.status == 201
+    for token in ("first-tenant-token-0001", ADMIN_TOKEN):
+        again = api.post("/tenant", token=ADMIN_TOKEN, body={"tenant_id": "second", "token": token})
+        assert again.status == 409 and "in use" in again.json["detail"]
+    assert api.get("/tenant/second", token=ADMIN_TOKEN).status == 404

@@ -465,13 +465,13 @@ def list_accounts(tenant_id: TenantIdQuery = None) -> AccountList:
 
 
 @app.get("/account/<account_id>")
-def get_account(account_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> AccountView:
-    return services().accounts.get(principal(), account_id, tenant_id)
+def get_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> AccountView:
+    return services().accounts.get(principal(), unquote(account_id), tenant_id)
 
 
 @app.delete("/account/<account_id>")
-def delete_account(account_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> Ok:
-    services().accounts.delete(principal(), account_id, tenant_id)
+def delete_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> Ok:
+    services().accounts.delete(principal(), unquote(account_id), tenant_id)
     return Ok()
 
 
@@ -513,8 +513,9 @@ def list_messages(
 
 
 @app.get("/messages/<message_id>")
-def get_message(message_id: Annotated[str, Path(max_length=128)], tenant_id: TenantIdQuery = None) -> MessageRecord:
-    return services().messages.get(principal(), message_id, tenant_id)
+def get_message(message_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> MessageRecord:
+    # ids may hold '/', '?', '#', '%': clients percent-encode them in the path
+    return services().messages.get(principal(), unquote(message_id), tenant_id)
 
 
 @app.post("/commands/delete-messages")

@@ -26,6 +26,7 @@ from mail_proxy.tenants import acting_tenant
 MAX_LIST_LIMIT = 1000
 MAX_DELETE_IDS = 1000
 MAX_PAGES_PER_LISTING = 20
+PENDING_COUNT_SCAN = 2000  # newest messages read to count waiting ones; older waiting ones are in the due index
 
 
 def message_record(state: dict[str, Any], payload: dict[str, Any] | None, *, with_history: bool) -> MessageRecord:
@@ -164,9 +165,15 @@ class MessageDesk:
         return total
 
     def _batch_state(self, tenant_id: str, batches: list[str], batch_code: str | None) -> dict[str, Any]:
-        waiting_ids = [mid for _, mid in self.repo.waiting_message_keys(tenant_id)]
-        if batch_code is not None and waiting_ids:
-            states = self.repo.get_states(tenant_id, waiting_ids)
-            waiting_ids = [m for m in waiting_ids if states.get(m, {}).get("batch_code") == batch_code]
+        """Counts the waiting messages (of the batch): the due index holds the deferred and held ones, and
+        the newest messages are read for those queued at submission (which carry no due time)."""
+        recent, _truncated = self.repo.recent_states(tenant_id, limit=PENDING_COUNT_SCAN)
+        waiting = {s["id"] for s in recent if s["status"] in WAITING_STATUSES
+                   and (batch_code is None or s.get("batch_code") == batch_code)}
+        due_ids = [mid for _, mid in self.repo.waiting_message_keys(tenant_id) if mid not in waiting]
+        if due_ids:
+            states = self.repo.get_states(tenant_id, due_ids)
+            waiting.update(m for m, s in states.items() if s["status"] in WAITING_STATUSES
+                           and (batch_code is None or s.get("batch_code") == batch_code))
         return {"tenant_id": tenant_id, "batch_code": batch_code, "suspended_batches": sorted(batches),
-                "pending_messages": len(waiting_ids)}
+                "pending_messages": len(waiting)}

@@ -446,6 +446,12 @@ class MailRepository:
                 return found, False
         return found, True
 
+    def recent_states(self, tenant_id: str, *, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """States of the tenant's newest messages (at most ``limit``), and whether older ones were left out."""
+        keys, last = self._query_keys("ByTenant", "gsi1pk", f"TENANT#{tenant_id}#MSG", limit=limit,
+                                      forward=False)
+        return self._batch_get([(k["pk"]["S"], STATE_SK) for k in keys]), last is not None
+
     def delete_messages(self, tenant_id: str, message_ids: Iterable[str]) -> int:
         """Delete every item of each message; returns how many messages existed."""
         removed = 0
@@ -929,12 +935,14 @@ class MailRepository:
                 return
 
     def _query_keys(self, index: str, key_attr: str, value: str, *, limit: int | None,
-                    start: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                    start: dict[str, Any] | None = None, forward: bool = True
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": f"{key_attr} = :v",
             "ExpressionAttributeValues": {":v": {"S": value}},
+            "ScanIndexForward": forward,
         }
         while True:
             if limit is not None:

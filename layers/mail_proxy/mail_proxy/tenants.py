@@ -20,8 +20,8 @@ from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
-from mail_proxy.secrets_config import encrypt
-from mail_proxy.tokens import generate_token, hash_token
+from mail_proxy.secrets_config import admin_token_hash, encrypt
+from mail_proxy.tokens import generate_token, hash_token, hashes_match
 
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
@@ -121,6 +121,10 @@ class TenantAdmin:
     def create(self, principal: Principal, request: TenantCreate) -> NewTenantCredentials:
         principal.require_admin()
         token = request.token or generate_token()
+        token_hash = hash_token(token)
+        if request.token and (hashes_match(admin_token_hash(), token_hash)
+                              or self.repo.find_tenant_id_by_token_hash(token_hash) is not None):
+            raise ConflictError("this token is already in use; choose another (or omit it to get a generated one)")
         signing = new_signing_secret()
         now = clock.now_iso()
         item = {
@@ -132,7 +136,7 @@ class TenantAdmin:
             **_fields_to_item(request.tenant_id, request),
         }
         item.setdefault("client_sync_path", DEFAULT_SYNC_PATH)
-        self.repo.create_tenant(item, hash_token(token))
+        self.repo.create_tenant(item, token_hash)
         audit.record(self.repo, command="create_tenant", tenant_id=request.tenant_id,
                      payload=request.model_dump(exclude_none=True),
                      message=f"Tenant '{request.tenant_id}' created", status=201)
