@@ -333,6 +333,14 @@ TenantIdQuery = Annotated[str | None, Query(max_length=64)]
 TenantPath = Annotated[str, Path(max_length=64)]
 
 
+def path_id(raw: str, field: str) -> str:
+    """An id from the path, percent-decoded (ids may hold '/', '?', '#'), at most 128 characters."""
+    value = unquote(raw)
+    if not value or len(value) > 128:
+        raise InvalidInputError(f"{field} must be 1-128 characters")
+    return value
+
+
 def created(model: BaseModel) -> Response[Any]:
     return Response(status_code=201, content_type="application/json", body=model)
 
@@ -466,12 +474,12 @@ def list_accounts(tenant_id: TenantIdQuery = None) -> AccountList:
 
 @app.get("/account/<account_id>")
 def get_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> AccountView:
-    return services().accounts.get(principal(), unquote(account_id), tenant_id)
+    return services().accounts.get(principal(), path_id(account_id, "account_id"), tenant_id)
 
 
 @app.delete("/account/<account_id>")
 def delete_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> Ok:
-    services().accounts.delete(principal(), unquote(account_id), tenant_id)
+    services().accounts.delete(principal(), path_id(account_id, "account_id"), tenant_id)
     return Ok()
 
 
@@ -515,7 +523,7 @@ def list_messages(
 @app.get("/messages/<message_id>")
 def get_message(message_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> MessageRecord:
     # ids may hold '/', '?', '#', '%': clients percent-encode them in the path
-    return services().messages.get(principal(), unquote(message_id), tenant_id)
+    return services().messages.get(principal(), path_id(message_id, "message_id"), tenant_id)
 
 
 @app.post("/commands/delete-messages")
