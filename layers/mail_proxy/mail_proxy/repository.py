@@ -136,6 +136,15 @@ class MailRepository:
     def ddb(self) -> Any:
         return client("dynamodb")
 
+    def _write_if(self, operation: str, **kwargs: Any) -> Any:
+        """A conditional write: the response, or None when its condition did not hold."""
+        try:
+            return self._call(operation, **kwargs) or {}
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.ddb, operation)(TableName=self.table, **kwargs)
@@ -156,12 +165,8 @@ class MailRepository:
             "gsi1sk": tid,
             "token_hash": token_hash,
         }
-        try:
-            self._call("put_item", Item=_marshal(item), ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConflictError(f"tenant '{tid}' already exists") from exc
-            raise
+        if self._write_if("put_item", Item=_marshal(item), ConditionExpression="attribute_not_exists(pk)") is None:
+            raise ConflictError(f"tenant '{tid}' already exists")
 
     def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
         resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), ConsistentRead=True)
@@ -190,19 +195,15 @@ class MailRepository:
             offset = len(sets)
             names.update({f"#f{offset + i}": k for i, k in enumerate(removals)})
             expr += " REMOVE " + ", ".join(f"#f{offset + i}" for i in range(len(removals)))
-        try:
-            self._call(
-                "update_item",
-                Key=_key(tenant_pk(tenant_id), TENANT_SK),
-                UpdateExpression=expr,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFoundError(f"tenant '{tenant_id}' not found") from exc
-            raise
+        if self._write_if(
+            "update_item",
+            Key=_key(tenant_pk(tenant_id), TENANT_SK),
+            UpdateExpression=expr,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        ) is None:
+            raise NotFoundError(f"tenant '{tenant_id}' not found")
 
     def set_token_hash(self, tenant_id: str, token_hash: str | None) -> None:
         if token_hash:
@@ -239,20 +240,17 @@ class MailRepository:
             values[":b"] = {"SS": [remove]}
         else:
             raise ValueError("nothing to change")
-        try:
-            resp = self._call(
-                "update_item",
-                Key=_key(tenant_pk(tenant_id), TENANT_SK),
-                UpdateExpression=expr,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFoundError(f"tenant '{tenant_id}' not found") from exc
-            raise
+        resp = self._write_if(
+            "update_item",
+            Key=_key(tenant_pk(tenant_id), TENANT_SK),
+            UpdateExpression=expr,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        if resp is None:
+            raise NotFoundError(f"tenant '{tenant_id}' not found")
         return list(_unmarshal(resp["Attributes"]).get("suspended_batches", []))
 
     def delete_tenant(self, tenant_id: str) -> int:
@@ -302,13 +300,9 @@ class MailRepository:
         return items
 
     def delete_account(self, tenant_id: str, account_id: str) -> None:
-        try:
-            self._call("delete_item", Key=_key(tenant_pk(tenant_id), ACCOUNT_PREFIX + account_id),
-                       ConditionExpression="attribute_exists(pk)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFoundError(f"account '{account_id}' not found") from exc
-            raise
+        if self._write_if("delete_item", Key=_key(tenant_pk(tenant_id), ACCOUNT_PREFIX + account_id),
+                          ConditionExpression="attribute_exists(pk)") is None:
+            raise NotFoundError(f"account '{account_id}' not found")
 
     # ------------------------------------------------------------------------------------ messages
 
@@ -487,30 +481,22 @@ class MailRepository:
 
     def set_due(self, tenant_id: str, message_id: str, due_ts: int) -> None:
         """Move a waiting message's next check time (only if it still exists)."""
-        try:
-            self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="SET due_pk = :p, due_sk = :s",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":p": {"S": due_pk(tenant_id)},
-                                           ":s": {"S": due_sk(due_ts, message_id)}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="SET due_pk = :p, due_sk = :s",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":p": {"S": due_pk(tenant_id)},
+                                       ":s": {"S": due_sk(due_ts, message_id)}},
+        )
 
     def clear_due(self, tenant_id: str, message_id: str) -> None:
-        try:
-            self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="REMOVE due_pk, due_sk",
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="REMOVE due_pk, due_sk",
+            ConditionExpression="attribute_exists(pk)",
+        )
 
     # ------------------------------------------------------------------------------------ delivery
 
@@ -523,47 +509,40 @@ class MailRepository:
         can be claimed, and the lease outlives the sender's timeout.
         """
         now = clock.now_ts()
-        try:
-            resp = self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="SET #s = :sending, lease_owner = :o, lease_until = :lu, updated_at = :u",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND (#s = :pending"
-                    " OR (#s = :deferred AND (attribute_not_exists(deferred_ts) OR deferred_ts <= :now))"
-                    " OR (#s = :sending AND lease_until < :now))"
-                ),
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":sending": {"S": MessageStatus.SENDING}, ":pending": {"S": MessageStatus.PENDING},
-                    ":deferred": {"S": MessageStatus.DEFERRED}, ":o": {"S": owner},
-                    ":lu": {"N": str(lease_until)}, ":now": {"N": str(now)}, ":u": {"S": clock.now_iso()},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return None
-            raise
+        resp = self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="SET #s = :sending, lease_owner = :o, lease_until = :lu, updated_at = :u",
+            ConditionExpression=(
+                "attribute_exists(pk) AND (#s = :pending"
+                " OR (#s = :deferred AND (attribute_not_exists(deferred_ts) OR deferred_ts <= :now))"
+                " OR (#s = :sending AND lease_until < :now))"
+            ),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":sending": {"S": MessageStatus.SENDING}, ":pending": {"S": MessageStatus.PENDING},
+                ":deferred": {"S": MessageStatus.DEFERRED}, ":o": {"S": owner},
+                ":lu": {"N": str(lease_until)}, ":now": {"N": str(now)}, ":u": {"S": clock.now_iso()},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        if resp is None:
+            return None
         return _unmarshal(resp["Attributes"])
 
     def release_claim(self, tenant_id: str, message_id: str, *, owner: str, due_ts: int) -> None:
         """Give a claimed message back untouched (not sent), to be queued again at ``due_ts``."""
-        try:
-            self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="SET #s = :pending, due_pk = :dp, due_sk = :ds REMOVE lease_owner, lease_until",
-                ConditionExpression="lease_owner = :o",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":pending": {"S": MessageStatus.PENDING}, ":o": {"S": owner},
-                    ":dp": {"S": due_pk(tenant_id)}, ":ds": {"S": due_sk(due_ts, message_id)},
-                },
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="SET #s = :pending, due_pk = :dp, due_sk = :ds REMOVE lease_owner, lease_until",
+            ConditionExpression="lease_owner = :o",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":pending": {"S": MessageStatus.PENDING}, ":o": {"S": owner},
+                ":dp": {"S": due_pk(tenant_id)}, ":ds": {"S": due_sk(due_ts, message_id)},
+            },
+        )
 
     def save_outcomes(self, tenant_id: str, outcomes: Sequence[tuple[dict[str, Any], int | None]]) -> None:
         """Write claimed messages' new states in batches.
@@ -668,20 +647,14 @@ class MailRepository:
         if expires_at is not None:
             sets.append("expires_at = :x")
             values[":x"] = {"N": str(expires_at)}
-        try:
-            self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=" AND ".join(conditions),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        ) is not None
 
     def set_sync_state(self, tenant_id: str, *, last_sync_ts: int, quiet_until: int | None) -> None:
         """Bookkeeping of the report sync protocol; does not count as a configuration change."""
@@ -690,12 +663,8 @@ class MailRepository:
         values: dict[str, Any] = {":s": {"N": str(last_sync_ts)}}
         if quiet_until:
             values[":q"] = {"N": str(quiet_until)}
-        try:
-            self._call("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), UpdateExpression=expr,
+        self._write_if("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), UpdateExpression=expr,
                        ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues=values)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
 
 
     # ------------------------------------------------------------------------------------ returned mail
@@ -714,17 +683,13 @@ class MailRepository:
 
     def save_mailbox_position(self, tenant_id: str, mailbox: str, uidvalidity: int, last_uid: int) -> None:
         """Move a mailbox's position forward (never back within one UIDVALIDITY: a slower poller loses)."""
-        try:
-            self._call(
-                "put_item",
-                Item=_marshal({"pk": tenant_pk(tenant_id), "sk": MAILBOX_PREFIX + mailbox, "uidvalidity": uidvalidity,
-                               "last_uid": last_uid, "polled_ts": clock.now_ts()}),
-                ConditionExpression="attribute_not_exists(pk) OR uidvalidity <> :v OR last_uid <= :u",
-                ExpressionAttributeValues={":v": {"N": str(uidvalidity)}, ":u": {"N": str(last_uid)}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._write_if(
+            "put_item",
+            Item=_marshal({"pk": tenant_pk(tenant_id), "sk": MAILBOX_PREFIX + mailbox, "uidvalidity": uidvalidity,
+                           "last_uid": last_uid, "polled_ts": clock.now_ts()}),
+            ConditionExpression="attribute_not_exists(pk) OR uidvalidity <> :v OR last_uid <= :u",
+            ExpressionAttributeValues={":v": {"N": str(uidvalidity)}, ":u": {"N": str(last_uid)}},
+        )
 
     def put_suppression(self, tenant_id: str, entry: dict[str, Any], *, keep_longer: bool = False) -> None:
         """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute).
@@ -735,13 +700,8 @@ class MailRepository:
         if not keep_longer:
             self._call("put_item", Item=item)
             return
-        try:
-            self._call("put_item", Item=item,
-                       ConditionExpression="attribute_not_exists(pk) OR expires_at < :e",
+        self._write_if("put_item", Item=item, ConditionExpression="attribute_not_exists(pk) OR expires_at < :e",
                        ExpressionAttributeValues={":e": {"N": str(entry["expires_at"])}})
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
 
     def list_suppressions(self, tenant_id: str, *, limit: int, after: str | None
                           ) -> tuple[list[dict[str, Any]], str | None]:
@@ -783,14 +743,10 @@ class MailRepository:
 
     def mark_has_suppressions(self, tenant_id: str) -> None:
         """Flag the tenant as having a suppression list, so the sender reads it only for such tenants."""
-        try:
-            self._call("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK),
+        self._write_if("update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK),
                        UpdateExpression="SET has_suppressions = :t",
                        ConditionExpression="attribute_exists(pk) AND attribute_not_exists(has_suppressions)",
                        ExpressionAttributeValues={":t": {"BOOL": True}})
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
 
     def delete_suppression(self, tenant_id: str, address: str) -> bool:
         resp = self._call("delete_item", Key=_key(tenant_pk(tenant_id), SUPPRESSION_PREFIX + address.lower()),
@@ -815,20 +771,14 @@ class MailRepository:
         if new_status is not None:
             sets.append("#s = :new")
             values[":new"] = {"S": new_status}
-        try:
-            self._call(
-                "update_item",
-                Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_exists(pk) AND #s = :seen AND NOT contains(#r, :rid)",
-                ExpressionAttributeNames={"#e": "events", "#r": "inbound_ids", "#s": "status"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._write_if(
+            "update_item",
+            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_exists(pk) AND #s = :seen AND NOT contains(#r, :rid)",
+            ExpressionAttributeNames={"#e": "events", "#r": "inbound_ids", "#s": "status"},
+            ExpressionAttributeValues=values,
+        ) is not None
 
     def watch_pec_message(self, tenant_id: str, message_id: str, *, sent_ts: int, message_id_header: str | None,
                           expires_at: int) -> None:
