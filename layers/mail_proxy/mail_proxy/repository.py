@@ -310,14 +310,47 @@ class MailRepository:
         keys = [(message_pk(tenant_id, mid), STATE_SK) for mid in dict.fromkeys(message_ids)]
         return {item["id"]: item for item in self._batch_get(keys)}
 
-    def put_message(self, tenant_id: str, state: dict[str, Any], payload: dict[str, Any],
-                    replace_old_payload: str | None = None) -> bool:
-        """Store a new message, or replace one that is still waiting (or failed).
+    def put_messages(self, tenant_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any], str | None]],
+                     workers: int = 16) -> list[bool]:
+        """Store new messages, or replace ones still waiting (or failed); one result per entry.
 
-        The payload goes first under a fresh version key (never overwriting anything), then the state is
-        written on condition that no message exists or the existing one is replaceable: so a message being
-        sent or already sent is never touched. Returns False when the condition failed.
+        Each payload goes first under a fresh version key, so it never overwrites anything and the payloads
+        can be written in batches; then each state is written on condition that no message exists or the
+        existing one is replaceable, so a message being sent or already sent is never touched (False). The
+        conditional writes run in parallel: a 1,000-message call must fit the API's time limit.
         """
+        prepared = [self._message_items(tenant_id, state, payload) for state, payload, _old in entries]
+        self._batch_write([{"PutRequest": {"Item": _marshal(payload_item)}} for _s, payload_item in prepared])
+
+        def write_state(index: int) -> bool:
+            return self._write_if(
+                "put_item",
+                Item=_marshal(prepared[index][0]),
+                ConditionExpression="attribute_not_exists(pk) OR #s IN (:p, :d, :e)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":p": {"S": MessageStatus.PENDING}, ":d": {"S": MessageStatus.DEFERRED},
+                    ":e": {"S": MessageStatus.ERROR},
+                },
+            ) is not None
+
+        if len(entries) <= 2:
+            results = [write_state(i) for i in range(len(entries))]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(entries))) as pool:
+                results = list(pool.map(write_state, range(len(entries))))
+        stale: list[tuple[str, str]] = []
+        for (state_item, payload_item), (_s, _p, old_version), stored in zip(prepared, entries, results, strict=True):
+            if not stored:
+                stale.append((payload_item["pk"], payload_item["sk"]))  # never referenced
+            elif old_version and PAYLOAD_PREFIX + old_version != payload_item["sk"]:
+                stale.append((state_item["pk"], PAYLOAD_PREFIX + old_version))  # the replaced content
+        self._batch_delete(stale)
+        return results
+
+    @staticmethod
+    def _message_items(tenant_id: str, state: dict[str, Any], payload: dict[str, Any]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
         mid = state["id"]
         pk = message_pk(tenant_id, mid)
         version = uuid.uuid4().hex[:12]
@@ -327,11 +360,10 @@ class MailRepository:
             "payload": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
             "expires_at": max(state.get("deferred_ts") or 0, clock.now_ts()) + PAYLOAD_TTL_SECONDS,
         }
-        self._call("put_item", Item=_marshal(payload_item))
-        state = dict(state)
-        due_ts = state.pop("due_ts", None)
+        fields = dict(state)
+        due_ts = fields.pop("due_ts", None)
         state_item = {
-            **state,
+            **fields,
             "due_pk": due_pk(tenant_id) if due_ts is not None else None,
             "due_sk": due_sk(due_ts, mid) if due_ts is not None else None,
             "pk": pk,
@@ -339,35 +371,9 @@ class MailRepository:
             "tenant_id": tenant_id,
             "payload_version": version,
             "gsi1pk": f"TENANT#{tenant_id}#MSG",
-            "gsi1sk": f"{state['created_ms']:013d}#{mid}",
+            "gsi1sk": f"{fields['created_ms']:013d}#{mid}",
         }
-        try:
-            self._call(
-                "put_item",
-                Item=_marshal(state_item),
-                ConditionExpression="attribute_not_exists(pk) OR #s IN (:p, :d, :e)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":p": {"S": MessageStatus.PENDING}, ":d": {"S": MessageStatus.DEFERRED},
-                    ":e": {"S": MessageStatus.ERROR},
-                },
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            self._batch_delete([(pk, PAYLOAD_PREFIX + version)])
-            return False
-        if replace_old_payload and replace_old_payload != version:
-            self._batch_delete([(pk, PAYLOAD_PREFIX + replace_old_payload)])
-        return True
-
-    def put_messages(self, tenant_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any], str | None]],
-                     workers: int = 16) -> list[bool]:
-        """``put_message`` for many, in parallel: a 1,000-message call must fit the API's time limit."""
-        if len(entries) <= 2:
-            return [self.put_message(tenant_id, s, p, old) for s, p, old in entries]
-        with ThreadPoolExecutor(max_workers=min(workers, len(entries))) as pool:
-            return list(pool.map(lambda e: self.put_message(tenant_id, e[0], e[1], e[2]), entries))
+        return state_item, payload_item
 
     def get_message(self, tenant_id: str, message_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         """The state and its payload in one consistent query of the message's partition."""
