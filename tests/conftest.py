@@ -21,6 +21,8 @@ from local.gateway import HttpApiGateway
 from local.lambdas import import_source
 from local.resources import Provisioned, provision
 from local.template import load_template
+from tests.fixtures.receiver import ReportReceiver
+from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 ENCRYPTION_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -172,6 +174,20 @@ _load = load_function_module
 @pytest.fixture
 def api(stack: Stack) -> ApiClient:
     return ApiClient()
+
+
+@pytest.fixture
+def smtp() -> Iterator[ScriptedSmtpServer]:
+    """A plain SMTP server on loopback that accepts everything (modules needing TLS or AUTH override it)."""
+    with ScriptedSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReportReceiver]:
+    """A tenant's application on loopback receiving delivery reports."""
+    with ReportReceiver() as app:
+        yield app
 
 
 def message(mid: str, **overrides: Any) -> dict[str, Any]:

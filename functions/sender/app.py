@@ -62,5 +62,6 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    dispatcher().new_invocation()
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                     context=context)

@@ -24,12 +24,6 @@ PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 
 
 @pytest.fixture
-def smtp() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def files() -> Iterator[FileServer]:
     with FileServer({"/docs/report.pdf": PDF}) as server:
         yield server

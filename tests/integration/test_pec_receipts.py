@@ -30,18 +30,6 @@ def imap() -> Iterator[ImapTestServer]:
 
 
 @pytest.fixture
-def smtp() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReportReceiver]:
-    with ReportReceiver() as app:
-        yield app
-
-
-@pytest.fixture
 def harness(stack: Stack, imap: ImapTestServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
     assert imap.ca_file is not None
     monkeypatch.setenv("MAIL_PROXY_IMAP_CA_FILE", imap.ca_file)

@@ -19,18 +19,6 @@ from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 
 @pytest.fixture
-def smtp() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReportReceiver]:
-    with ReportReceiver() as app:
-        yield app
-
-
-@pytest.fixture
 def delivery(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
     monkeypatch.setenv("MAIL_PROXY_REPORT_BACKOFF_SECONDS", "0")
     reset_caches()

@@ -18,12 +18,6 @@ from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 
 @pytest.fixture
-def smtp() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def delivery(stack: Stack) -> Iterator[DeliveryHarness]:
     reset_caches()
     harness = DeliveryHarness(stack)

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from mail_proxy import clock
 from mail_proxy.accounts import password_context
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
-from mail_proxy.domain import MessageStatus
+from mail_proxy.domain import MessageStatus, tenant_is_sending
 from mail_proxy.errors import ThrottledError
 from mail_proxy.message_content import MessageContent, PreparedContent
 from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
@@ -36,7 +36,6 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import decrypt
 from mail_proxy.send_queue import SendQueue, new_event_id
 from mail_proxy.smtp_client import ConnectionCache, SmtpDeliveryError, SmtpPermanentError, SmtpSettings
-from mail_proxy.submission import tenant_is_sending
 
 LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender never loses its claim
 STOP_MARGIN_MS = 15_000  # stop claiming when less than this is left, so outcomes are always written
@@ -85,11 +84,29 @@ class Dispatcher:
         self.connections = connections
         self.config = config
         self.content = content or MessageContent.inline_only()
+        self._tenants: dict[str, dict[str, Any] | None] = {}
+        self._accounts: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def new_invocation(self) -> None:
+        """Forget the tenants and accounts read so far: each invocation sees the current configuration once,
+        instead of once per record (a batch of ten records is usually one tenant and one account)."""
+        self._tenants.clear()
+        self._accounts.clear()
+
+    def _tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        if tenant_id not in self._tenants:
+            self._tenants[tenant_id] = self.repo.get_tenant(tenant_id)
+        return self._tenants[tenant_id]
+
+    def _account(self, tenant_id: str, account_id: str) -> dict[str, Any] | None:
+        if (tenant_id, account_id) not in self._accounts:
+            self._accounts[(tenant_id, account_id)] = self.repo.get_account(tenant_id, account_id)
+        return self._accounts[(tenant_id, account_id)]
 
     def deliver(self, tenant_id: str, message_ids: Sequence[str], *, priority: int = 2,
                 remaining_ms: Callable[[], int] = lambda: 60_000) -> DeliveryReport:
         report = DeliveryReport()
-        tenant = self.repo.get_tenant(tenant_id)
+        tenant = self._tenant(tenant_id)
         if tenant is None:
             logger.warning("tenant not found; its messages are skipped",
                            extra={"tenant_id": tenant_id, "message_ids": id_list(message_ids)})
@@ -138,7 +155,7 @@ class Dispatcher:
     def _deliver_group(self, tenant: dict[str, Any], account_id: str, group: list[_Pending], owner: str,
                        remaining_ms: Callable[[], int]) -> None:
         tenant_id = tenant["tenant_id"]
-        account = self.repo.get_account(tenant_id, account_id) if account_id else None
+        account = self._account(tenant_id, account_id) if account_id else None
         if account is None:
             for item in group:
                 self._fail(item, f"account '{account_id}' does not exist (deleted after submission?)",

@@ -26,7 +26,7 @@ from mail_proxy.observability import id_list, logger
 from mail_proxy.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.report_signing import HEADER, signature_header
-from mail_proxy.repository import MailRepository, StateChange
+from mail_proxy.repository import MailRepository, StateChange, state_change_from_stream
 from mail_proxy.secrets_config import decrypt
 from mail_proxy.tenants import DEFAULT_SYNC_PATH, signing_secret_context
 
@@ -136,8 +136,6 @@ def route_stream_records(repo: MailRepository, queue: ReportQueue, records: Iter
 
 
 def _state_change(record: dict[str, Any]) -> StateChange | None:
-    from mail_proxy.repository import state_change_from_stream
-
     if record.get("eventName") not in ("INSERT", "MODIFY"):
         return None
     return state_change_from_stream(record)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import clock
-from mail_proxy.domain import MessageStatus
+from mail_proxy.domain import MessageStatus, tenant_is_sending
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue
-from mail_proxy.submission import ENQUEUE_GRACE_SECONDS, tenant_is_sending
 
 MAX_PER_TENANT_RUN = 5000
+ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
 
 
 @dataclass

@@ -25,6 +25,7 @@ from mail_proxy.domain import (
     MessageStatus,
     describe_validation_error,
     normalise_priority,
+    tenant_is_sending,
 )
 from mail_proxy.errors import ForbiddenError, InvalidInputError
 from mail_proxy.observability import id_list, logger, metrics, tracer
@@ -33,7 +34,6 @@ from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
-ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
 _ID = re.compile(MESSAGE_ID_PATTERN)
 
 
@@ -44,16 +44,6 @@ class SubmissionResult:
 
     def reject(self, message_id: Any, reason: str) -> None:
         self.rejected.append({"id": message_id if isinstance(message_id, str) else None, "reason": reason})
-
-
-def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    suspended = set(tenant.get("suspended_batches") or [])
-    return "*" in suspended or (batch_code is not None and batch_code in suspended)
-
-
-def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """Messages of an inactive tenant or a suspended batch wait; they are not queued."""
-    return bool(tenant.get("active", True)) and not batch_is_suspended(tenant, batch_code)
 
 
 class MessageSubmission:
