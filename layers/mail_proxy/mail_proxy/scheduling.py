@@ -7,11 +7,13 @@ it was queued long ago and never claimed. Suspended batches and inactive tenants
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import clock
 from mail_proxy.domain import MessageStatus, tenant_is_sending
+from mail_proxy.observability import logger
 from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue
 
@@ -106,3 +108,32 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
     next_checkpoint = states[-1]["created_ms"] + 1 if len(states) >= RECONCILE_PAGE else upto
     repo.set_scheduler_checkpoint(tenant_id, next_checkpoint)
     return len(ready) - len(failed)
+
+
+STOP_MARGIN_MS = 10_000
+
+
+@dataclass
+class TickOutcome:
+    queued: int = 0
+    recovered: int = 0
+    held: int = 0
+
+
+def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[dict[str, Any]],
+             remaining_ms: Callable[[], int]) -> TickOutcome:
+    """One scheduler tick over every tenant, stopping while there is time left to finish cleanly."""
+    total = TickOutcome()
+    for tenant in tenants:
+        if remaining_ms() < STOP_MARGIN_MS:
+            logger.warning("scheduler ran out of time; the next tick continues")
+            break
+        outcome = enqueue_due(repo, queue, tenant)
+        found = reconcile_unqueued(repo, queue, tenant)
+        if outcome.queued or outcome.skipped_suspended or found:
+            logger.info("tenant scheduled", extra={"tenant_id": tenant["tenant_id"], "queued": outcome.queued,
+                                                   "recovered": found, "held": outcome.skipped_suspended})
+        total.queued += outcome.queued
+        total.held += outcome.skipped_suspended
+        total.recovered += found
+    return total
