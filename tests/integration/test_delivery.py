@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from mail_proxy import clock
+from mail_proxy import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpServer
@@ -217,24 +218,31 @@ def test_the_same_record_delivered_twice_sends_one_email(
     assert len(smtp.messages) == 1
 
 
+def claim(repo: Any, tenant_id: str, message_id: str, *, owner: str, stage: str = life.STAGE_SMTP) -> bool:
+    """Claim a message the way a sender does, as another (possibly dead) sender."""
+    state = repo.get_states(tenant_id, [message_id])[message_id]
+    now = clock.now_ts()
+    transition = life.claim(life.Seen.of(state), owner=owner, lease_until=now + 180, now=now, stage=stage)
+    return bool(repo.apply_transition(tenant_id, message_id, transition, now=now))
+
+
 def test_two_senders_on_one_message_send_one_email(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer) -> None:
     submit(api, tenant, message("m1"))
     dispatcher = delivery.sender_module.dispatcher()
     # a second sender already holds the claim: this one must skip the message
-    other = dispatcher.repo.claim_message("acme", "m1", owner="other-sender", lease_until=clock.now_ts() + 180)
-    assert other is not None
+    assert claim(dispatcher.repo, "acme", "m1", owner="other-sender")
     report = dispatcher.deliver("acme", ["m1"])
     assert report.skipped == 1 and report.sent == 0
     assert smtp.messages == []
 
 
-def test_a_sender_crash_after_claiming_is_recovered_when_the_lease_expires(
+def test_a_sender_that_died_before_sending_is_recovered_when_the_lease_expires(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer) -> None:
     submit(api, tenant, message("m1"))
     dispatcher = delivery.sender_module.dispatcher()
-    # a sender claimed it and died; its SQS record was consumed
-    assert dispatcher.repo.claim_message("acme", "m1", owner="dead", lease_until=clock.now_ts() + 180)
+    # a sender claimed it to record an outcome and died; its SQS record was consumed
+    assert claim(dispatcher.repo, "acme", "m1", owner="dead", stage=life.STAGE_OUTCOME)
     boto3.client("sqs").purge_queue(QueueUrl=delivery.stack.queue_url("SendQueueMedium"))
     assert record(api, tenant, "m1")["status"] == "sending"
     clock.advance(700)
@@ -242,6 +250,23 @@ def test_a_sender_crash_after_claiming_is_recovered_when_the_lease_expires(
     delivery.drain()
     assert record(api, tenant, "m1")["status"] == "sent"
     assert len(smtp.wait_for_messages(1)) == 1
+
+
+def test_a_sender_that_died_during_the_smtp_transaction_never_sends_again(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer) -> None:
+    submit(api, tenant, message("m1"))
+    dispatcher = delivery.sender_module.dispatcher()
+    # claimed for its SMTP transaction, then the sender died: the server may have the message already
+    assert claim(dispatcher.repo, "acme", "m1", owner="dead")
+    boto3.client("sqs").purge_queue(QueueUrl=delivery.stack.queue_url("SendQueueMedium"))
+    clock.advance(700)
+    delivery.tick()
+    delivery.drain()
+    got = record(api, tenant, "m1")
+    assert got["status"] == "error"
+    assert "outcome unknown" in got["error"]
+    time.sleep(0.2)
+    assert smtp.messages == []
 
 
 def test_a_message_never_queued_is_found_and_sent_by_the_scheduler(

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mail_proxy import clock
 from mail_proxy.addresses import (
     AddressError,
     check_addr_spec,
@@ -25,6 +26,8 @@ ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@+-]{1,128}$"
 MESSAGE_ID_PATTERN = r"^[!-~]{1,128}$"  # printable ASCII, no spaces: it travels in X-Mail-Proxy-ID
 BATCH_CODE_PATTERN = r"^[!-~]{1,64}$"
 MAX_MESSAGES_PER_CALL = 1000
+MAX_RECIPIENTS = 1000  # to + cc + bcc of one message: its outcome must always fit one small write
+MAX_DEFER_SECONDS = 30 * 24 * 3600  # deferred_ts at most this far ahead: stored content outlives it
 SMTP_PORT_BLOCKED_IN_LAMBDA = 25
 
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")]
@@ -513,10 +516,20 @@ class MessageIn(Strict):
     @classmethod
     def _ts(cls, v: Any) -> Any:
         if isinstance(v, bool) or (v is not None and not isinstance(v, int)):
-            if isinstance(v, float) and v.is_integer():
-                return int(v)
-            raise ValueError("deferred_ts must be unix seconds (an integer)")
+            if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+                v = int(v)
+            else:
+                raise ValueError("deferred_ts must be unix seconds (an integer)")
+        if v is not None and v > clock.now_ts() + MAX_DEFER_SECONDS:
+            raise ValueError(f"deferred_ts is more than {MAX_DEFER_SECONDS // 86400} days ahead")
         return v
+
+    @model_validator(mode="after")
+    def _recipient_count(self) -> MessageIn:
+        count = len(self.to) + len(self.cc) + len(self.bcc)
+        if count > MAX_RECIPIENTS:
+            raise ValueError(f"too many recipients: {count} in to, cc and bcc, at most {MAX_RECIPIENTS}")
+        return self
 
     def payload(self) -> dict[str, Any]:
         """The submitted fields as stored and shown back (``from``, not ``from_``)."""

@@ -297,6 +297,7 @@ class DeleteMessagesResponse(Ok):
     removed: int
     not_found: list[str]
     unauthorized: list[str]
+    in_flight: list[str] = Field(default_factory=list, description="being sent right now: not removed")
 
 
 class CleanupRequest(BaseModel):

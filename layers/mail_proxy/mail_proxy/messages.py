@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mail_proxy import audit, clock
-from mail_proxy.blob_store import BlobStore
+from mail_proxy.blob_store import BlobMissing, BlobStore, BlobTooLarge, BlobUnavailable
 from mail_proxy.domain import (
     FINAL_STATUSES,
     WAITING_STATUSES,
@@ -78,7 +78,7 @@ class MessageDesk:
             if len(selected) >= limit or not next_cursor:
                 break
         payloads = self.repo.get_payloads(tid, selected)
-        records = [message_record(s, self.payloads.resolve(payloads.get(s["id"])), with_history=include_history)
+        records = [message_record(s, self._content(payloads.get(s["id"])), with_history=include_history)
                    for s in selected]
         return records, next_cursor
 
@@ -88,7 +88,15 @@ class MessageDesk:
         if found is None:
             raise NotFoundError(f"message '{message_id}' not found")
         state, payload = found
-        return message_record(state, self.payloads.resolve(payload), with_history=True)
+        return message_record(state, self._content(payload), with_history=True)
+
+    def _content(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The submitted fields; a record whose content is gone (expired, or its S3 object lost) still shows,
+        without them."""
+        try:
+            return self.payloads.resolve(stored)
+        except (BlobMissing, BlobUnavailable, BlobTooLarge):
+            return None
 
     def delete(self, principal: Principal, tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
         tid = acting_tenant(principal, self.repo, tenant_id)
@@ -96,11 +104,13 @@ class MessageDesk:
             raise InvalidInputError(f"at most {MAX_DELETE_IDS} ids per call")
         existing = self.repo.get_states(tid, ids)
         present = [i for i in dict.fromkeys(ids) if i in existing]
-        removed = self.repo.delete_messages(tid, present)
+        # a message a sender holds is not removed under it: it is named in ``in_flight`` (delete it again
+        # once it is sent or failed)
+        removed, in_flight = self.repo.delete_messages_if(tid, present, final_only=False)
         not_found = [i for i in dict.fromkeys(ids) if i not in existing]
         audit.record(self.repo, command="delete_messages", tenant_id=tid, payload={"ids": ids},
-                     message=f"{removed} messages deleted for tenant '{tid}'")
-        return {"removed": removed, "not_found": not_found, "unauthorized": []}
+                     message=f"{len(removed)} messages deleted for tenant '{tid}'")
+        return {"removed": len(removed), "not_found": not_found, "unauthorized": [], "in_flight": in_flight}
 
     def cleanup(self, principal: Principal, tenant_id: str | None, older_than_seconds: int) -> int:
         """Remove final messages older than the cutoff whose events were all reported.
@@ -122,11 +132,11 @@ class MessageDesk:
                     doomed.append(s["id"])
             if not cursor:
                 break
-        removed = self.repo.delete_messages(tid, doomed)
+        removed, _changed = self.repo.delete_messages_if(tid, doomed, final_only=True)  # still final when deleted
         audit.record(self.repo, command="cleanup_messages", tenant_id=tid,
                      payload={"older_than_seconds": older_than_seconds},
-                     message=f"cleanup removed {removed} messages for tenant '{tid}'")
-        return removed
+                     message=f"cleanup removed {len(removed)} messages for tenant '{tid}'")
+        return len(removed)
 
     def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
         tid = acting_tenant(principal, self.repo, tenant_id)

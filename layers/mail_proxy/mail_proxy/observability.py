@@ -49,6 +49,7 @@ class FailureClass(StrEnum):
     CONTENT_MISSING = "content_missing"  # the stored message content is gone
     ATTACHMENT = "attachment"  # an attachment cannot be fetched, for good
     SUPPRESSED = "suppressed"  # every recipient is on the tenant's suppression list
+    OUTCOME_UNKNOWN = "outcome_unknown"  # the sender died during the SMTP transaction: not sent again
     OTHER = "other"  # anything not classified above (read the sender's log)
 
 

@@ -33,6 +33,7 @@ from mail_proxy import clock
 from mail_proxy.aws_clients import client
 from mail_proxy.domain import MessageStatus
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError, ThrottledError
+from mail_proxy.message_lifecycle import Transition
 
 TENANT_SK = "#TENANT"
 STATE_SK = "STATE"
@@ -47,6 +48,7 @@ COMMANDS_GSI1 = "COMMANDS"
 PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
 COMMAND_LOG_TTL_SECONDS = 400 * 24 * 3600
 MAX_LOG_MS = 10**13 - 1
+MAX_DUE_TS = 10**10 - 1
 REPLACEABLE_STATUSES = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.ERROR)
 _THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
@@ -67,7 +69,14 @@ def due_pk(tenant_id: str) -> str:
 
 
 def due_sk(due_ts: int, message_id: str) -> str:
-    return f"{max(due_ts, 0):010d}#{message_id}"
+    # ten digits sort correctly until 2286; a later time (never accepted at the API) is clamped, not widened
+    return f"{min(max(due_ts, 0), MAX_DUE_TS):010d}#{message_id}"
+
+
+def held_pk(tenant_id: str) -> str:
+    """Messages that wait for their tenant or batch to send again: in the Due index, outside the due partition,
+    so any number of them never starves the scheduler's reading of what is due."""
+    return f"TENANT#{tenant_id}#HELD"
 
 
 def _marshal(item: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +317,7 @@ class MailRepository:
 
     def get_states(self, tenant_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = [(message_pk(tenant_id, mid), STATE_SK) for mid in dict.fromkeys(message_ids)]
-        return {item["id"]: item for item in self._batch_get(keys)}
+        return {item["id"]: item for item in self._batch_get(keys) if item.get("sk") == STATE_SK}
 
     def put_messages(self, tenant_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any], str | None]],
                      workers: int = 16) -> list[bool]:
@@ -362,10 +371,19 @@ class MailRepository:
         }
         fields = dict(state)
         due_ts = fields.pop("due_ts", None)
+        held = fields.pop("held", False)
+        index_pk: str | None
+        index_sk: str | None
+        if held:
+            index_pk, index_sk = held_pk(tenant_id), mid
+        elif due_ts is not None:
+            index_pk, index_sk = due_pk(tenant_id), due_sk(due_ts, mid)
+        else:
+            index_pk = index_sk = None
         state_item = {
             **fields,
-            "due_pk": due_pk(tenant_id) if due_ts is not None else None,
-            "due_sk": due_sk(due_ts, mid) if due_ts is not None else None,
+            "due_pk": index_pk,
+            "due_sk": index_sk,
             "pk": pk,
             "sk": STATE_SK,
             "tenant_id": tenant_id,
@@ -471,6 +489,36 @@ class MailRepository:
         self._batch_delete(keys)
         return removed
 
+    def delete_messages_if(self, tenant_id: str, message_ids: Iterable[str], *, final_only: bool
+                           ) -> tuple[list[str], list[str]]:
+        """Delete messages that are not being sent (or, with ``final_only``, that are sent or failed).
+
+        The state item goes first, on that condition, so a message a sender holds is never removed under it
+        (the sender's outcome write then finds it gone and writes nothing): (removed ids, refused ids).
+        """
+        if final_only:
+            condition = "attribute_exists(pk) AND #s IN (:sent, :error, :bounced)"
+            values: dict[str, Any] = {":sent": {"S": MessageStatus.SENT}, ":error": {"S": MessageStatus.ERROR},
+                                      ":bounced": {"S": MessageStatus.BOUNCED}}
+        else:
+            condition = "attribute_exists(pk) AND (#s <> :sending OR lease_until < :now)"
+            values = {":sending": {"S": MessageStatus.SENDING}, ":now": {"N": str(clock.now_ts())}}
+        removed: list[str] = []
+        refused: list[str] = []
+        for mid in dict.fromkeys(message_ids):
+            try:
+                self._call("delete_item", Key=_key(message_pk(tenant_id, mid), STATE_SK),
+                           ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
+                           ExpressionAttributeValues=values)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                refused.append(mid)
+                continue
+            removed.append(mid)
+        self.delete_messages(tenant_id, removed)  # their payload items
+        return removed, refused
+
     def waiting_message_keys(self, tenant_id: str, *, due_before: int | None = None
                              ) -> Iterator[tuple[int, str]]:
         """(due time, message id) of the tenant's waiting messages, earliest first."""
@@ -506,69 +554,72 @@ class MailRepository:
 
     # ------------------------------------------------------------------------------------ delivery
 
-    def claim_message(self, tenant_id: str, message_id: str, *, owner: str, lease_until: int
-                      ) -> dict[str, Any] | None:
-        """Take a message for sending, or None if it is not ours to send.
+    def apply_transition(self, tenant_id: str, message_id: str, transition: Transition, *, now: int) -> bool:
+        """Apply one transition of a message's life as one conditional write; False if the stored state is not
+        the one the transition expects (someone else changed, deleted or replaced the message meanwhile)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
 
-        The conditional write is what makes a redelivered SQS record, or two senders racing, send at
-        most once: only a waiting message (pending, deferred and due, or sending with an expired lease)
-        can be claimed, and the lease outlives the sender's timeout.
-        """
-        now = clock.now_ts()
-        resp = self._write_if(
+        def name(attr: str) -> str:
+            if attr not in names:
+                names[attr] = f"#n{len(names)}"
+            return names[attr]
+
+        def value(v: Any) -> str:
+            placeholder = f":v{len(values)}"
+            values[placeholder] = _serializer.serialize(_to_dynamo(v))
+            return placeholder
+
+        sets = [f"{name(k)} = {value(v)}" for k, v in transition.sets.items() if v is not None]
+        sets.append(f"{name('updated_at')} = {value(clock.now_iso())}")
+        removes = [k for k in transition.removes if k not in transition.sets]
+        if transition.event is not None:
+            sets.append(f"{name('events')} = list_append(if_not_exists({name('events')}, {value([])}), "
+                        f"{value([dict(transition.event)])})")
+        if transition.count_attempt:
+            sets.append(f"{name('attempts')} = if_not_exists({name('attempts')}, {value(0)}) + {value(1)}")
+        if transition.hold:
+            sets += [f"{name('due_pk')} = {value(held_pk(tenant_id))}", f"{name('due_sk')} = {value(message_id)}"]
+        elif transition.due_ts is not None:
+            sets += [f"{name('due_pk')} = {value(due_pk(tenant_id))}",
+                     f"{name('due_sk')} = {value(due_sk(transition.due_ts, message_id))}"]
+        elif transition.leaves_due_index:
+            removes += ["due_pk", "due_sk"]
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(name(k) for k in dict.fromkeys(removes))
+
+        expect = transition.expect
+        status = name("status")
+        conditions = ["attribute_exists(pk)",
+                      f"{status} IN ({', '.join(value(str(s)) for s in expect.statuses)})"]
+        if expect.payload_version is not None:
+            conditions.append(f"{name('payload_version')} = {value(expect.payload_version)}")
+        if expect.lease_owner is not None:
+            conditions.append(f"{name('lease_owner')} = {value(expect.lease_owner)}")
+        if expect.attempts is not None:
+            attempts = name("attempts")
+            equal = f"{attempts} = {value(expect.attempts)}"
+            conditions.append(f"(attribute_not_exists({attempts}) OR {equal})" if expect.attempts == 0 else equal)
+        if expect.due_by is not None:
+            deferred_ts = name("deferred_ts")
+            conditions.append(f"({status} <> {value(str(MessageStatus.DEFERRED))} OR attribute_not_exists("
+                              f"{deferred_ts}) OR {deferred_ts} <= {value(expect.due_by)})")
+        if expect.lease_expired_by is not None:
+            conditions.append(f"{name('lease_until')} < {value(expect.lease_expired_by)}")
+        return self._write_if(
             "update_item",
             Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-            UpdateExpression="SET #s = :sending, lease_owner = :o, lease_until = :lu, updated_at = :u",
-            ConditionExpression=(
-                "attribute_exists(pk) AND (#s = :pending"
-                " OR (#s = :deferred AND (attribute_not_exists(deferred_ts) OR deferred_ts <= :now))"
-                " OR (#s = :sending AND lease_until < :now))"
-            ),
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":sending": {"S": MessageStatus.SENDING}, ":pending": {"S": MessageStatus.PENDING},
-                ":deferred": {"S": MessageStatus.DEFERRED}, ":o": {"S": owner},
-                ":lu": {"N": str(lease_until)}, ":now": {"N": str(now)}, ":u": {"S": clock.now_iso()},
-            },
-            ReturnValues="ALL_NEW",
-        )
-        if resp is None:
-            return None
-        return _unmarshal(resp["Attributes"])
+            UpdateExpression=expression,
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeNames={placeholder: attr for attr, placeholder in names.items()},
+            ExpressionAttributeValues=values,
+        ) is not None
 
-    def release_claim(self, tenant_id: str, message_id: str, *, owner: str, due_ts: int) -> None:
-        """Give a claimed message back untouched (not sent), to be queued again at ``due_ts``."""
-        self._write_if(
-            "update_item",
-            Key=_key(message_pk(tenant_id, message_id), STATE_SK),
-            UpdateExpression="SET #s = :pending, due_pk = :dp, due_sk = :ds REMOVE lease_owner, lease_until",
-            ConditionExpression="lease_owner = :o",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":pending": {"S": MessageStatus.PENDING}, ":o": {"S": owner},
-                ":dp": {"S": due_pk(tenant_id)}, ":ds": {"S": due_sk(due_ts, message_id)},
-            },
-        )
-
-    def save_outcomes(self, tenant_id: str, outcomes: Sequence[tuple[dict[str, Any], int | None]]) -> None:
-        """Write claimed messages' new states in batches.
-
-        Unconditional puts are safe here: while our lease runs (longer than the function's timeout) no one
-        else writes a claimed message. ``due_ts`` None means nothing more to schedule.
-        """
-        items: list[dict[str, Any]] = []
-        for state, due_ts in outcomes:
-            item = {k: v for k, v in state.items() if k not in ("lease_owner", "lease_until", "due_pk", "due_sk")}
-            item["pk"] = message_pk(tenant_id, state["id"])
-            item["sk"] = STATE_SK
-            if due_ts is not None:
-                item["due_pk"] = due_pk(tenant_id)
-                item["due_sk"] = due_sk(due_ts, state["id"])
-            items.append(item)
-        self._batch_write([{"PutRequest": {"Item": _marshal(it)}} for it in items])
-
-    def get_payload(self, tenant_id: str, state: dict[str, Any]) -> dict[str, Any] | None:
-        return self.get_payloads(tenant_id, [state]).get(state["id"])
+    def held_message_ids(self, tenant_id: str, *, limit: int) -> list[str]:
+        """Ids of messages held for their tenant or batch (oldest id first, at most ``limit``)."""
+        keys, _ = self._query_keys("Due", "due_pk", held_pk(tenant_id), limit=limit)
+        return [k["due_sk"]["S"] for k in keys]
 
     def reserve_sends(self, tenant_id: str, account_id: str, window: str, start: int, seconds: int,
                       wanted: int, limit: int) -> int:

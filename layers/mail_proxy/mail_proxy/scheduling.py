@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import clock
+from mail_proxy import message_lifecycle as life
 from mail_proxy.domain import MessageStatus, tenant_is_sending
 from mail_proxy.observability import logger
 from mail_proxy.repository import MailRepository
-from mail_proxy.send_queue import SendQueue
+from mail_proxy.send_queue import SendQueue, new_event_id
 
 MAX_PER_TENANT_RUN = 5000
 ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
+RETENTION_SECONDS = 7 * 24 * 3600  # final messages of a tenant without a report URL expire this much later
 
 
 @dataclass
@@ -32,11 +34,13 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
     outcome = ScheduleOutcome()
     tenant_id = tenant["tenant_id"]
     now = clock.now_ts()
+    released = release_held(repo, tenant, now=now)
     due_ids: list[str] = []
     for _, mid in repo.waiting_message_keys(tenant_id, due_before=now):
         due_ids.append(mid)
         if len(due_ids) >= limit:
             break
+    due_ids = list(dict.fromkeys([*released, *due_ids]))
     if not due_ids:
         return outcome
     states = repo.get_states(tenant_id, due_ids)
@@ -48,13 +52,19 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
             if state is not None:
                 repo.clear_due(tenant_id, mid)
             continue
-        if not tenant_is_sending(tenant, state.get("batch_code")):
+        seen = life.Seen.of(state)
+        if seen.lease_expired(now):
+            if settle_abandoned(repo, tenant, seen, now=now):
+                ready.append((seen.priority, mid))
+            continue
+        if seen.status == MessageStatus.SENDING:
+            repo.set_due(tenant_id, mid, int(state["lease_until"]))
+            continue
+        if not tenant_is_sending(tenant, seen.batch_code):
+            repo.apply_transition(tenant_id, mid, life.hold(seen), now=now)  # out of the due index until released
             outcome.skipped_suspended += 1
             continue
-        if state["status"] == MessageStatus.SENDING and (state.get("lease_until") or 0) > now:
-            repo.set_due(tenant_id, mid, state["lease_until"])
-            continue
-        ready.append((state.get("priority", 2), mid))
+        ready.append((seen.priority, mid))
     ready.sort()
     for _, mid in ready:
         repo.set_due(tenant_id, mid, now + ENQUEUE_GRACE_SECONDS)
@@ -63,6 +73,46 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
         repo.set_due(tenant_id, mid, now)
     outcome.queued = len(ready) - len(failed)
     return outcome
+
+
+def settle_abandoned(repo: MailRepository, tenant: dict[str, Any], seen: life.Seen, *, now: int) -> bool:
+    """A claim whose lease ran out (its sender died): ended in ``error`` if it died during the SMTP transaction,
+    else handed back. True if it is waiting again and should be queued."""
+    transition = life.abandoned(seen, now=now, event_id=new_event_id(), due_ts=now + ENQUEUE_GRACE_SECONDS,
+                                expires_at=None if tenant.get("client_base_url") else now + RETENTION_SECONDS)
+    applied = repo.apply_transition(tenant["tenant_id"], seen.message_id, transition, now=now)
+    if applied and transition.status == MessageStatus.ERROR:
+        logger.warning("claim expired during an SMTP transaction; the message is not sent again",
+                       extra={"tenant_id": tenant["tenant_id"], "message_id": seen.message_id})
+    return applied and transition.status == MessageStatus.PENDING
+
+
+def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limit: int = MAX_PER_TENANT_RUN
+                 ) -> list[str]:
+    """Held messages whose tenant and batch send again go back to the due index (due now); their ids.
+
+    One query of the tenant's held messages (an empty one costs half a read unit), so activation through any
+    path (activate, tenant update, an administrator's resume) is picked up by the next tick or run-now.
+    """
+    if not tenant_is_sending(tenant, None):
+        return []
+    held = repo.held_message_ids(tenant["tenant_id"], limit=limit)
+    if not held:
+        return []
+    states = repo.get_states(tenant["tenant_id"], held)
+    released = []
+    for mid in held:
+        state = states.get(mid)
+        if state is None:
+            continue
+        if state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
+            repo.clear_due(tenant["tenant_id"], mid)
+        elif tenant_is_sending(tenant, state.get("batch_code")):
+            due = max(now, int(state.get("deferred_ts") or 0))
+            repo.set_due(tenant["tenant_id"], mid, due)
+            if due <= now:
+                released.append(mid)
+    return released
 
 
 RECONCILE_AFTER_SECONDS = 600
@@ -92,15 +142,19 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
     sending = tenant_is_sending(tenant, None)
     for state in states:
         if state.get("due_pk"):
-            continue  # watched through the due index already
-        status = state["status"]
-        stale_claim = status == MessageStatus.SENDING and (state.get("lease_until") or 0) <= now
-        if status == MessageStatus.PENDING or stale_claim:
-            repo.set_due(tenant_id, state["id"], now + ENQUEUE_GRACE_SECONDS if sending else now)
-            if sending and tenant_is_sending(tenant, state.get("batch_code")):
-                ready.append((state.get("priority", 2), state["id"]))
-        elif status == MessageStatus.SENDING:
-            repo.set_due(tenant_id, state["id"], int(state["lease_until"]))
+            continue  # watched through the due index (or held) already
+        seen = life.Seen.of(state)
+        if seen.lease_expired(now):
+            if settle_abandoned(repo, tenant, seen, now=now) and sending:
+                ready.append((seen.priority, seen.message_id))
+        elif seen.status == MessageStatus.PENDING:
+            if sending and tenant_is_sending(tenant, seen.batch_code):
+                repo.set_due(tenant_id, seen.message_id, now + ENQUEUE_GRACE_SECONDS)
+                ready.append((seen.priority, seen.message_id))
+            else:
+                repo.apply_transition(tenant_id, seen.message_id, life.hold(seen), now=now)
+        elif seen.status == MessageStatus.SENDING:
+            repo.set_due(tenant_id, seen.message_id, int(state["lease_until"]))
     ready.sort()
     failed = set(queue.enqueue(tenant_id, ready))
     for mid in failed:

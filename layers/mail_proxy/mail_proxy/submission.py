@@ -35,6 +35,7 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
 _ID = re.compile(MESSAGE_ID_PATTERN)
+REJECTED_RETENTION_SECONDS = 7 * 24 * 3600  # a rejected message of a tenant without a report URL
 
 
 @dataclass
@@ -152,6 +153,8 @@ class MessageSubmission:
                 result.reject(raw_id, reason or "invalid message")
                 if usable_id:
                     state = self._error_state(raw, reason or "invalid message", now, now_ms + seq)
+                    if not tenant.get("client_base_url"):
+                        state["expires_at"] = now + REJECTED_RETENTION_SECONDS  # nobody to report it to
                     entries.append((state, _safe_payload(raw), old.get("payload_version") if old else None))
                     accepted.append((state, False))
                 continue
@@ -173,17 +176,22 @@ class MessageSubmission:
                 # or held: the due index tells the scheduler when to look again
                 "due_ts": message.deferred_ts if deferred else None,
             }
-            if not deferred and not tenant_is_sending(tenant, message.batch_code):
-                state["due_ts"] = now  # waits for activation; the scheduler skips it while suspended
+            if not tenant_is_sending(tenant, message.batch_code):
+                state["held"] = True  # waits among the held messages until the tenant or batch sends again
             entries.append((state, payload, old.get("payload_version") if old else None))
             accepted.append((state, True))
 
         stored = self.repo.put_messages(tenant_id, entries)
+        refused = [state["id"] for (state, counts), ok in zip(accepted, stored, strict=True) if counts and not ok]
+        now_states = self.repo.get_states(tenant_id, refused) if refused else {}
         to_queue: list[tuple[int, str]] = []
         for (state, counts), ok in zip(accepted, stored, strict=True):
             if not ok:
                 if counts:
-                    result.reject(state["id"], "already sent")
+                    # it changed between our read and our write: a sender took it, or it was sent
+                    current = now_states.get(state["id"], {}).get("status")
+                    result.reject(state["id"], "message is being sent" if current == MessageStatus.SENDING
+                                  else "already sent")
                 continue
             if counts:
                 result.queued += 1
