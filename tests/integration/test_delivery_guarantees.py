@@ -296,3 +296,22 @@ def test_an_admin_sees_in_flight_ids_too(api: ApiClient, tenant: str) -> None:
     answer = api.post("/commands/delete-messages?tenant_id=acme", token=ADMIN_TOKEN, body={"ids": ["x1", "nope"]})
     assert answer.status == 200
     assert answer.json["removed"] == 1 and answer.json["not_found"] == ["nope"] and answer.json["in_flight"] == []
+
+
+def _payload_expiry(stack: Stack, mid: str) -> int | None:
+    items = boto3.client("dynamodb").query(
+        TableName=stack.table_name, KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": message_pk("acme", mid)}})["Items"]
+    [payload] = [i for i in items if i["sk"]["S"].startswith("PAYLOAD#")]
+    return int(payload["expires_at"]["N"]) if "expires_at" in payload else None
+
+
+def test_a_held_messages_content_does_not_expire_until_it_is_released(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, stack: Stack) -> None:
+    assert api.post("/commands/suspend?batch_code=slow", token=tenant).status == 200
+    submit(api, tenant, message("held", batch_code="slow"))
+    assert _payload_expiry(stack, "held") is None
+    clock.advance(60 * 86400)  # held for two months
+    assert api.post("/commands/activate?batch_code=slow", token=tenant).status == 200
+    expiry = _payload_expiry(stack, "held")
+    assert expiry is not None and expiry > clock.now_ts() + 29 * 86400

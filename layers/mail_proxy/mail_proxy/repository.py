@@ -367,7 +367,9 @@ class MailRepository:
             "pk": pk,
             "sk": PAYLOAD_PREFIX + version,
             "payload": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-            "expires_at": max(state.get("deferred_ts") or 0, clock.now_ts()) + PAYLOAD_TTL_SECONDS,
+            # a held message's content has no expiry until the scheduler releases it
+            "expires_at": None if state.get("held") else (
+                max(state.get("deferred_ts") or 0, clock.now_ts()) + PAYLOAD_TTL_SECONDS),
         }
         fields = dict(state)
         due_ts = fields.pop("due_ts", None)
@@ -607,7 +609,7 @@ class MailRepository:
                               f"{deferred_ts}) OR {deferred_ts} <= {value(expect.due_by)})")
         if expect.lease_expired_by is not None:
             conditions.append(f"{name('lease_until')} < {value(expect.lease_expired_by)}")
-        return self._write_if(
+        applied = self._write_if(
             "update_item",
             Key=_key(message_pk(tenant_id, message_id), STATE_SK),
             UpdateExpression=expression,
@@ -615,6 +617,21 @@ class MailRepository:
             ExpressionAttributeNames={placeholder: attr for attr, placeholder in names.items()},
             ExpressionAttributeValues=values,
         ) is not None
+        if applied and transition.hold and expect.payload_version:
+            self.set_payload_expiry(tenant_id, message_id, expect.payload_version, None)  # kept while held
+        return applied
+
+    def set_payload_expiry(self, tenant_id: str, message_id: str, payload_version: str, expires_at: int | None
+                           ) -> None:
+        """A held message's content must outlive the hold: no expiry while held, the usual one once released."""
+        key = _key(message_pk(tenant_id, message_id), PAYLOAD_PREFIX + payload_version)
+        if expires_at is None:
+            self._write_if("update_item", Key=key, UpdateExpression="REMOVE expires_at",
+                           ConditionExpression="attribute_exists(pk)")
+        else:
+            self._write_if("update_item", Key=key, UpdateExpression="SET expires_at = :e",
+                           ConditionExpression="attribute_exists(pk)",
+                           ExpressionAttributeValues={":e": {"N": str(expires_at)}})
 
     def held_message_ids(self, tenant_id: str, *, limit: int) -> list[str]:
         """Ids of messages held for their tenant or batch (oldest id first, at most ``limit``)."""

@@ -15,7 +15,7 @@ from mail_proxy import clock
 from mail_proxy import message_lifecycle as life
 from mail_proxy.domain import MessageStatus, tenant_is_sending
 from mail_proxy.observability import logger
-from mail_proxy.repository import MailRepository
+from mail_proxy.repository import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
 MAX_PER_TENANT_RUN = 5000
@@ -110,6 +110,8 @@ def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limi
         elif tenant_is_sending(tenant, state.get("batch_code")):
             due = max(now, int(state.get("deferred_ts") or 0))
             repo.set_due(tenant["tenant_id"], mid, due)
+            if state.get("payload_version"):
+                repo.set_payload_expiry(tenant["tenant_id"], mid, state["payload_version"], due + PAYLOAD_TTL_SECONDS)
             if due <= now:
                 released.append(mid)
     return released
