@@ -304,6 +304,32 @@ class MailRepository:
                           ConditionExpression="attribute_exists(pk)") is None:
             raise NotFoundError(f"account '{account_id}' not found")
 
+    def replace_ciphertexts(self, tenant_id: str, account_id: str | None,
+                            changes: dict[tuple[str, ...], tuple[str, str]]) -> bool:
+        """Swap re-encrypted values into the tenant item (or one account item), each only where the item
+        still holds the ciphertext that was read (``path → (old, new)``). False, with nothing written, when
+        any of them changed meanwhile or the item is gone: a concurrent change always wins."""
+        if not changes:
+            return True
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets: list[str] = []
+        conditions = ["attribute_exists(pk)"]
+        for i, (path, (old, new)) in enumerate(changes.items()):
+            ref = ".".join(names.setdefault(part, f"#n{len(names)}") for part in path)
+            values[f":o{i}"], values[f":n{i}"] = {"S": old}, {"S": new}
+            conditions.append(f"{ref} = :o{i}")
+            sets.append(f"{ref} = :n{i}")
+        sk = ACCOUNT_PREFIX + account_id if account_id is not None else TENANT_SK
+        return self._write_if(
+            "update_item",
+            Key=_key(tenant_pk(tenant_id), sk),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeNames={v: k for k, v in names.items()},
+            ExpressionAttributeValues=values,
+        ) is not None
+
     # ------------------------------------------------------------------------------------ messages
 
     def get_states(self, tenant_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
