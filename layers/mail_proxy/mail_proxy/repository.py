@@ -723,6 +723,21 @@ class MailRepository:
             ExpressionAttributeValues={":v": {"N": str(uidvalidity)}, ":u": {"N": str(last_uid)}},
         )
 
+    def count_mailbox_failure(self, tenant_id: str, mailbox: str, uidvalidity: int, uid: int) -> int:
+        """One more poll that failed on this mail; how many did in a row (moving the position forgets them)."""
+        key = _key(tenant_pk(tenant_id), MAILBOX_PREFIX + mailbox)
+        mail = {":v": {"N": str(uidvalidity)}, ":u": {"N": str(uid)}, ":one": {"N": "1"}}
+        resp = self._write_if(
+            "update_item", Key=key, UpdateExpression="SET failures = failures + :one",
+            ConditionExpression="failing_uidvalidity = :v AND failing_uid = :u", ExpressionAttributeValues=mail,
+            ReturnValues="UPDATED_NEW",
+        )
+        if resp is not None:
+            return int(resp["Attributes"]["failures"]["N"])
+        self._call("update_item", Key=key, ExpressionAttributeValues=mail,
+                   UpdateExpression="SET failing_uidvalidity = :v, failing_uid = :u, failures = :one")
+        return 1
+
     def put_suppression(self, tenant_id: str, entry: dict[str, Any], *, keep_longer: bool = False) -> None:
         """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute).
 
