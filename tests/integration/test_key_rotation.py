@@ -295,7 +295,7 @@ def test_reencrypt_keeps_a_password_changed_while_it_runs(stack: Stack, api: Api
     def tenant_changes_it_first(repo: MailRepository, tenant_id: str, account_id: str | None,
                                 changes: dict[tuple[str, ...], tuple[str, str]]) -> bool:
         if (tenant_id, account_id) == ("acme", "smtp1") and not changed:
-            changed.append(account_id)
+            changed.append("smtp1")
             api.create_account(secrets_under_key_a["acme"], "smtp1", password="changed-meanwhile")
         return original(repo, tenant_id, account_id, changes)
 
