@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
+from mail_proxy import bounce_polling
+from mail_proxy.delivery_feedback import DeliveryFeedback
 from mail_proxy.observability import logger as powertools_logger
+from mail_proxy.repository import MailRepository
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, bounce_mailbox, event_types, record, submit
@@ -252,3 +255,99 @@ def test_the_bounce_mailbox_password_is_encrypted_and_never_shown(
     assert PASSWORD not in json.dumps(stack.raw_items())
     assert api.put("/tenant/acme", token=acme, body={"bounce_imap": None}).status == 200
     assert api.get("/tenant/acme", token=acme).json["bounce_imap"] is None
+
+
+# ------------------------------------------------------------------------------------------ hostile mail
+
+
+def emitted(out: str, metric: str) -> int:
+    """How much of ``metric`` the invocation's EMF lines carry."""
+    blobs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    values = [m[metric] for m in blobs if metric in m]
+    return sum(sum(v) if isinstance(v, list) else v for v in values)
+
+
+def read_up_to(stack: Stack) -> int:
+    """The last UID of acme's bounce mailbox the poller has moved past."""
+    position = MailRepository(stack.table_name).get_mailbox_position("acme", "bounce")
+    assert position is not None
+    return position[1]
+
+
+@pytest.fixture
+def metrics_on(monkeypatch: pytest.MonkeyPatch, poller: BouncePoller) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    reset_caches()
+    poller.restart()
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_a_mail_of_1200_nested_parts_is_skipped_and_counted_and_the_bounce_after_it_is_applied(
+        api: ApiClient, acme: str, harness: DeliveryHarness, poller: BouncePoller, imap: ImapTestServer,
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    send(api, harness, acme, message("m1", to=["gone@example.org"]))
+    hostile = imap.deliver(BOUNCES, PASSWORD, returned_mail.deeply_nested(1200))
+    bounce = imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m1", recipient="gone@example.org"))
+    capsys.readouterr()
+    with LogLines() as logs:
+        result = poller.poll()
+
+    assert (result["applied"], result["skipped"], result["failed"]) == (1, 1, 0)
+    assert record(api, acme, "m1")["status"] == "bounced"
+    assert read_up_to(stack) == bounce > hostile
+    skipped = [line for line in logs.lines if line["message"] == "unreadable returned mail skipped"]
+    assert [(line["uid"], line["mailbox"]) for line in skipped] == [(hostile, "bounce")]
+    assert "multipart or message parts" in skipped[0]["reason"]
+    assert returned_mail.BODY_MARKER not in json.dumps(logs.lines)
+    assert emitted(capsys.readouterr().out, "MailboxMessagesSkipped") == 1
+    again = poller.poll()
+    assert (again["messages"], again["skipped"], again["failed"]) == (0, 0, 0)
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_a_mail_whose_handling_keeps_failing_is_stepped_over_after_three_polls(
+        api: ApiClient, acme: str, harness: DeliveryHarness, poller: BouncePoller, imap: ImapTestServer,
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    send(api, harness, acme, message("m1"), message("m2"))
+    original = DeliveryFeedback.apply_bounce
+
+    def fails_on_m1(feedback: DeliveryFeedback, tenant_id: str, bounce: Any, key: str) -> Any:
+        if bounce.reference and bounce.reference.message_id == "m1":
+            raise RuntimeError("unexpected")
+        return original(feedback, tenant_id, bounce, key)
+
+    monkeypatch.setattr(DeliveryFeedback, "apply_bounce", fails_on_m1)
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m1"))
+    last = imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m2"))
+    for _ in range(bounce_polling.MAX_MAIL_ATTEMPTS - 1):
+        result = poller.poll()
+        assert (result["failed"], result["applied"], result["skipped"]) == (1, 0, 0)  # tried again next time
+    assert record(api, acme, "m2")["status"] == "sent"
+    capsys.readouterr()
+
+    result = poller.poll()
+    assert (result["failed"], result["applied"], result["skipped"]) == (0, 1, 1)
+    assert record(api, acme, "m2")["status"] == "bounced" and record(api, acme, "m1")["status"] == "sent"
+    assert read_up_to(stack) == last
+    assert emitted(capsys.readouterr().out, "MailboxMessagesSkipped") == 1
+
+
+def test_a_mail_whose_handling_failed_once_is_applied_at_the_next_poll(
+        api: ApiClient, acme: str, harness: DeliveryHarness, poller: BouncePoller, imap: ImapTestServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    send(api, harness, acme, message("m1"))
+    original = DeliveryFeedback.apply_bounce
+    calls: list[str] = []
+
+    def fails_the_first_time(feedback: DeliveryFeedback, tenant_id: str, bounce: Any, key: str) -> Any:
+        calls.append(bounce.reference.message_id)
+        if len(calls) == 1:
+            raise RuntimeError("the table was busy")
+        return original(feedback, tenant_id, bounce, key)
+
+    monkeypatch.setattr(DeliveryFeedback, "apply_bounce", fails_the_first_time)
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m1"))
+    assert poller.poll()["failed"] == 1
+    result = poller.poll()
+    assert (result["failed"], result["applied"], result["skipped"]) == (0, 1, 0)
+    assert calls == ["m1", "m1"] and record(api, acme, "m1")["status"] == "bounced"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mail_proxy import clock
+from mail_proxy.repository import MailRepository
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, event_types, record, submit
@@ -158,7 +159,7 @@ def test_an_ordinary_account_gets_no_pec_tracking(
     harness.drain()
     clock.advance(3600)
     assert poller.poll() == {"mailboxes": 0, "failed": 0, "messages": 0, "applied": 0, "ignored": 0,
-                             "pec_timeouts": 0}
+                             "pec_timeouts": 0, "skipped": 0}
     assert event_types(api, token, "m1") == ["sent"]
 
 
@@ -180,3 +181,17 @@ def test_pec_account_settings_are_validated_and_its_imap_password_never_shown(
     legacy = api.post("/account", token=token, body={"id": "old", "host": "smtp.example.com", "port": 587,
                                                       "is_pec_account": True, "imap_host": "imap.example.com"})
     assert legacy.status == 201 and api.get("/account/old", token=token).json["is_pec"] is True
+
+
+def test_a_mail_of_1200_nested_parts_in_a_pec_mailbox_is_skipped_and_the_receipt_after_it_applied(
+        api: ApiClient, acme: str, harness: DeliveryHarness, poller: BouncePoller, imap: ImapTestServer,
+        smtp: ScriptedSmtpServer, stack: Stack) -> None:
+    headers = send(api, harness, smtp, acme, "p1")
+    imap.deliver(PEC_USER, PEC_PASSWORD, returned_mail.deeply_nested(1200, subject="ACCETTAZIONE: Your order"))
+    last = imap.deliver(PEC_USER, PEC_PASSWORD, returned_mail.pec_receipt("accettazione",
+                                                                          original_message_id=headers["p1"]))
+    result = poller.poll()
+    assert (result["applied"], result["skipped"], result["failed"]) == (1, 1, 0)
+    assert event_types(api, acme, "p1") == ["sent", "pec_acceptance"]
+    position = MailRepository(stack.table_name).get_mailbox_position("acme", "pec#pec1")
+    assert position is not None and position[1] == last

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from mail_proxy import inbound_mail
 from mail_proxy.bounce_parser import parse_bounce
-from mail_proxy.inbound_mail import ProxyReference, find_reference, parse
+from mail_proxy.inbound_mail import ProxyReference, UnreadableMail, find_reference, parse
 from mail_proxy.pec_parser import parse_pec_receipt, receipt_kind
 from tests.fixtures import returned_mail
 
@@ -104,3 +107,44 @@ def test_non_receipts_are_not_pec_receipts() -> None:
     assert receipt_kind("preavviso-errore-consegna", "PREAVVISO DI MANCATA CONSEGNA: x") is None
     assert receipt_kind("", "POSTA CERTIFICATA: Fattura 12") is None
     assert receipt_kind("", "Consegna: merce in arrivo") is None  # providers write receipts in capitals
+
+
+# ------------------------------------------------------------------------------------------ hostile structure
+
+
+@pytest.mark.parametrize("kind", ["digest", "multipart", "message"])
+@pytest.mark.parametrize("reader", [parse_bounce, parse_pec_receipt])
+def test_a_mail_of_1200_nested_parts_is_refused_not_a_recursion_error(kind: str,
+                                                                      reader: Callable[[bytes], object]) -> None:
+    raw = returned_mail.deeply_nested(1200, kind=kind)
+    with pytest.raises(UnreadableMail, match="multipart or message parts"):
+        reader(raw)
+
+
+@pytest.mark.parametrize("line_ending", ["\r\n", "\n", "\r"])
+def test_the_nesting_bound_holds_for_folded_headers_and_any_line_ending(line_ending: str) -> None:
+    raw = returned_mail.deeply_nested(1200, kind="multipart", line_ending=line_ending, folded=True)
+    with pytest.raises(UnreadableMail):
+        parse(raw)
+
+
+@pytest.mark.parametrize("kind", ["multipart", "message"])
+def test_mime_depth_is_bounded_even_with_few_declared_parts(kind: str) -> None:
+    parse(returned_mail.deeply_nested(inbound_mail.MAX_MIME_DEPTH - 1, kind=kind))
+    with pytest.raises(UnreadableMail, match=f"deeper than {inbound_mail.MAX_MIME_DEPTH} levels"):
+        parse(returned_mail.deeply_nested(inbound_mail.MAX_MIME_DEPTH, kind=kind))
+
+
+def test_a_mail_with_too_many_parts_is_refused() -> None:
+    parse(returned_mail.many_parts(inbound_mail.MAX_MIME_PARTS - 1))
+    with pytest.raises(UnreadableMail, match=f"more than {inbound_mail.MAX_MIME_PARTS} MIME parts"):
+        parse(returned_mail.many_parts(inbound_mail.MAX_MIME_PARTS))
+
+
+def test_a_bounce_inside_the_bounds_is_still_read_through_every_part() -> None:
+    raw = returned_mail.dsn("acme", "m1")
+    assert [p.get_content_type() for p in inbound_mail.walk(parse(raw))] == [
+        "multipart/report", "text/plain", "message/delivery-status", "text/plain", "text/plain", "message/rfc822",
+        "text/plain"]
+    bounce = parse_bounce(raw)
+    assert bounce is not None and bounce.reference == ProxyReference("acme", "m1")

@@ -6,6 +6,12 @@ handled; a changed UIDVALIDITY starts the folder over, which is safe because a r
 to a message at most once (``delivery_feedback``). A message that cannot be applied yet (it is being
 sent) stops that mailbox's poll where it is, to be read again next time.
 
+Anyone can write to these mailboxes, so one mail never stops one: a mail the parsers refuse (MIME nested too
+deep, too many parts, undecodable) is logged without its content, counted in ``MailboxMessagesSkipped`` and
+stepped over at once; a mail whose handling fails otherwise (fetch, or an unexpected error) fails that
+mailbox's poll and is tried again at the next one, and after ``MAX_MAIL_ATTEMPTS`` polls failing on the same
+UID it is stepped over the same way. The position always moves on.
+
 Mailboxes are polled in parallel, each on its own: one that fails (refused, TLS, login, timeout, or an
 unexpected error) is logged with its tenant, counted in the ``MailboxPollFailed`` metric (which has an
 alarm), and never holds up another. Each socket operation times out well inside the function's time,
@@ -26,6 +32,7 @@ from mail_proxy.accounts import imap_password_context, password_context
 from mail_proxy.bounce_parser import parse_bounce
 from mail_proxy.delivery_feedback import Applied, DeliveryFeedback, receipt_key
 from mail_proxy.imap_mailbox import ImapMailbox, ImapTls, MailboxSettings, MailboxUnavailable
+from mail_proxy.inbound_mail import UnreadableMail
 from mail_proxy.observability import logger, metrics
 from mail_proxy.pec_parser import parse_pec_receipt
 from mail_proxy.repository import MailRepository
@@ -35,8 +42,9 @@ from mail_proxy.tenants import bounce_imap_context
 
 BOUNCE_MAILBOX = "bounce"
 MAX_MESSAGES_PER_POLL = 200
-# what a parser could raise on mail that defeats it: such a mail is skipped, never retried forever
-_UNREADABLE = (ValueError, LookupError, TypeError, AttributeError, UnicodeError)
+MAX_MAIL_ATTEMPTS = 3
+# what a parser could raise on mail that defeats it (UnreadableMail is a ValueError): skipped, never retried
+_UNREADABLE = (ValueError, LookupError, TypeError, AttributeError, UnicodeError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class PollReport:
     applied: int = 0
     ignored: int = 0
     pec_timeouts: int = 0
+    skipped: int = 0
 
     def add(self, other: PollReport) -> None:
         for f in fields(self):
@@ -188,27 +197,43 @@ class MailboxPoller:
         for uid in box.uids_after(last_uid)[: self.config.max_messages]:
             if remaining_ms() < self.config.stop_margin_ms:
                 return
-            raw = box.fetch(uid)
-            if raw is not None:
-                outcome = mailbox.handle(raw, receipt_key(raw))
+            where = {"tenant_id": tenant_id, "mailbox": name, "uid": uid}
+            try:
+                raw = box.fetch(uid)
+                outcome = mailbox.handle(raw, receipt_key(raw)) if raw is not None else None
+            except UnreadableMail as exc:  # the same at every try: stepped over at once
+                logger.warning("unreadable returned mail skipped", extra={**where, "reason": str(exc)})
+                metrics.add_metric(name="MailboxMessagesSkipped", unit=MetricUnit.Count, value=1)
+                report.skipped += 1
+            except Exception as exc:
+                if not self._gives_up(mailbox, box.uidvalidity, uid):
+                    raise  # this poll fails (logged, counted); the next one tries the same mail again
+                logger.error("returned mail skipped: it failed every try",
+                             extra={**where, "tries": MAX_MAIL_ATTEMPTS, "error": type(exc).__name__})
+                metrics.add_metric(name="MailboxMessagesSkipped", unit=MetricUnit.Count, value=1)
+                report.skipped += 1
+            else:
                 if outcome is Applied.BUSY:
-                    logger.info("returned mail waits for a message being sent; next poll",
-                                extra={"tenant_id": tenant_id, "mailbox": name, "uid": uid})
+                    logger.info("returned mail waits for a message being sent; next poll", extra=where)
                     return
-                report.messages += 1
-                report.applied += outcome is Applied.APPLIED
-                report.ignored += outcome is Applied.IGNORED
+                if outcome is not None:
+                    report.messages += 1
+                    report.applied += outcome is Applied.APPLIED
+                    report.ignored += outcome is Applied.IGNORED
             self.repo.save_mailbox_position(tenant_id, name, box.uidvalidity, uid)
+
+    def _gives_up(self, mailbox: _Mailbox, uidvalidity: int, uid: int) -> bool:
+        """Count one more failed try on this mail (kept with the mailbox position); True at the last one."""
+        tries = self.repo.count_mailbox_failure(mailbox.tenant_id, mailbox.name, uidvalidity, uid)
+        return tries >= MAX_MAIL_ATTEMPTS
 
     # ------------------------------------------------------------------------------------- handlers
 
     def _bounce(self, tenant_id: str, raw: bytes, key: str) -> Applied:
         try:
             bounce = parse_bounce(raw)
-        except _UNREADABLE:
-            logger.warning("unreadable mail in the bounce mailbox skipped", exc_info=True,
-                           extra={"tenant_id": tenant_id, "receipt_key": key})
-            return Applied.IGNORED
+        except _UNREADABLE as exc:
+            raise _refused(exc) from None
         if bounce is None:
             return Applied.IGNORED
         outcome = self.feedback.apply_bounce(tenant_id, bounce, key)
@@ -222,13 +247,16 @@ class MailboxPoller:
     def _pec(self, tenant_id: str, account_id: str, raw: bytes, key: str) -> Applied:
         try:
             receipt = parse_pec_receipt(raw)
-        except _UNREADABLE:
-            logger.warning("unreadable mail in a PEC mailbox skipped", exc_info=True,
-                           extra={"tenant_id": tenant_id, "account_id": account_id, "receipt_key": key})
-            return Applied.IGNORED
+        except _UNREADABLE as exc:
+            raise _refused(exc) from None
         if receipt is None:
             return Applied.IGNORED
         outcome = self.feedback.apply_pec_receipt(tenant_id, account_id, receipt, key)
         if outcome is Applied.APPLIED:
             metrics.add_metric(name="PecReceiptsRecorded", unit=MetricUnit.Count, value=1)
         return outcome
+
+
+def _refused(exc: Exception) -> UnreadableMail:
+    """What a parser raised, as UnreadableMail naming only the kind of error (its text may quote the mail)."""
+    return exc if isinstance(exc, UnreadableMail) else UnreadableMail(f"the parser failed ({type(exc).__name__})")

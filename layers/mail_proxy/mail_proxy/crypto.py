@@ -82,6 +82,10 @@ class KeyRing:
     def current_id(self) -> str:
         return key_id(self.current)
 
+    @property
+    def previous_ids(self) -> tuple[str, ...]:
+        return tuple(key_id(key) for key in self.previous)
+
     def encrypt(self, plaintext: str, *, context: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = AESGCM(self.current).encrypt(nonce, plaintext.encode("utf-8"), context.encode("utf-8"))
@@ -105,6 +109,11 @@ class KeyRing:
 
 def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def value_key_id(value: str) -> str:
+    """The id of the key a stored value was encrypted with (DecryptionError when it is not in the format)."""
+    return _split(value)[0]
 
 
 def _split(value: str) -> tuple[str, str]:

@@ -4,6 +4,11 @@ Inbound mail is written by other people's servers, so nothing here trusts its sh
 raw (compat32, which never raises on a malformed address), bodies are decoded with replacement, text is
 capped, and the ``X-Mail-Proxy-ID: <tenant>/<id>`` that every outgoing message carries is looked for in
 the returned copy first, then in any text. Which tenant a reference may touch is the caller's decision.
+
+Anyone can send mail to a bounce address, so the MIME structure is bounded: a mail declaring more than
+``MAX_MIME_CONTAINERS`` multipart or message parts is refused before the (recursive) standard parser sees
+it, and a parsed mail nested deeper than ``MAX_MIME_DEPTH`` levels or made of more than ``MAX_MIME_PARTS``
+parts is refused too (``UnreadableMail``); nothing here walks a mail recursively.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
 RETURNED_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 RETURNED_HEADER_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers", "message/global-headers"})
+MAX_MIME_DEPTH = 32
+MAX_MIME_PARTS = 2000  # delivery-status groups (one per recipient) count as parts
+MAX_MIME_CONTAINERS = 128  # the parser recurses once per level, at most twice per declared container
+# a Content-Type header naming a container, at the start of a line (any line ending), its value maybe folded
+_CONTAINER_HEADER = re.compile(rb"(?<![^\r\n])content-type:(?:[ \t]|\r?\n[ \t]|\r[ \t])*(?:multipart|message)/",
+                               re.IGNORECASE)
+
+
+class UnreadableMail(ValueError):
+    """A mail the parsers refuse to read: its MIME structure is nested too deep or has too many parts."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,24 @@ class ProxyReference:
 
 
 def parse(raw: bytes) -> Message:
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    """The mail as a message tree, or UnreadableMail when its structure is beyond the bounds."""
+    containers = sum(1 for _ in _CONTAINER_HEADER.finditer(raw))
+    if containers > MAX_MIME_CONTAINERS:
+        raise UnreadableMail(f"mail declares {containers} multipart or message parts (limit {MAX_MIME_CONTAINERS})")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = 0
+    stack: list[tuple[Message, int]] = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > MAX_MIME_DEPTH:
+            raise UnreadableMail(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels")
+        if parts > MAX_MIME_PARTS:
+            raise UnreadableMail(f"mail has more than {MAX_MIME_PARTS} MIME parts")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+    return msg
 
 
 def header(msg: Message, name: str) -> str:
@@ -64,15 +96,17 @@ def part_text(part: Message, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def walk(msg: Message, *, into_returned: bool = True) -> Iterator[Message]:
-    """Every part, depth first; ``into_returned=False`` does not descend into a returned message."""
-    yield msg
-    if msg.get_content_type() in RETURNED_MESSAGE_TYPES and not into_returned:
-        return
-    payload = msg.get_payload()
-    if isinstance(payload, list):
-        for child in payload:
-            if isinstance(child, Message):
-                yield from walk(child, into_returned=into_returned)
+    """Every part, depth first (without recursion); ``into_returned=False`` does not descend into a
+    returned message."""
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        yield part
+        if part.get_content_type() in RETURNED_MESSAGE_TYPES and not into_returned:
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([child for child in payload if isinstance(child, Message)]))
 
 
 def body_text(msg: Message, *, into_returned: bool = False, limit: int = MAX_TEXT_CHARS) -> str:

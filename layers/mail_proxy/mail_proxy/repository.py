@@ -313,6 +313,32 @@ class MailRepository:
                           ConditionExpression="attribute_exists(pk)") is None:
             raise NotFoundError(f"account '{account_id}' not found")
 
+    def replace_ciphertexts(self, tenant_id: str, account_id: str | None,
+                            changes: dict[tuple[str, ...], tuple[str, str]]) -> bool:
+        """Swap re-encrypted values into the tenant item (or one account item), each only where the item
+        still holds the ciphertext that was read (``path → (old, new)``). False, with nothing written, when
+        any of them changed meanwhile or the item is gone: a concurrent change always wins."""
+        if not changes:
+            return True
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets: list[str] = []
+        conditions = ["attribute_exists(pk)"]
+        for i, (path, (old, new)) in enumerate(changes.items()):
+            ref = ".".join(names.setdefault(part, f"#n{len(names)}") for part in path)
+            values[f":o{i}"], values[f":n{i}"] = {"S": old}, {"S": new}
+            conditions.append(f"{ref} = :o{i}")
+            sets.append(f"{ref} = :n{i}")
+        sk = ACCOUNT_PREFIX + account_id if account_id is not None else TENANT_SK
+        return self._write_if(
+            "update_item",
+            Key=_key(tenant_pk(tenant_id), sk),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeNames={v: k for k, v in names.items()},
+            ExpressionAttributeValues=values,
+        ) is not None
+
     # ------------------------------------------------------------------------------------ messages
 
     def get_states(self, tenant_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -764,6 +790,21 @@ class MailRepository:
             ConditionExpression="attribute_not_exists(pk) OR uidvalidity <> :v OR last_uid <= :u",
             ExpressionAttributeValues={":v": {"N": str(uidvalidity)}, ":u": {"N": str(last_uid)}},
         )
+
+    def count_mailbox_failure(self, tenant_id: str, mailbox: str, uidvalidity: int, uid: int) -> int:
+        """One more poll that failed on this mail; how many did in a row (moving the position forgets them)."""
+        key = _key(tenant_pk(tenant_id), MAILBOX_PREFIX + mailbox)
+        mail = {":v": {"N": str(uidvalidity)}, ":u": {"N": str(uid)}, ":one": {"N": "1"}}
+        resp = self._write_if(
+            "update_item", Key=key, UpdateExpression="SET failures = failures + :one",
+            ConditionExpression="failing_uidvalidity = :v AND failing_uid = :u", ExpressionAttributeValues=mail,
+            ReturnValues="UPDATED_NEW",
+        )
+        if resp is not None:
+            return int(resp["Attributes"]["failures"]["N"])
+        self._call("update_item", Key=key, ExpressionAttributeValues=mail,
+                   UpdateExpression="SET failing_uidvalidity = :v, failing_uid = :u, failures = :one")
+        return 1
 
     def put_suppression(self, tenant_id: str, entry: dict[str, Any], *, keep_longer: bool = False) -> None:
         """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute).

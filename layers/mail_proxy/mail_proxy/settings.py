@@ -19,6 +19,7 @@ class Settings(BaseModel):
     table_name: str
     idempotency_table_name: str | None = None
     secret_id: str | None = None
+    secret_max_age: int = Field(default=300, ge=0, le=3600)
     admin_secret_id: str | None = None
     send_queue_urls: dict[int, str] = Field(default_factory=dict)
     max_body_bytes: int = 5 * 1024 * 1024
@@ -53,6 +54,7 @@ class Settings(BaseModel):
             table_name=table,
             idempotency_table_name=os.environ.get("IDEMPOTENCY_TABLE_NAME") or None,
             secret_id=os.environ.get("SECRET_ID") or None,
+            secret_max_age=int(os.environ.get("MAIL_PROXY_SECRET_MAX_AGE_SECONDS") or 300),
             admin_secret_id=os.environ.get("ADMIN_SECRET_ID") or None,
             send_queue_urls=queues,
             max_body_bytes=int(os.environ.get("MAX_BODY_BYTES", 5 * 1024 * 1024)),
