@@ -241,11 +241,14 @@ class DeadlineTLSContext(ssl.SSLContext):
 
     sslsocket_class = DeadlineTLSSocket
 
-    def wrap_socket(self, sock: socket.socket, *args: Any, do_handshake_on_connect: bool = True,
-                    **kwargs: Any) -> ssl.SSLSocket:
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True,
+                    suppress_ragged_eofs: bool = True, server_hostname: str | bytes | None = None,
+                    session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
         deadline = getattr(sock, "deadline", math.inf)
         op_timeout = getattr(sock, "op_timeout", sock.gettimeout())
-        tls = super().wrap_socket(sock, *args, do_handshake_on_connect=False, **kwargs)
+        tls = super().wrap_socket(sock, server_side=server_side, do_handshake_on_connect=False,
+                                  suppress_ragged_eofs=suppress_ragged_eofs, server_hostname=server_hostname,
+                                  session=session)
         if isinstance(tls, DeadlineTLSSocket):
             tls.deadline, tls.op_timeout = deadline, op_timeout
         if do_handshake_on_connect:

@@ -13,6 +13,7 @@ The retry-or-fail decision is made in ``_apply_failure`` and nowhere else.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from mail_proxy import clock
 from mail_proxy.accounts import password_context
+from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.domain import MessageStatus, tenant_is_sending
 from mail_proxy.errors import ThrottledError
@@ -39,6 +41,7 @@ from mail_proxy.smtp_client import ConnectionCache, SmtpDeliveryError, SmtpPerma
 
 LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender never loses its claim
 STOP_MARGIN_MS = 15_000  # stop claiming when less than this is left, so outcomes are always written
+IO_MARGIN_MS = 5_000  # an SMTP exchange or attachment fetch ends this long before the function would
 MAX_SQS_DELAY = 900
 RETENTION_SECONDS = 7 * 24 * 3600
 PEC_WATCH_SECONDS = 30 * 24 * 3600  # how long a PEC message's Message-ID still leads its receipts to it
@@ -51,6 +54,7 @@ class DeliveryConfig:
     verify_tls: bool = True
     ca_file: str | None = None
     lease_seconds: int = LEASE_SECONDS
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)  # where account hosts may resolve to
 
 
 @dataclass
@@ -74,6 +78,12 @@ class _Pending:
     warnings: list[str] = field(default_factory=list)
     failure_class: FailureClass | None = None  # why it failed, for the MessagesFailed reason_class
     suppressed: list[str] = field(default_factory=list)  # recipients left out: on the tenant's suppression list
+
+
+def io_deadline(remaining_ms: Callable[[], int]) -> float:
+    """When a call to a tenant's server must be over (``time.monotonic()``): ``IO_MARGIN_MS`` before the
+    function's end, so a server that answers slowly costs its own message, never the outcomes of the batch."""
+    return time.monotonic() + max(remaining_ms() - IO_MARGIN_MS, 0) / 1000
 
 
 class Dispatcher:
@@ -173,8 +183,9 @@ class Dispatcher:
             if item.payload is None:
                 self._fail(item, "stored message content is missing", failure_class=FailureClass.CONTENT_MISSING)
                 continue
+            deadline = io_deadline(remaining_ms)
             try:
-                prepared = self.content.prepare(tenant, item.state["id"], item.payload)
+                prepared = self.content.prepare(tenant, item.state["id"], item.payload, deadline=deadline)
             except AttachmentPermanentError as exc:
                 self._fail(item, f"attachment {exc}", failure_class=FailureClass.ATTACHMENT)
                 continue
@@ -190,7 +201,7 @@ class Dispatcher:
             if item.suppressed:
                 recipients = [r for r in recipients if r.lower() not in item.suppressed]
             try:
-                connection = self.connections.get(settings)
+                connection = self.connections.get(settings, deadline=deadline)
             except SmtpDeliveryError as exc:
                 # the server cannot be reached or refuses us: the same answer applies to the whole group
                 self.connections.discard(settings)
@@ -198,7 +209,7 @@ class Dispatcher:
                     self._apply_failure(rest, exc)
                 return
             try:
-                outcome = connection.send(sender, recipients, data)
+                outcome = connection.send(sender, recipients, data, deadline=deadline)
             except SmtpDeliveryError as exc:
                 self.connections.discard(settings)
                 self._apply_failure(item, exc)
@@ -218,6 +229,7 @@ class Dispatcher:
             timeout=self.config.smtp_timeout,
             verify_tls=self.config.verify_tls,
             ca_file=self.config.ca_file,
+            address_policy=self.config.address_policy,
         )
 
     @staticmethod

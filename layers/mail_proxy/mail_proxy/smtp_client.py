@@ -295,7 +295,7 @@ class _GuardedSMTPSSL(smtplib.SMTP_SSL):
         super().__init__(**kwargs)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return self.context.wrap_socket(self._connector(), server_hostname=self._host)
+        return self.context.wrap_socket(self._connector(), server_hostname=host)
 
 
 def _is_readable(sock: socket.socket) -> bool:
