@@ -215,7 +215,7 @@ def classify_smtp_failure(exc: BaseException) -> SmtpDeliveryError:
     if isinstance(exc, HostNotAllowed):
         return SmtpPermanentError(NOT_ALLOWED)
     if isinstance(exc, DeadlineExceeded) or isinstance(exc.__context__, DeadlineExceeded):
-        return SmtpTemporaryError("the server did not answer within the time allowed")
+        return SmtpTemporaryError("timed out: the server did not finish within the time allowed")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         if isinstance(exc.__context__, TimeoutError):  # smtplib reports a read timeout as a disconnect
             return SmtpTemporaryError("timed out waiting for the server")
