@@ -18,7 +18,10 @@ from mail_proxy.attachments import AttachmentFetcher, AttachmentTemporaryError, 
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
 from mail_proxy.outbound_http import OutboundFailed, post
+from mail_proxy.reporting import IO_MARGIN_MS, RetryLater
 from mail_proxy.smtp_client import ConnectionCache, SmtpConnection, SmtpSettings, SmtpTemporaryError
+from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
+from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.trickle_server import TrickleServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -122,3 +125,38 @@ def test_attachment_url_trickling_its_answer_fails_the_fetch_temporarily_at_the_
     spec = {"filename": "a.pdf", "storage_path": f"http://127.0.0.1:{trickling_http.port}/a.pdf"}
     ends_in_time(lambda: fetcher.fetch_all(sources, [spec], deadline=time.monotonic() + BUDGET),
                  AttachmentTemporaryError)
+
+
+# ------------------------------------------------------------------------------------- through the functions
+
+
+def test_a_trickling_smtp_server_defers_its_message_when_the_smtp_timeout_is_over(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_TIMEOUT_SECONDS", "1")
+    reset_caches()
+    api = ApiClient()
+    harness = DeliveryHarness(stack)
+    with TrickleServer(trickle=b"220 a very slow hello") as server:
+        token = api.create_tenant("acme")
+        api.create_account(token, host="127.0.0.1", port=server.port, tls="none", user=None, password=None)
+        assert api.post("/commands/add-messages", token=token, body={"messages": [message("m1")]}).status == 200
+        started = time.monotonic()
+        harness.drain()
+        assert time.monotonic() - started < 4
+        rec = api.get("/messages/m1", token=token).json
+        assert rec["status"] == "deferred" and "timed out" in rec["history"][-1]["description"]
+    harness.close()
+
+
+def test_a_trickling_report_endpoint_is_left_before_the_reporter_runs_out_of_time(stack: Stack) -> None:
+    api = ApiClient()
+    harness = DeliveryHarness(stack)
+    with TrickleServer(greet=b"HTTP/1.1 200 OK\r\n", trickle=b"X-Slow: still coming") as server:
+        assert api.post("/tenant", token=ADMIN_TOKEN, body={
+            "tenant_id": "acme", "client_base_url": f"http://127.0.0.1:{server.port}"}).status == 201
+        delivery, _queue = harness.reporter_module.wiring()
+        record = {"tenant_id": "acme", "events": []}
+        later = ends_in_time(lambda: delivery.deliver(record, 1, remaining_ms=lambda: IO_MARGIN_MS + 1_500),
+                             RetryLater)
+        assert "report call failed" in str(later)
+    harness.close()
