@@ -23,8 +23,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "layers" / "mail_proxy"), str(ROOT)]
 
+from mail_proxy.address_guard import AddressPolicy  # noqa: E402
 from mail_proxy.mime import build_email, envelope_recipients, envelope_sender, message_bytes  # noqa: E402
 from mail_proxy.smtp_client import SmtpConnection, SmtpSettings  # noqa: E402
+
+SINK_ON_LOOPBACK = AddressPolicy(allow_loopback=True)  # the sink listens on 127.0.0.1
 
 PAYLOAD: dict[str, Any] = {
     "from": "Shop <noreply@shop.example.com>",
@@ -57,7 +60,7 @@ def run_smtplib(sink: dict[str, Any], count: int, data: bytes) -> float:
 def run_connection(sink: dict[str, Any], count: int, data: bytes) -> float:
     settings = SmtpSettings(
         sink["host"], sink["port"], tls="starttls", user=sink["user"], password=sink["password"],
-        ca_file=sink["ca_file"], local_hostname="bench.local",
+        ca_file=sink["ca_file"], local_hostname="bench.local", address_policy=SINK_ON_LOOPBACK,
     )  # fmt: skip
     with SmtpConnection(settings) as connection:
         started = time.perf_counter()
@@ -70,7 +73,7 @@ def run_connection_with_mime(sink: dict[str, Any], count: int, data: bytes) -> f
     """As ``run_connection``, building each message from the payload first (the sender's real work)."""
     settings = SmtpSettings(
         sink["host"], sink["port"], tls="starttls", user=sink["user"], password=sink["password"],
-        ca_file=sink["ca_file"], local_hostname="bench.local",
+        ca_file=sink["ca_file"], local_hostname="bench.local", address_policy=SINK_ON_LOOPBACK,
     )  # fmt: skip
     with SmtpConnection(settings) as connection:
         started = time.perf_counter()

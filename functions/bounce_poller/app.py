@@ -23,7 +23,7 @@ def poller() -> MailboxPoller:
     settings = get_settings()
     config = PollConfig(imap_timeout=settings.imap_timeout, ca_file=settings.imap_ca_file,
                         pec_acceptance_timeout=settings.pec_acceptance_timeout,
-                        suppression_days=settings.suppression_days)
+                        suppression_days=settings.suppression_days, address_policy=settings.relay_address_policy())
     return MailboxPoller(MailRepository(settings.table_name), config)
 
 

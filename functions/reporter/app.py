@@ -32,7 +32,7 @@ def wiring() -> tuple[ReportDelivery, ReportQueue]:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
     delivery, queue = wiring()
     logger.remove_keys(["tenant_id"])
     logger.append_keys(sqs_message_id=record.message_id)
@@ -44,7 +44,8 @@ def record_handler(record: SQSRecord) -> None:
     message_ids = id_list(dict.fromkeys(str(e.get("id")) for e in events))
     receive_count = int(record.attributes.approximate_receive_count or 1)
     try:
-        outcome = delivery.deliver(body, receive_count)
+        remaining = lambda_context.get_remaining_time_in_millis if lambda_context is not None else None
+        outcome = delivery.deliver(body, receive_count, remaining_ms=remaining)
     except RetryLater as later:
         logger.warning("report not acknowledged; retrying later",
                        extra={"reason": later.reason, "retry_in_s": later.delay, "receive_count": receive_count,

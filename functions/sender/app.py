@@ -32,7 +32,7 @@ attachment_cache = ContentCache()
 def dispatcher() -> Dispatcher:
     settings = get_settings()
     config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
-                            ca_file=settings.smtp_ca_file)
+                            ca_file=settings.smtp_ca_file, address_policy=settings.relay_address_policy())
     blobs = BlobStore(settings.attachment_bucket)
     content = MessageContent(PayloadStore(blobs, settings.payload_inline_max_bytes),
                              AttachmentFetcher(blobs, allow_loopback=settings.allow_loopback, cache=attachment_cache),

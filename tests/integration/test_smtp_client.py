@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.smtp_client import (
     ConnectionCache,
     SmtpConnection,
@@ -24,6 +25,7 @@ from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpSer
 
 pytestmark = pytest.mark.timeout(30)
 
+LOOPBACK_ALLOWED = AddressPolicy(allow_loopback=True)  # the test servers listen on 127.0.0.1
 MESSAGE = b"From: shop@example.com\r\nTo: jo@example.com\r\nSubject: Hi\r\n\r\nHello Jo\r\n"
 
 
@@ -36,6 +38,7 @@ def settings_for(server: ScriptedSmtpServer, **overrides: Any) -> SmtpSettings:
         "password": SMTP_PASSWORD if server.auth else None,
         "ca_file": server.ca_file,
         "timeout": 5.0,
+        "address_policy": LOOPBACK_ALLOWED,
     }
     fields.update(overrides)
     return SmtpSettings(**fields)
@@ -248,7 +251,7 @@ def test_connection_dropped_mid_data_is_temporary(server: ScriptedSmtpServer, co
 
 
 def test_server_not_listening_is_temporary() -> None:
-    settings = SmtpSettings("127.0.0.1", free_port(), tls="none", timeout=2.0)
+    settings = SmtpSettings("127.0.0.1", free_port(), tls="none", timeout=2.0, address_policy=LOOPBACK_ALLOWED)
 
     with pytest.raises(SmtpTemporaryError, match="refused"):
         SmtpConnection(settings).open()

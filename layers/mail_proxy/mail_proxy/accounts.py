@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from mail_proxy import audit, clock
-from mail_proxy.domain import AccountCreate, AccountView, MailboxView
+from mail_proxy.address_guard import AddressPolicy
+from mail_proxy.domain import AccountCreate, AccountView, MailboxView, check_literal_host
 from mail_proxy.errors import NotFoundError
 from mail_proxy.principal import Principal
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import encrypt
+from mail_proxy.settings import get_settings
 from mail_proxy.tenants import acting_tenant
 
 
@@ -44,11 +46,15 @@ def account_view(item: dict[str, Any]) -> AccountView:
 
 
 class AccountAdmin:
-    def __init__(self, repo: MailRepository) -> None:
+    def __init__(self, repo: MailRepository, *, address_policy: AddressPolicy | None = None) -> None:
         self.repo = repo
+        self.address_policy = address_policy  # None: the deployment's (settings.relay_address_policy)
 
     def put(self, principal: Principal, request: AccountCreate) -> bool:
         tenant_id = principal.require_tenant(request.tenant_id)
+        policy = self.address_policy or get_settings().relay_address_policy()
+        check_literal_host(request.host, policy, ["host"])
+        check_literal_host(request.imap_host, policy, ["imap_host"])
         self.repo.require_tenant(tenant_id)
         now = clock.now_iso()
         existing = self.repo.get_account(tenant_id, request.id)

@@ -5,7 +5,8 @@ Modes (``fetch_mode``, or detected from ``storage_path``): ``base64`` (``base64:
 tenant is allowed, or a key under ``attachments/<tenant>/`` of the deployment's bucket) and ``endpoint``
 (anything else: POST ``{"storage_path": ...}`` to the tenant's attachment URL with its ``client_auth``).
 Failures are classified once: temporary (timeouts, 5xx, S3 unavailable) are retried like SMTP 4xx;
-permanent (404, bad base64, MD5 mismatch, too large) fail the message with a clear reason.
+permanent (404, bad base64, MD5 mismatch, too large, a host the address guard refuses) fail the message
+with a clear reason. Every HTTP fetch ends by the caller's deadline, capped at ``FETCH_TIMEOUT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -118,11 +119,13 @@ class AttachmentFetcher:
         self.allow_loopback = allow_loopback
         self.cache = cache or ContentCache()
 
-    def fetch_all(self, sources: TenantSources, attachments: Sequence[Mapping[str, Any]]) -> list[FetchedAttachment]:
+    def fetch_all(self, sources: TenantSources, attachments: Sequence[Mapping[str, Any]], *,
+                  deadline: float | None = None) -> list[FetchedAttachment]:
+        """Every attachment of a message, fetched by ``deadline`` (``time.monotonic()``) in all."""
         fetched: list[FetchedAttachment] = []
         total = 0
         for attachment in attachments:
-            item = self.fetch(sources, attachment)
+            item = self.fetch(sources, attachment, deadline=deadline)
             total += len(item.content)
             if total > MAX_TOTAL_BYTES:
                 raise AttachmentPermanentError(
@@ -130,7 +133,8 @@ class AttachmentFetcher:
             fetched.append(item)
         return fetched
 
-    def fetch(self, sources: TenantSources, attachment: Mapping[str, Any]) -> FetchedAttachment:
+    def fetch(self, sources: TenantSources, attachment: Mapping[str, Any], *,
+              deadline: float | None = None) -> FetchedAttachment:
         filename = sanitize_filename(str(attachment.get("filename") or "attachment"))
         marker = _MD5_MARKER.search(str(attachment.get("filename") or ""))
         expected_md5 = (attachment.get("content_md5") or (marker.group(1) if marker else None) or "").lower() or None
@@ -138,7 +142,7 @@ class AttachmentFetcher:
         if data is None:
             mode, location = detect_mode(attachment)
             try:
-                data = self._fetch(mode, location, sources)
+                data = self._fetch(mode, location, sources, deadline)
             except (AttachmentPermanentError, AttachmentTemporaryError) as exc:
                 raise type(exc)(f"{filename}: {exc}") from exc
             if len(data) > MAX_ATTACHMENT_BYTES:
@@ -149,11 +153,11 @@ class AttachmentFetcher:
             self.cache.put(data)
         return FetchedAttachment(filename, mime_type_for(filename, attachment.get("mime_type")), data)
 
-    def _fetch(self, mode: str, location: str, sources: TenantSources) -> bytes:
+    def _fetch(self, mode: str, location: str, sources: TenantSources, deadline: float | None) -> bytes:
         if mode == "base64":
             return _decode_base64(location)
         if mode == "http_url":
-            return self._http("GET", location, None, {})
+            return self._http("GET", location, None, {}, deadline)
         if mode == "s3":
             return self._s3(location, sources)
         if mode == "endpoint":
@@ -161,13 +165,15 @@ class AttachmentFetcher:
                 raise AttachmentPermanentError("no attachment endpoint: the tenant has no client_base_url")
             body = json.dumps({"storage_path": location}).encode()
             return self._http("POST", sources.endpoint_url, body,
-                              {**sources.auth_headers, "Content-Type": "application/json"})
+                              {**sources.auth_headers, "Content-Type": "application/json"}, deadline)
         raise AttachmentPermanentError(f"unknown fetch_mode {mode!r}")
 
-    def _http(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
+    def _http(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+              deadline: float | None) -> bytes:
         try:
             answer = request(method, url, body, headers, allow_loopback=self.allow_loopback,
-                             timeout=FETCH_TIMEOUT_SECONDS, max_response_bytes=MAX_ATTACHMENT_BYTES)
+                             timeout=FETCH_TIMEOUT_SECONDS, max_response_bytes=MAX_ATTACHMENT_BYTES,
+                             deadline=deadline)
         except OutboundRefused as exc:
             raise AttachmentPermanentError(f"URL refused: {exc}") from exc
         except OutboundFailed as exc:

@@ -14,12 +14,15 @@ UID it is stepped over the same way. The position always moves on.
 
 Mailboxes are polled in parallel, each on its own: one that fails (refused, TLS, login, timeout, or an
 unexpected error) is logged with its tenant, counted in the ``MailboxPollFailed`` metric (which has an
-alarm), and never holds up another. Each socket operation times out well inside the function's time,
-and no poll starts a message when less than ``stop_margin_ms`` is left.
+alarm), and never holds up another. Each socket operation times out well inside the function's time, a
+session ends ``session_margin_ms`` before the function would (however slowly its server answers), and no
+poll starts a message when less than ``stop_margin_ms`` is left. Mailbox hosts go through the address
+guard (``address_policy``: public addresses, the administrator's relay networks, loopback only locally).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -29,6 +32,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mail_proxy.accounts import imap_password_context, password_context
+from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.bounce_parser import parse_bounce
 from mail_proxy.delivery_feedback import Applied, DeliveryFeedback, receipt_key
 from mail_proxy.imap_mailbox import ImapMailbox, ImapTls, MailboxSettings, MailboxUnavailable
@@ -56,7 +60,9 @@ class PollConfig:
     suppression_days: int = 365
     max_messages: int = MAX_MESSAGES_PER_POLL
     stop_margin_ms: int = 40_000  # room for connect, login and select (10 s each) before the function times out
+    session_margin_ms: int = 5_000  # a session ends this long before the function would, whatever the server does
     workers: int = 4
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass
@@ -82,7 +88,7 @@ class _Mailbox:
     handle: Callable[[bytes, str], Applied] = field(repr=False)
 
 
-MailboxOpener = Callable[[MailboxSettings], AbstractContextManager[ImapMailbox]]
+MailboxOpener = Callable[..., AbstractContextManager[ImapMailbox]]  # (settings, *, deadline)
 
 
 class MailboxPoller:
@@ -164,13 +170,14 @@ class MailboxPoller:
         mode: ImapTls = "starttls" if tls == "starttls" else "none" if tls == "none" else "ssl"
         return MailboxSettings(host=host, port=int(port), user=user, password=password, folder=folder or "INBOX",
                                tls=mode, timeout=self.config.imap_timeout, ca_file=self.config.ca_file,
-                               verify_tls=self.config.verify_tls)
+                               verify_tls=self.config.verify_tls, address_policy=self.config.address_policy)
 
     def _poll(self, mailbox: _Mailbox, remaining_ms: Callable[[], int]) -> PollReport:
         report = PollReport(mailboxes=1)
         where = {"tenant_id": mailbox.tenant_id, "mailbox": mailbox.name}
         try:
-            with self.open_mailbox(mailbox.settings) as box:
+            deadline = time.monotonic() + (remaining_ms() - self.config.session_margin_ms) / 1000
+            with self.open_mailbox(mailbox.settings, deadline=deadline) as box:
                 self._read(mailbox, box, report, remaining_ms)
         except MailboxUnavailable as exc:
             logger.warning("mailbox poll failed", extra={**where, "reason": exc.reason})

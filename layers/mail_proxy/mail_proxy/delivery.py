@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mail_proxy import clock
 from mail_proxy import message_lifecycle as life
 from mail_proxy.accounts import password_context
+from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.blob_store import BlobMissing
 from mail_proxy.domain import MAX_RECIPIENTS, MessageStatus, tenant_is_sending
@@ -50,6 +51,7 @@ from mail_proxy.smtp_client import ConnectionCache, SendOutcome, SmtpDeliveryErr
 
 LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender never loses its claim
 STOP_MARGIN_MS = 15_000  # no new SMTP transaction with less than this left, so outcomes are always written
+IO_MARGIN_MS = 5_000  # an SMTP exchange or attachment fetch ends this long before the function would
 MAX_SQS_DELAY = 900
 RETENTION_SECONDS = 7 * 24 * 3600
 PEC_WATCH_SECONDS = 30 * 24 * 3600  # how long a PEC message's Message-ID still leads its receipts to it
@@ -64,6 +66,7 @@ class DeliveryConfig:
     verify_tls: bool = True
     ca_file: str | None = None
     lease_seconds: int = LEASE_SECONDS
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)  # where account hosts may resolve to
 
 
 @dataclass
@@ -106,6 +109,12 @@ class _Unrecorded:
     tenant_id: str
     transition: life.Transition
     message_id: str
+
+
+def io_deadline(remaining_ms: Callable[[], int]) -> float:
+    """When a call to a tenant's server must be over (``time.monotonic()``): ``IO_MARGIN_MS`` before the
+    function's end, so a server that answers slowly costs its own message, never the outcomes of the batch."""
+    return time.monotonic() + max(remaining_ms() - IO_MARGIN_MS, 0) / 1000
 
 
 class Dispatcher:
@@ -222,7 +231,8 @@ class Dispatcher:
                     return [rest for rest in sendable[index:] if not rest.done]
                 assert settings is not None
                 try:
-                    if self._send_one(tenant, account, settings, item, sendable[index + 1:]):
+                    if self._send_one(tenant, account, settings, item, sendable[index + 1:],
+                                      io_deadline(remaining_ms)):
                         sent += 1
                 except Exception as exc:  # one message's surprise is its own
                     logger.exception("message failed unexpectedly; it is retried later",
@@ -251,12 +261,12 @@ class Dispatcher:
             self._retry_or_fail(tenant, item, "stored message content is unavailable", None)
 
     def _send_one(self, tenant: dict[str, Any], account: dict[str, Any], settings: SmtpSettings, item: _Pending,
-                  rest: Sequence[_Pending]) -> bool:
+                  rest: Sequence[_Pending], deadline: float) -> bool:
         """Prepare, claim, send and record one message; True if the server accepted it."""
         tenant_id = tenant["tenant_id"]
         assert item.payload is not None
         try:
-            prepared = self.content.prepare(tenant, item.message_id, item.payload)
+            prepared = self.content.prepare(tenant, item.message_id, item.payload, deadline=deadline)
         except AttachmentPermanentError as exc:
             self._fail(tenant, item, f"attachment {exc}", failure_class=FailureClass.ATTACHMENT)
             return False
@@ -276,7 +286,7 @@ class Dispatcher:
                        failure_class=FailureClass.MALFORMED)
             return False
         try:
-            connection = self.connections.get(settings)
+            connection = self.connections.get(settings, deadline=deadline)
         except SmtpDeliveryError as exc:
             # the server cannot be reached or refuses us: the same answer applies to the rest of the group
             self.connections.discard(settings)
@@ -288,7 +298,7 @@ class Dispatcher:
         if not self._claim(tenant_id, item, life.STAGE_SMTP):
             return False
         try:
-            outcome = connection.send(sender, recipients, data)
+            outcome = connection.send(sender, recipients, data, deadline=deadline)
         except SmtpDeliveryError as exc:
             self.connections.discard(settings)
             self._apply_failure(tenant, item, exc)
@@ -320,6 +330,7 @@ class Dispatcher:
             timeout=self.config.smtp_timeout,
             verify_tls=self.config.verify_tls,
             ca_file=self.config.ca_file,
+            address_policy=self.config.address_policy,
         )
 
     @staticmethod

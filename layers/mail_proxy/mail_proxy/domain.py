@@ -7,12 +7,14 @@ at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mail_proxy import clock
+from mail_proxy.address_guard import AddressPolicy, HostNotAllowed
 from mail_proxy.addresses import (
     AddressError,
     check_addr_spec,
@@ -20,6 +22,7 @@ from mail_proxy.addresses import (
     parse_address_list,
     parse_mailbox,
 )
+from mail_proxy.errors import InvalidInputError
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@+-]{1,128}$"
@@ -154,6 +157,17 @@ def _host_name(value: str | None, field: str) -> str | None:
     if value is not None and not _HOST.fullmatch(value):
         raise ValueError(f"{field} must be a host name or an IP address")
     return value
+
+
+def check_literal_host(host: str | None, policy: AddressPolicy, loc: Sequence[str]) -> None:
+    """A host written as an address (``10.0.0.5``, ``[::1]``, ``2130706433``, ``0x7f.1``) that the policy
+    refuses is refused when it is saved (422), not only when it is connected to; names are checked then."""
+    if not host:
+        return
+    try:
+        policy.check_literal(host)
+    except HostNotAllowed as exc:
+        raise InvalidInputError([{"loc": list(loc), "msg": str(exc), "type": "value_error"}]) from exc
 
 
 def _bare_address(value: str | None, field: str) -> str | None:

@@ -2,7 +2,10 @@
 
 The folder is opened with EXAMINE (read-only) and messages are fetched with ``BODY.PEEK[]``, so polling
 never changes the mailbox (no \\Seen flags, no deletions); where to resume is kept by the caller as
-UIDVALIDITY and the last UID. Every socket operation has ``timeout`` seconds, a fetch takes at most
+UIDVALIDITY and the last UID. The host goes through :mod:`mail_proxy.address_guard` (resolved once, private
+and reserved addresses refused unless the settings' ``address_policy`` allows them, TLS checked against the
+name). Every socket operation has ``timeout`` seconds and the whole session ends by its deadline (the
+caller's, or ``DEFAULT_SESSION_SECONDS``), however slowly the server answers; a fetch takes at most
 ``max_message_bytes`` of a message, and every failure (refused, TLS, login, timeout, protocol) comes out as
 ``MailboxUnavailable`` with a reason that never contains the password.
 """
@@ -12,13 +15,26 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from mail_proxy.address_guard import (
+    NOT_ALLOWED,
+    AddressPolicy,
+    DeadlineExceeded,
+    HostNotAllowed,
+    connect,
+    connect_name,
+    deadline_after,
+    tls_client_context,
+)
+
 DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_SESSION_SECONDS = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 ImapTls = Literal["ssl", "starttls", "none"]
 
@@ -42,24 +58,50 @@ class MailboxSettings:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     ca_file: str | None = None
     verify_tls: bool = True
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
     def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if not self.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_client_context(cafile=self.ca_file, verify=self.verify_tls)
 
 
 _FAILURES = (imaplib.IMAP4.error, OSError, EOFError, ValueError)
 
 
-class ImapMailbox:
-    """One session on one folder: ``with ImapMailbox(settings) as box: box.uidvalidity, box.uids_after(n)``."""
+class _GuardedIMAP4(imaplib.IMAP4):
+    """imaplib over a socket from the address guard (checked address, session deadline)."""
 
-    def __init__(self, settings: MailboxSettings, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, host: str, port: int, timeout: float, connector: Callable[[], socket.socket]) -> None:
+        self._connector = connector
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self._connector()
+
+
+class _GuardedIMAP4SSL(imaplib.IMAP4_SSL):
+    """Implicit TLS over a guarded socket; SNI and the certificate check use the host name."""
+
+    def __init__(self, host: str, port: int, timeout: float, ssl_context: ssl.SSLContext,
+                 connector: Callable[[], socket.socket]) -> None:
+        self._connector = connector
+        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self.ssl_context.wrap_socket(self._connector(), server_hostname=self.host)
+
+
+class ImapMailbox:
+    """One session on one folder: ``with ImapMailbox(settings) as box: box.uidvalidity, box.uids_after(n)``.
+
+    The session (connect, login, every command) ends by ``deadline`` (``time.monotonic()``), or
+    ``DEFAULT_SESSION_SECONDS`` after it starts when no deadline is given.
+    """
+
+    def __init__(self, settings: MailboxSettings, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 deadline: float | None = None) -> None:
         self.settings = settings
         self.max_message_bytes = max_message_bytes
+        self.deadline = deadline
         self.uidvalidity = 0
         self._conn: imaplib.IMAP4 | None = None
 
@@ -78,15 +120,25 @@ class ImapMailbox:
     def _open(self) -> None:
         s = self.settings
         where = f"{s.host}:{s.port}"
+        name = connect_name(s.host)
+        until = self.deadline if self.deadline is not None else deadline_after(DEFAULT_SESSION_SECONDS)
+
+        def connector() -> socket.socket:
+            return connect(name, s.port, s.address_policy, deadline=until, op_timeout=s.timeout)
+
         try:
             if s.tls == "ssl":
-                self._conn = imaplib.IMAP4_SSL(s.host, s.port, ssl_context=s.tls_context(), timeout=s.timeout)
+                self._conn = _GuardedIMAP4SSL(name, s.port, s.timeout, s.tls_context(), connector)
             else:
-                self._conn = imaplib.IMAP4(s.host, s.port, timeout=s.timeout)
+                self._conn = _GuardedIMAP4(name, s.port, s.timeout, connector)
                 if s.tls == "starttls":
                     self._conn.starttls(ssl_context=s.tls_context())
+        except HostNotAllowed as exc:
+            raise MailboxUnavailable(NOT_ALLOWED) from exc
         except ssl.SSLError as exc:
             raise MailboxUnavailable(f"TLS with {where} failed: {exc.reason or exc}") from exc
+        except DeadlineExceeded as exc:
+            raise MailboxUnavailable(f"{where} did not answer within the time allowed") from exc
         except TimeoutError as exc:
             raise MailboxUnavailable(f"{where} did not answer within {s.timeout:g} s") from exc
         except _FAILURES as exc:
@@ -95,6 +147,8 @@ class ImapMailbox:
             self._conn.login(s.user, s.password)
         except imaplib.IMAP4.error as exc:
             raise MailboxUnavailable(f"login as {s.user!r} on {where} refused: {_short(exc)}") from exc
+        except DeadlineExceeded as exc:
+            raise MailboxUnavailable(f"{where} did not answer the login within the time allowed") from exc
         except TimeoutError as exc:
             raise MailboxUnavailable(f"{where} did not answer the login within {s.timeout:g} s") from exc
         except _FAILURES as exc:
@@ -141,6 +195,8 @@ class ImapMailbox:
             raise MailboxUnavailable("mailbox not open")
         try:
             return operation(self._conn)
+        except DeadlineExceeded as exc:
+            raise MailboxUnavailable(f"{self.settings.host} did not finish within the time allowed") from exc
         except TimeoutError as exc:
             raise MailboxUnavailable(f"{self.settings.host} stopped answering ({self.settings.timeout:g} s)") from exc
         except _FAILURES as exc:

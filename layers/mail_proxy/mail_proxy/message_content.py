@@ -40,8 +40,10 @@ class MessageContent:
     def resolve(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
         return self.payloads.resolve(stored)
 
-    def prepare(self, tenant: dict[str, Any], message_id: str, payload: dict[str, Any]) -> PreparedContent:
-        """Raises AttachmentTemporaryError / AttachmentPermanentError when an attachment cannot be had."""
+    def prepare(self, tenant: dict[str, Any], message_id: str, payload: dict[str, Any], *,
+                deadline: float | None = None) -> PreparedContent:
+        """Raises AttachmentTemporaryError / AttachmentPermanentError when an attachment cannot be had;
+        attachment fetches end by ``deadline`` (``time.monotonic()``)."""
         specs = payload.get("attachments") or []
         if not specs:
             return PreparedContent(payload)
@@ -52,7 +54,7 @@ class MessageContent:
             auth_headers=client_auth_headers(tenant) if base else {},
             s3_buckets=tuple(tenant.get("s3_buckets") or ()),
         )
-        fetched = self.fetcher.fetch_all(sources, specs)
+        fetched = self.fetcher.fetch_all(sources, specs, deadline=deadline)
         rewritten = apply_policy(LargeFilePolicy.of(tenant), payload, fetched, tenant_id=tenant["tenant_id"],
                                  message_id=message_id, blobs=self.blobs, ring=key_ring(), public_url=self.public_url)
         return PreparedContent(rewritten.payload, rewritten.attachments, rewritten.warnings)

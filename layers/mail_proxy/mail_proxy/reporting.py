@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ HEARTBEAT_SECONDS = 300
 RETENTION_SECONDS = 7 * 24 * 3600
 BACKOFF_SECONDS = (30, 60, 120, 300, 600, 1200, 2400, 3600)
 MAX_QUIET_SECONDS = 12 * 3600  # SQS cannot hide a message longer
+IO_MARGIN_MS = 5_000  # a report POST ends this long before the function would, whatever the application does
 
 
 class RetryLater(Exception):
@@ -186,7 +188,10 @@ class ReportDelivery:
         self.allow_loopback = allow_loopback
         self.backoff_seconds = tuple(backoff_seconds)
 
-    def deliver(self, record: dict[str, Any], receive_count: int) -> SyncOutcome:
+    def deliver(self, record: dict[str, Any], receive_count: int, *,
+                remaining_ms: Callable[[], int] | None = None) -> SyncOutcome:
+        """POSTs the record's events; each POST ends ``IO_MARGIN_MS`` before the function would (given
+        ``remaining_ms``), so a slow application cannot make the function time out on other tenants' records."""
         tenant_id = record["tenant_id"]
         tenant = self.repo.get_tenant(tenant_id)
         outcome = SyncOutcome()
@@ -203,7 +208,9 @@ class ReportDelivery:
         secrets_in_use = self._signing_secrets(tenant)
         batch = events
         for _sync in range(MAX_SYNCS_PER_RECORD):
-            answer = self._post(url, headers, secrets_in_use, batch, receive_count, tenant_id)
+            deadline = None if remaining_ms is None else \
+                time.monotonic() + max(remaining_ms() - IO_MARGIN_MS, 0) / 1000
+            answer = self._post(url, headers, secrets_in_use, batch, receive_count, tenant_id, deadline)
             outcome.syncs += 1
             if batch:
                 self._mark_reported(tenant_id, batch)
@@ -217,14 +224,15 @@ class ReportDelivery:
         return outcome
 
     def _post(self, url: str, headers: dict[str, str], secrets_in_use: Sequence[str],
-              batch: Sequence[dict[str, Any]], receive_count: int, tenant_id: str) -> bytes:
+              batch: Sequence[dict[str, Any]], receive_count: int, tenant_id: str,
+              deadline: float | None = None) -> bytes:
         public = [{k: v for k, v in item.items() if not k.startswith("_")} for item in batch]
         body = json.dumps({"delivery_report": public}, separators=(",", ":"), ensure_ascii=False).encode()
         sent_headers = {**headers, "Content-Type": "application/json", "User-Agent": "mail-proxy-reporter/1"}
         if secrets_in_use:
             sent_headers[HEADER] = signature_header(secrets_in_use, clock.now_ts(), body)
         try:
-            answer = post(url, body, sent_headers, allow_loopback=self.allow_loopback)
+            answer = post(url, body, sent_headers, allow_loopback=self.allow_loopback, deadline=deadline)
         except OutboundRefused as exc:
             logger.warning("report URL refused", extra={"tenant_id": tenant_id, "reason": str(exc)})
             raise RetryLater(f"report URL refused: {exc}", backoff(receive_count, self.backoff_seconds)) from exc

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
+from mail_proxy.address_guard import AddressPolicy, IpNetwork, parse_networks
 from mail_proxy.errors import ConfigurationError
 
 PRIORITY_LANES = ("immediate", "high", "medium", "low")
@@ -39,6 +40,13 @@ class Settings(BaseModel):
     pec_acceptance_timeout: int = Field(default=1800, ge=60)
     imap_timeout: float = Field(default=10.0, gt=0)
     imap_ca_file: str | None = None
+    # SMTP relays and IMAP servers inside the VPC that accounts may name although their addresses are private
+    allowed_relay_networks: tuple[IpNetwork, ...] = ()
+
+    def relay_address_policy(self) -> AddressPolicy:
+        """Where SMTP and IMAP hosts may resolve to: public addresses, the allowed relay networks, and
+        loopback only with MAIL_PROXY_ALLOW_LOOPBACK (local stack and tests)."""
+        return AddressPolicy(allow_loopback=self.allow_loopback, allowed_networks=self.allowed_relay_networks)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -74,7 +82,16 @@ class Settings(BaseModel):
             pec_acceptance_timeout=int(os.environ.get("MAIL_PROXY_PEC_ACCEPTANCE_TIMEOUT_SECONDS") or 1800),
             imap_timeout=float(os.environ.get("IMAP_TIMEOUT_SECONDS") or 10),
             imap_ca_file=os.environ.get("MAIL_PROXY_IMAP_CA_FILE") or None,
+            allowed_relay_networks=_networks("MAIL_PROXY_ALLOWED_RELAY_NETWORKS"),
         )
+
+
+def _networks(name: str) -> tuple[IpNetwork, ...]:
+    try:
+        return parse_networks(os.environ.get(name))
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must list networks in CIDR form, "
+                                 f"separated by commas (e.g. 10.20.0.0/16): {exc}") from exc
 
 
 def _flag(name: str) -> bool:

@@ -13,7 +13,12 @@ Classification happens in one place, :func:`classify_smtp_failure`:
   (a retry can still reach those).
 * permanent (:class:`SmtpPermanentError`, fail now): 5xx replies, authentication failures, TLS and
   certificate failures, a server without STARTTLS in ``starttls`` mode, every recipient refused with
-  5xx, a malformed envelope, a message over the server's SIZE.
+  5xx, a malformed envelope, a message over the server's SIZE, a host the address guard refuses.
+
+The host goes through :mod:`mail_proxy.address_guard` (resolved once, private/reserved addresses refused
+unless the settings' ``address_policy`` allows them, the socket connected to the checked address, TLS
+checked against the name), and every call (``open``, ``send``, NOOP, QUIT) ends by a total deadline: the
+caller's, capped by ``timeout`` seconds. A server that trickles its answer cannot hold the caller longer.
 
 When some recipients are refused and at least one is accepted, the message is sent: the refusals are
 in :attr:`SendOutcome.refused` (a 4xx-refused recipient of a sent message is not retried).
@@ -34,7 +39,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Literal
+from typing import Any, Literal
+
+from mail_proxy.address_guard import (
+    NOT_ALLOWED,
+    AddressPolicy,
+    DeadlineExceeded,
+    DeadlineTLSContext,
+    HostNotAllowed,
+    connect,
+    connect_name,
+    deadline_after,
+    set_deadline,
+    tls_client_context,
+)
 
 __all__ = [
     "ConnectionCache",
@@ -66,8 +84,9 @@ class SmtpSettings:
     """How to reach and log in to one SMTP account. ``repr`` never shows the password.
 
     Login happens only when both ``user`` and ``password`` are set. ``timeout`` (seconds) bounds every
-    connect, read and write, well inside a Lambda's run time. ``verify_tls`` checks the server's
-    certificate and host name against ``ca_file`` (or the system's CAs).
+    call (open, send) in total, well inside a Lambda's run time. ``verify_tls`` checks the server's
+    certificate and host name against ``ca_file`` (or the system's CAs). ``address_policy`` says which
+    addresses the host may resolve to (public only, by default).
     """
 
     host: str
@@ -79,6 +98,7 @@ class SmtpSettings:
     local_hostname: str | None = None
     verify_tls: bool = True
     ca_file: str | None = None
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
     def __post_init__(self) -> None:
         if self.tls not in _TLS_MODES:
@@ -113,6 +133,7 @@ class SmtpSettings:
             self.ca_file,
             self.local_hostname,
             self.timeout,
+            self.address_policy,
         )
 
 
@@ -191,6 +212,10 @@ def classify_smtp_failure(exc: BaseException) -> SmtpDeliveryError:
         return _by_code(exc.smtp_code, exc.smtp_error, prefix="authentication failed: ")
     if isinstance(exc, smtplib.SMTPResponseException):
         return _by_code(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, HostNotAllowed):
+        return SmtpPermanentError(NOT_ALLOWED)
+    if isinstance(exc, DeadlineExceeded) or isinstance(exc.__context__, DeadlineExceeded):
+        return SmtpTemporaryError("timed out: the server did not finish within the time allowed")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         if isinstance(exc.__context__, TimeoutError):  # smtplib reports a read timeout as a disconnect
             return SmtpTemporaryError("timed out waiting for the server")
@@ -240,19 +265,37 @@ def _default_local_hostname() -> str:
 
 
 @lru_cache(maxsize=2)
-def _system_tls_context(verify: bool) -> ssl.SSLContext:
+def _system_tls_context(verify: bool) -> DeadlineTLSContext:
     # Loading the system CA store costs milliseconds: once per process.
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return tls_client_context(verify=verify)
 
 
-def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+def _tls_context(settings: SmtpSettings) -> DeadlineTLSContext:
     if settings.verify_tls and settings.ca_file:
-        return ssl.create_default_context(cafile=settings.ca_file)
+        return tls_client_context(cafile=settings.ca_file)
     return _system_tls_context(settings.verify_tls)
+
+
+class _GuardedSMTP(smtplib.SMTP):
+    """smtplib's session over a socket from the address guard (checked address, total deadline)."""
+
+    def __init__(self, connector: Callable[[], socket.socket], **kwargs: Any) -> None:
+        self._connector = connector
+        super().__init__(**kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self._connector()
+
+
+class _GuardedSMTPSSL(smtplib.SMTP_SSL):
+    """Implicit TLS over a guarded socket; SNI and the certificate check use the host name."""
+
+    def __init__(self, connector: Callable[[], socket.socket], **kwargs: Any) -> None:
+        self._connector = connector
+        super().__init__(**kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self.context.wrap_socket(self._connector(), server_hostname=host)
 
 
 def _is_readable(sock: socket.socket) -> bool:
@@ -300,27 +343,30 @@ class SmtpConnection:
     def is_open(self) -> bool:
         return self._smtp is not None and self._smtp.sock is not None
 
-    def open(self) -> None:
-        """Connect, secure and log in; raises :class:`SmtpDeliveryError`. No-op if already open."""
+    def open(self, *, deadline: float | None = None) -> None:
+        """Connect, secure and log in by ``deadline`` (``time.monotonic()``; capped by the settings'
+        timeout); raises :class:`SmtpDeliveryError`. No-op if already open."""
         if self.is_open:
             return
         self.close()
         settings = self.settings
         local_hostname = settings.local_hostname or _default_local_hostname()
+        name = connect_name(settings.host)
+        until = deadline_after(settings.timeout, deadline)
+
+        def connector() -> socket.socket:
+            return connect(name, settings.port, settings.address_policy, deadline=until,
+                           op_timeout=settings.timeout)
+
         try:
+            smtp: smtplib.SMTP
             if settings.tls == "ssl":
-                self._smtp = smtplib.SMTP_SSL(
-                    settings.host,
-                    settings.port,
-                    local_hostname=local_hostname,
-                    timeout=settings.timeout,
-                    context=_tls_context(settings),
-                )
+                smtp = _GuardedSMTPSSL(connector, host=name, port=settings.port, local_hostname=local_hostname,
+                                       timeout=settings.timeout, context=_tls_context(settings))
             else:
-                self._smtp = smtplib.SMTP(
-                    settings.host, settings.port, local_hostname=local_hostname, timeout=settings.timeout
-                )
-            smtp = self._smtp
+                smtp = _GuardedSMTP(connector, host=name, port=settings.port, local_hostname=local_hostname,
+                                    timeout=settings.timeout)
+            self._smtp = smtp
             smtp.ehlo_or_helo_if_needed()
             if settings.tls == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -330,7 +376,7 @@ class SmtpConnection:
             if settings.has_credentials:
                 assert settings.user is not None and settings.password is not None
                 smtp.login(settings.user, settings.password)
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, HostNotAllowed) as exc:
             self._abort()
             raise classify_smtp_failure(exc) from exc
         size = smtp.esmtp_features.get("size", "").strip() if smtp.does_esmtp else ""
@@ -346,11 +392,12 @@ class SmtpConnection:
         smtp = self._smtp
         return smtp is None or smtp.sock is None or _is_readable(smtp.sock)
 
-    def is_alive(self) -> bool:
-        """True when the server answers NOOP with 250 (one round trip)."""
+    def is_alive(self, *, deadline: float | None = None) -> bool:
+        """True when the server answers NOOP with 250 (one round trip, by ``deadline``)."""
         if self.peer_closed():
             return False
         assert self._smtp is not None
+        set_deadline(self._smtp.sock, deadline_after(self.settings.timeout, deadline))
         try:
             alive = self._smtp.noop()[0] == 250
         except (smtplib.SMTPException, OSError):
@@ -359,11 +406,14 @@ class SmtpConnection:
             self.last_used = self._clock()
         return alive
 
-    def send(self, envelope_from: str, recipients: Sequence[str], data: bytes) -> SendOutcome:
-        """Deliver ``data`` (CRLF line ends; dot-stuffed here) to ``recipients``.
+    def send(self, envelope_from: str, recipients: Sequence[str], data: bytes, *,
+             deadline: float | None = None) -> SendOutcome:
+        """Deliver ``data`` (CRLF line ends; dot-stuffed here) to ``recipients``, by ``deadline``
+        (``time.monotonic()``; capped by the settings' timeout).
 
         Returns when the server accepted the message for at least one recipient; raises
-        :class:`SmtpTemporaryError` or :class:`SmtpPermanentError` otherwise.
+        :class:`SmtpTemporaryError` or :class:`SmtpPermanentError` otherwise (a deadline reached is
+        temporary: the connection is closed, the message may be retried).
         """
         self._check_envelope(envelope_from, recipients, data)
         options = ""
@@ -376,6 +426,7 @@ class SmtpConnection:
         try:
             if smtp is None or smtp.sock is None:
                 raise smtplib.SMTPServerDisconnected("the connection is not open")
+            set_deadline(smtp.sock, deadline_after(self.settings.timeout, deadline))
             commands = [f"MAIL FROM:<{envelope_from}>{options}"]
             commands += [f"RCPT TO:<{recipient}>" for recipient in recipients]
             commands.append("DATA")
@@ -397,6 +448,7 @@ class SmtpConnection:
             return
         try:
             if smtp.sock is not None and not _is_readable(smtp.sock):
+                set_deadline(smtp.sock, deadline_after(min(self.settings.timeout, _QUIT_TIMEOUT)))
                 smtp.sock.settimeout(min(self.settings.timeout, _QUIT_TIMEOUT))
                 smtp.quit()
         except (smtplib.SMTPException, OSError, ValueError):
@@ -547,17 +599,18 @@ class ConnectionCache:
     def __len__(self) -> int:
         return len(self._connections)
 
-    def get(self, settings: SmtpSettings) -> SmtpConnection:
-        """An open connection for ``settings``; raises :class:`SmtpDeliveryError` if one cannot be opened."""
+    def get(self, settings: SmtpSettings, *, deadline: float | None = None) -> SmtpConnection:
+        """An open connection for ``settings``, checked or opened by ``deadline`` (``time.monotonic()``);
+        raises :class:`SmtpDeliveryError` if one cannot be opened."""
         key = settings.fingerprint
         connection = self._connections.pop(key, None)
-        if connection is not None and not self._reusable(connection):
+        if connection is not None and not self._reusable(connection, deadline):
             connection.close()
             connection = None
         self._close_stale()
         if connection is None:
             connection = SmtpConnection(settings, clock=self._clock)
-            connection.open()
+            connection.open(deadline=deadline)
         self._connections[key] = connection  # most recently used last
         while len(self._connections) > self.max_connections:
             self._connections.pop(next(iter(self._connections))).close()
@@ -574,13 +627,13 @@ class ConnectionCache:
         for connection in connections:
             connection.close()
 
-    def _reusable(self, connection: SmtpConnection) -> bool:
+    def _reusable(self, connection: SmtpConnection, deadline: float | None) -> bool:
         if not connection.is_open or connection.peer_closed():
             return False
         idle = connection.idle_seconds()
         if idle > self.max_idle:
             return False
-        return idle <= self.noop_after or connection.is_alive()
+        return idle <= self.noop_after or connection.is_alive(deadline=deadline)
 
     def _close_stale(self) -> None:
         for key, connection in list(self._connections.items()):

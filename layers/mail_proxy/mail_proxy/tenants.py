@@ -15,12 +15,14 @@ from mail_proxy.domain import (
     TenantCreate,
     TenantUpdate,
     TenantView,
+    check_literal_host,
 )
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import admin_token_hash, encrypt
+from mail_proxy.settings import get_settings
 from mail_proxy.tokens import generate_token, hash_token, hashes_match
 
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
@@ -67,6 +69,8 @@ def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict
                                       "bounce_imap"})
     if "bounce_imap" in fields.model_fields_set:
         mailbox = fields.bounce_imap.model_dump() if fields.bounce_imap else None
+        if mailbox:
+            check_literal_host(mailbox["host"], get_settings().relay_address_policy(), ["bounce_imap", "host"])
         if mailbox and mailbox.get("password") is not None:
             mailbox["password"] = encrypt(mailbox["password"], context=bounce_imap_context(tenant_id))
         data["bounce_imap"] = mailbox
