@@ -109,7 +109,7 @@ def test_an_application_down_for_a_day_gets_its_reports_parked_then_resent_on_ru
     delivery.drain()
     delivery.report(max_rounds=200)
     attempts = len(receiver.calls)
-    assert attempts == 40  # maxReceiveCount: with the production backoff that is more than 24 hours
+    assert attempts == 40  # PARK_AFTER_ATTEMPTS: with the production backoff that is more than 24 hours
     parked_url = delivery.stack.queue_url("ReportParkedQueue")
     sqs = boto3.client("sqs")
     depth = sqs.get_queue_attributes(QueueUrl=parked_url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -238,6 +238,15 @@ def delivery_with_backoff(stack: Stack) -> Iterator[DeliveryHarness]:
     harness.close()
 
 
+@pytest.fixture
+def park_after_3(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Park after 3 failed attempts instead of 40 (one test above keeps the production count)."""
+    from mail_proxy import reporting
+
+    monkeypatch.setattr(reporting, "PARK_AFTER_ATTEMPTS", 3)
+    return 3
+
+
 def pending_records(url: str) -> int:
     attributes = boto3.client("sqs").get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
@@ -255,10 +264,11 @@ def route_new_events(delivery: DeliveryHarness) -> None:
 
 
 def test_events_of_a_message_arrive_in_order_across_parking_and_run_now(
-        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver) -> None:
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver,
+        park_after_3: int) -> None:
     creds = make_tenant(api, smtp, "acme", receiver.url)
     smtp.script.reply("DATA", "451 4.3.0 later")
-    receiver.answer(503, times=40)
+    receiver.answer(503, times=park_after_3)
     submit(api, creds["token"], message("m1"))
     delivery.drain()
     delivery.report()
@@ -269,7 +279,7 @@ def test_events_of_a_message_arrive_in_order_across_parking_and_run_now(
     route_new_events(delivery)  # the `sent` waits on the reports queue, ahead of anything redriven
     assert api.post("/commands/run-now", token=creds["token"]).status == 200
     delivery.report()
-    m1 = [item for item in acknowledged_items(receiver, after=40) if item["id"] == "m1"]
+    m1 = [item for item in acknowledged_items(receiver, after=park_after_3) if item["id"] == "m1"]
     assert [item["event"] for item in m1] == ["deferred", "sent"]
     assert len({item["event_id"] for item in m1}) == 2  # each acknowledged once
     assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 0
@@ -346,6 +356,19 @@ def test_hides_while_the_application_asked_for_quiet_never_park_a_report(
     assert [i["id"] for i in receiver.reports()] == ["m1", "m2"]
 
 
+def test_a_report_failing_near_the_queues_retention_is_parked_not_lost(
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver) -> None:
+    creds = make_tenant(api, smtp, "acme", receiver.url)
+    receiver.answer(503)
+    submit(api, creds["token"], message("m1"))
+    delivery.drain()
+    route_new_events(delivery)
+    clock.advance(12 * 24 * 3600)  # SQS drops a record silently after 14 days
+    delivery.report()
+    assert len(receiver.calls) == 1
+    assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 1
+
+
 def test_one_empty_sync_at_most_is_pending_while_the_endpoint_is_down_for_an_hour(
         api: ApiClient, delivery_with_backoff: DeliveryHarness, smtp: ScriptedSmtpServer,
         receiver: ReportReceiver) -> None:
@@ -400,7 +423,8 @@ def test_run_now_ends_a_quiet_period_at_once(
 
 
 def test_run_now_redrives_every_parked_report_of_the_tenant_behind_other_tenants_parked_ones(
-        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver) -> None:
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver,
+        park_after_3: int) -> None:
     sqs = boto3.client("sqs")
     parked_url = delivery.stack.queue_url("ReportParkedQueue")
     for i in range(25):  # another tenant's parked batches come first in the parked queue
@@ -408,7 +432,7 @@ def test_run_now_redrives_every_parked_report_of_the_tenant_behind_other_tenants
                          MessageBody=json.dumps({"tenant_id": "other", "kind": "events", "events": []}),
                          MessageDeduplicationId=f"other-{i}")
     creds = make_tenant(api, smtp, "acme", receiver.url)
-    receiver.answer(503, times=80)
+    receiver.answer(503, times=2 * park_after_3)
     submit(api, creds["token"], message("m1"))
     delivery.drain()
     delivery.report()
@@ -418,26 +442,26 @@ def test_run_now_redrives_every_parked_report_of_the_tenant_behind_other_tenants
     assert pending_records(parked_url) == 27
     assert api.post("/commands/run-now", token=creds["token"]).status == 200
     delivery.report()
-    assert sorted(i["id"] for i in acknowledged_items(receiver, after=80)) == ["m1", "m2"]
+    assert sorted(i["id"] for i in acknowledged_items(receiver, after=2 * park_after_3)) == ["m1", "m2"]
     assert pending_records(parked_url) == 25  # the other tenant's stay parked, visible again
     visible = sqs.get_queue_attributes(QueueUrl=parked_url, AttributeNames=["ApproximateNumberOfMessages"])
     assert visible["Attributes"]["ApproximateNumberOfMessages"] == "25"
 
 
 def test_an_admin_run_now_without_a_tenant_redrives_every_tenants_parked_reports(
-        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer) -> None:
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, park_after_3: int) -> None:
     with ReportReceiver() as app_a, ReportReceiver() as app_b:
         a = make_tenant(api, smtp, "tenant-a", app_a.url)
         b = make_tenant(api, smtp, "tenant-b", app_b.url)
-        app_a.answer(503, times=40)
-        app_b.answer(503, times=40)
+        app_a.answer(503, times=park_after_3)
+        app_b.answer(503, times=park_after_3)
         submit(api, a["token"], message("a1"))
         submit(api, b["token"], message("b1"))
         delivery.drain()
-        delivery.report(max_rounds=400)
+        delivery.report()
         assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 2
         assert api.post("/commands/run-now", token=ADMIN_TOKEN).status == 200
         delivery.report()
-        assert [i["id"] for i in acknowledged_items(app_a, after=40)] == ["a1"]
-        assert [i["id"] for i in acknowledged_items(app_b, after=40)] == ["b1"]
+        assert [i["id"] for i in acknowledged_items(app_a, after=park_after_3)] == ["a1"]
+        assert [i["id"] for i in acknowledged_items(app_b, after=park_after_3)] == ["b1"]
         assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 0
