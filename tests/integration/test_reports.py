@@ -369,6 +369,20 @@ def test_a_report_failing_near_the_queues_retention_is_parked_not_lost(
     assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 1
 
 
+def test_a_report_kept_waiting_by_quiet_periods_near_the_queues_retention_is_parked_not_lost(
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver) -> None:
+    creds = make_tenant(api, smtp, "acme", receiver.url)
+    submit(api, creds["token"], message("m1"))
+    delivery.drain()
+    route_new_events(delivery)
+    clock.advance(12 * 24 * 3600)
+    repo = delivery.reporter_module.wiring()[0].repo
+    repo.set_sync_state("acme", last_sync_ts=clock.now_ts(), quiet_until=clock.now_ts() + 600)
+    delivery.report()
+    assert receiver.calls == []
+    assert pending_records(delivery.stack.queue_url("ReportParkedQueue")) == 1
+
+
 def test_one_empty_sync_at_most_is_pending_while_the_endpoint_is_down_for_an_hour(
         api: ApiClient, delivery_with_backoff: DeliveryHarness, smtp: ScriptedSmtpServer,
         receiver: ReportReceiver) -> None:

@@ -285,11 +285,14 @@ class ReportDelivery:
         is_sync = record.get("kind") == KIND_SYNC
         now = clock.now_ts()
         quiet_until = int(tenant.get("report_quiet_until") or 0)
+        age = now - sent_ts if sent_ts else 0
         if quiet_until > now:
             if is_sync:  # nothing to deliver: the application asked not to be called now
                 self._sync_done(tenant_id, record)
                 outcome.skipped = True
                 return outcome
+            if age >= PARK_AFTER_AGE_SECONDS:  # an application always asking quiet must not lose it silently
+                raise ParkReport("waited for quiet periods to end for 12 days", 0)
             raise RetryLater("the application asked for quiet (next_sync_after)", quiet_until - now)
         events: list[dict[str, Any]] = list(record.get("events") or [])
         batch = self._unreported_in_order(tenant_id, events)
@@ -303,7 +306,6 @@ class ReportDelivery:
             answer = self._post(url, headers, secrets_in_use, batch, tenant_id)
         except SyncRefused as refused:
             attempts = self.repo.count_report_failure(tenant_id, record_id)
-            age = now - sent_ts if sent_ts else 0
             if attempts < PARK_AFTER_ATTEMPTS and age < PARK_AFTER_AGE_SECONDS:
                 raise RetryLater(str(refused), backoff(attempts, self.backoff_seconds), attempts) from refused
             if not is_sync:
