@@ -318,7 +318,8 @@ class ReportDelivery:
         if batch:
             self._mark_reported(tenant_id, batch)
             outcome.events_acknowledged = len(batch)
-        # from here on nothing may fail the record: its events are acknowledged
+        # acknowledged: an odd answer or a failed follow-up never fails the record (should a table write fail,
+        # the record comes back and its events, marked now, are not POSTed again)
         queued, quiet = _sync_answer(answer, clock.now_ts())
         self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet, acknowledged=True)
         if is_sync:
