@@ -1,8 +1,9 @@
 """Reporter function: FIFO report records → signed POSTs to each tenant's application.
 
 A record the application did not acknowledge is hidden for a backoff delay and reported as failed, so
-SQS brings it back later; after the queue's maxReceiveCount (over 24 hours) it is parked in the
-dead-letter queue. Other tenants' records in the batch are not held up (skip_group_on_error).
+SQS brings it back later; after PARK_AFTER_ATTEMPTS failed POSTs (over 24 hours; hides while the
+application asked for quiet do not count) the reporter parks it in the parked queue. Other tenants'
+records in the batch are not held up (skip_group_on_error).
 """
 
 from functools import lru_cache
@@ -20,20 +21,20 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.settings import get_settings
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-PARKED_AFTER_RECEIVES = 40  # ReportQueue's maxReceiveCount in template.yaml (a test keeps them equal)
 
 
 @lru_cache(maxsize=1)
 def wiring() -> tuple[ReportDelivery, ReportQueue]:
     settings = get_settings()
-    delivery = ReportDelivery(MailRepository(settings.table_name), allow_loopback=settings.allow_loopback,
+    queue = ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
+    delivery = ReportDelivery(MailRepository(settings.table_name), queue, allow_loopback=settings.allow_loopback,
                               backoff_seconds=parse_backoff(settings.report_backoff))
-    return delivery, ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
+    return delivery, queue
 
 
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    delivery, queue = wiring()
+    delivery, _queue = wiring()
     logger.remove_keys(["tenant_id"])
     logger.append_keys(sqs_message_id=record.message_id)
     body = record.json_body
@@ -43,30 +44,36 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     events = body.get("events") or []
     message_ids = id_list(dict.fromkeys(str(e.get("id")) for e in events))
     receive_count = int(record.attributes.approximate_receive_count or 1)
+    sent_ts = int(record.attributes.sent_timestamp or 0) // 1000
     try:
         remaining = lambda_context.get_remaining_time_in_millis if lambda_context is not None else None
-        outcome = delivery.deliver(body, receive_count, remaining_ms=remaining)
+        outcome = delivery.handle(body, record_id=record.message_id, receipt_handle=record.receipt_handle,
+                                  sent_ts=sent_ts, remaining_ms=remaining)
     except RetryLater as later:
+        if later.attempts is None:
+            logger.info("report waits: the application asked for quiet",
+                        extra={"retry_in_s": later.delay, "events": len(events)})
+            raise
         logger.warning("report not acknowledged; retrying later",
-                       extra={"reason": later.reason, "retry_in_s": later.delay, "receive_count": receive_count,
-                              "events": len(events), "message_ids": message_ids})
+                       extra={"reason": later.reason, "retry_in_s": later.delay, "attempts": later.attempts,
+                              "receive_count": receive_count, "events": len(events), "message_ids": message_ids})
         metrics.add_metric(name="ReportBatchesFailed", unit=MetricUnit.Count, value=1)
-        if receive_count >= PARKED_AFTER_RECEIVES:
-            logger.error("report batch parked: the application has not acknowledged it for over a day",
-                         extra={"receive_count": receive_count, "events": len(events), "message_ids": message_ids})
-            metrics.add_metric(name="ReportBatchesParked", unit=MetricUnit.Count, value=1)
-        queue.delay(record.receipt_handle, later.delay)
         raise
     except Exception:
         logger.exception("report record failed; SQS delivers it again",
                          extra={"receive_count": receive_count, "message_ids": message_ids})
         raise
-    if outcome.events_acknowledged:
+    if outcome.parked:
+        logger.error("report batch parked: the application has not acknowledged it for over a day",
+                     extra={"attempts": outcome.attempts, "events": len(events), "message_ids": message_ids})
+        metrics.add_metric(name="ReportBatchesFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ReportBatchesParked", unit=MetricUnit.Count, value=1)
+    elif outcome.events_acknowledged:
         metrics.add_metric(name="ReportsDelivered", unit=MetricUnit.Count, value=outcome.events_acknowledged)
         logger.info("report delivered", extra={"events": outcome.events_acknowledged, "syncs": outcome.syncs,
                                                "message_ids": message_ids})
     else:
-        logger.debug("sync delivered", extra={"syncs": outcome.syncs, "kind": body.get("kind")})
+        logger.debug("sync done", extra={"syncs": outcome.syncs, "kind": body.get("kind"), "skipped": outcome.skipped})
 
 
 # never log_event: report records carry recipients' delivery details

@@ -17,7 +17,7 @@ from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
 from mail_proxy.report_queue import ReportQueue
-from mail_proxy.reporting import sync_now
+from mail_proxy.reporting import sync_all_now, sync_now
 from mail_proxy.repository import MailRepository
 from mail_proxy.scheduling import ScheduleOutcome, enqueue_due
 from mail_proxy.send_queue import SendQueue
@@ -168,8 +168,10 @@ class MessageDesk:
             outcome = enqueue_due(self.repo, self.queue, tenant)
             total.queued += outcome.queued
             total.skipped_suspended += outcome.skipped_suspended
-            if self.reports.configured:
-                sync_now(self.repo, self.reports, tenant["tenant_id"])
+        if self.reports.configured and tid:
+            sync_now(self.repo, self.reports, tid)
+        elif self.reports.configured:  # the admin without a tenant: every tenant's parked reports, in one pass
+            sync_all_now(self.repo, self.reports, tenants)
         audit.record(self.repo, command="run_now", tenant_id=tid, payload={},
                      message=f"run-now queued {total.queued} messages", queued=total.queued)
         return total

@@ -2,19 +2,29 @@
 
 Path: a message's STATE item gains an event → the table stream → ``route_stream_records`` puts the new
 events, per tenant, on a FIFO reports queue (message group = tenant, so one tenant's dead endpoint never
-holds up another's) → ``ReportDelivery.deliver`` POSTs them to ``client_base_url + client_sync_path``,
+holds up another's) → ``ReportDelivery.handle`` POSTs them to ``client_base_url + client_sync_path``,
 authenticated and signed. Only a 2xx acknowledges a batch, and only then are the events marked reported.
-Failures are retried with exponential backoff and jitter for more than 24 hours (the queue's
-maxReceiveCount), then the batch is parked in the dead-letter queue, an alarm fires, and ``run-now`` or a
-redrive sends it again. Each event carries a stable ``event_id`` so receivers can drop duplicates.
+
+The queue record only says which events are new; what is POSTed is read from the table at that moment:
+for each message of the record, every event not yet acknowledged up to the newest one the record names,
+in the order they happened. So a message's events reach the application in order even when an earlier
+record of it was parked, redriven behind later ones, or is still waiting; and an acknowledged event is
+never POSTed again (a redriven record whose events were all acknowledged posts nothing).
+
+Failed POSTs are retried with exponential backoff and jitter for more than 24 hours (``PARK_AFTER_ATTEMPTS``
+failed attempts, counted by the reporter on the tenant item, so hides while the application asked for quiet
+do not count), then the record is parked in the parked queue, an alarm fires, and ``run-now`` redrives it.
+Each event carries a stable ``event_id`` so receivers can drop duplicates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,17 +46,40 @@ MAX_SYNCS_PER_RECORD = 5  # `queued > 0` asks for another sync at once; bounded 
 HEARTBEAT_SECONDS = 300
 RETENTION_SECONDS = 7 * 24 * 3600
 BACKOFF_SECONDS = (30, 60, 120, 300, 600, 1200, 2400, 3600)
-MAX_QUIET_SECONDS = 12 * 3600  # SQS cannot hide a message longer
+MAX_HIDE_SECONDS = 12 * 3600  # SQS cannot hide a message longer
+MAX_QUIET_SECONDS = 3600  # ``next_sync_after`` further away than this is clamped to it
+PARK_AFTER_ATTEMPTS = 40  # failed POSTs of one record: with BACKOFF_SECONDS that is more than 24 hours
+PARK_AFTER_AGE_SECONDS = 12 * 24 * 3600  # a record failing this long is parked before SQS's 14-day retention
+SYNC_PENDING_STALE_SECONDS = 2 * 24 * 3600  # an empty sync pending longer is taken as lost
+KIND_EVENTS = "events"
+KIND_SYNC = "heartbeat"  # an empty sync (the scheduler's heartbeat or run-now's)
 IO_MARGIN_MS = 5_000  # a report POST ends this long before the function would, whatever the application does
 
 
 class RetryLater(Exception):
-    """Do not acknowledge the report record; let it come back after ``delay`` seconds."""
+    """Do not acknowledge the report record; let it come back after ``delay`` seconds.
 
-    def __init__(self, reason: str, delay: int) -> None:
+    ``attempts`` is the record's count of failed POSTs (None for a hide that is not a failure: quiet).
+    """
+
+    def __init__(self, reason: str, delay: int, attempts: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.delay = max(0, min(int(delay), MAX_QUIET_SECONDS))
+        self.delay = max(0, min(int(delay), MAX_HIDE_SECONDS))
+        self.attempts = attempts
+
+
+class ParkReport(Exception):
+    """The record failed for too long: move it to the parked queue (alarmed) until ``run-now``."""
+
+    def __init__(self, reason: str, attempts: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
+
+class SyncRefused(Exception):
+    """One POST was not acknowledged (refused URL, network failure, non-2xx)."""
 
 
 def backoff(receive_count: int, schedule: Sequence[int] = BACKOFF_SECONDS) -> int:
@@ -144,7 +177,11 @@ def _state_change(record: dict[str, Any]) -> StateChange | None:
 
 
 def queue_heartbeats(repo: MailRepository, queue: ReportQueue, tenants: Iterable[dict[str, Any]]) -> int:
-    """An empty sync to every active tenant with a URL not synced for 5 minutes (and not asking quiet)."""
+    """An empty sync to every active tenant with a URL not synced for 5 minutes (and not asking quiet).
+
+    At most one empty sync per tenant is pending: while one waits (the endpoint is down and it is retried
+    with backoff, or it queues behind the tenant's failing reports) no other is queued.
+    """
     now = clock.now_ts()
     sent = 0
     for tenant in tenants:
@@ -154,21 +191,56 @@ def queue_heartbeats(repo: MailRepository, queue: ReportQueue, tenants: Iterable
             continue
         if now - int(tenant.get("last_sync_ts") or 0) < HEARTBEAT_SECONDS - 30:
             continue
-        tid = tenant["tenant_id"]
-        queue.send(tid, {"tenant_id": tid, "kind": "heartbeat", "events": []}, f"hb-{tid}-{now // 60}")
-        sent += 1
+        if _sync_pending(tenant, now):
+            continue
+        if request_sync(repo, queue, tenant["tenant_id"]):
+            sent += 1
     return sent
 
 
-def sync_now(repo: MailRepository, queue: ReportQueue, tenant_id: str) -> int:
-    """``run-now``: forget any quiet period, bring parked reports back, and sync at once."""
+def _sync_pending(tenant: dict[str, Any], now: int) -> bool:
+    pending_since = int(tenant.get("sync_pending_ts") or 0)
+    return bool(tenant.get("sync_pending")) and pending_since > now - SYNC_PENDING_STALE_SECONDS
+
+
+def request_sync(repo: MailRepository, queue: ReportQueue, tenant_id: str) -> bool:
+    """Queue an empty sync unless one is pending already; True if one was queued."""
+    now = clock.now_ts()
+    sync_id = f"sync-{uuid.uuid4().hex}"
+    if not repo.claim_pending_sync(tenant_id, sync_id, now=now, stale_before=now - SYNC_PENDING_STALE_SECONDS):
+        return False
+    try:
+        queue.send(tenant_id, {"tenant_id": tenant_id, "kind": KIND_SYNC, "events": [], "sync_id": sync_id}, sync_id)
+    except Exception:
+        repo.clear_pending_sync(tenant_id, sync_id)  # not queued: let the next tick try again
+        raise
+    return True
+
+
+def sync_now(repo: MailRepository, queue: ReportQueue, tenant_id: str, *, redrive: bool = True) -> int:
+    """``run-now``: end the quiet period and backoff at once, bring parked reports back, and sync.
+
+    The record hidden for quiet or backoff (its receipt is kept on the tenant item) is made visible again,
+    so the tenant's FIFO group moves now; every parked record of the tenant goes back to the reports queue
+    (order per message is kept by ``ReportDelivery``, which reads the events from the table).
+    """
     tenant = repo.get_tenant(tenant_id)
     if tenant is None or not tenant.get("client_base_url"):
         return 0
-    repo.set_sync_state(tenant_id, last_sync_ts=int(tenant.get("last_sync_ts") or 0), quiet_until=None)
-    moved = queue.redrive_parked(tenant_id)
-    queue.send(tenant_id, {"tenant_id": tenant_id, "kind": "heartbeat", "events": []},
-               f"run-{tenant_id}-{clock.now_ts()}")
+    receipt = repo.end_report_wait(tenant_id)
+    if receipt:
+        queue.reveal(receipt)
+    moved = queue.redrive_parked(tenant_id) if redrive else 0
+    request_sync(repo, queue, tenant_id)
+    return moved
+
+
+def sync_all_now(repo: MailRepository, queue: ReportQueue, tenants: Iterable[dict[str, Any]]) -> int:
+    """The admin's ``run-now`` without a tenant: redrive every parked report of every tenant in one pass
+    over the parked queue, then end each tenant's quiet period and backoff and sync it."""
+    moved = queue.redrive_parked(None)
+    for tenant in tenants:
+        sync_now(repo, queue, tenant["tenant_id"], redrive=False)
     return moved
 
 
@@ -179,53 +251,138 @@ def sync_now(repo: MailRepository, queue: ReportQueue, tenant_id: str) -> int:
 class SyncOutcome:
     events_acknowledged: int = 0
     syncs: int = 0
+    skipped: bool = False  # nothing to POST: every event was acknowledged already, or a sync dropped
+    parked: bool = False
+    attempts: int = 0
 
 
 class ReportDelivery:
-    def __init__(self, repo: MailRepository, *, allow_loopback: bool,
+    def __init__(self, repo: MailRepository, queue: ReportQueue | None = None, *, allow_loopback: bool,
                  backoff_seconds: Sequence[int] = BACKOFF_SECONDS) -> None:
         self.repo = repo
+        self.queue = queue or ReportQueue(None, None)
         self.allow_loopback = allow_loopback
         self.backoff_seconds = tuple(backoff_seconds)
 
-    def deliver(self, record: dict[str, Any], receive_count: int, *,
+    def handle(self, body: dict[str, Any], *, record_id: str, receipt_handle: str, sent_ts: int,
+               remaining_ms: Callable[[], int] | None = None) -> SyncOutcome:
+        """Deliver one report record; hide it for its backoff (RetryLater re-raised) or park it."""
+        tenant_id = str(body.get("tenant_id"))
+        try:
+            return self.deliver(body, record_id=record_id, sent_ts=sent_ts, remaining_ms=remaining_ms)
+        except RetryLater as later:
+            self.queue.delay(receipt_handle, later.delay)
+            self.repo.remember_hidden_report(tenant_id, receipt_handle)  # run-now reveals it at once
+            raise
+        except ParkReport as park:
+            self.queue.park(tenant_id, body, record_id)
+            return SyncOutcome(parked=True, attempts=park.attempts)
+
+    def deliver(self, record: dict[str, Any], *, record_id: str = "", sent_ts: int | None = None,
                 remaining_ms: Callable[[], int] | None = None) -> SyncOutcome:
         """POSTs the record's events; each POST ends ``IO_MARGIN_MS`` before the function would (given
         ``remaining_ms``), so a slow application cannot make the function time out on other tenants' records."""
+
+        def deadline() -> float | None:
+            return None if remaining_ms is None else time.monotonic() + max(remaining_ms() - IO_MARGIN_MS, 0) / 1000
+
         tenant_id = record["tenant_id"]
         tenant = self.repo.get_tenant(tenant_id)
         outcome = SyncOutcome()
         if tenant is None or not tenant.get("client_base_url"):
             logger.info("report dropped: tenant gone or without a report URL", extra={"tenant_id": tenant_id})
             return outcome
+        is_sync = record.get("kind") == KIND_SYNC
         now = clock.now_ts()
         quiet_until = int(tenant.get("report_quiet_until") or 0)
+        age = now - sent_ts if sent_ts else 0
         if quiet_until > now:
+            if is_sync:  # nothing to deliver: the application asked not to be called now
+                self._sync_done(tenant_id, record)
+                outcome.skipped = True
+                return outcome
+            if age >= PARK_AFTER_AGE_SECONDS:  # an application always asking quiet must not lose it silently
+                raise ParkReport("waited for quiet periods to end for 12 days", 0)
             raise RetryLater("the application asked for quiet (next_sync_after)", quiet_until - now)
         events: list[dict[str, Any]] = list(record.get("events") or [])
+        batch = self._unreported_in_order(tenant_id, events)
+        if events and not batch:
+            outcome.skipped = True  # acknowledged already (through a later record of the same messages)
+            return outcome
         url = tenant["client_base_url"].rstrip("/") + (tenant.get("client_sync_path") or DEFAULT_SYNC_PATH)
         headers = client_auth_headers(tenant)
         secrets_in_use = self._signing_secrets(tenant)
-        batch = events
-        for _sync in range(MAX_SYNCS_PER_RECORD):
-            deadline = None if remaining_ms is None else \
-                time.monotonic() + max(remaining_ms() - IO_MARGIN_MS, 0) / 1000
-            answer = self._post(url, headers, secrets_in_use, batch, receive_count, tenant_id, deadline)
-            outcome.syncs += 1
-            if batch:
-                self._mark_reported(tenant_id, batch)
-                outcome.events_acknowledged += len(batch)
-            queued, next_sync_after = _sync_answer(answer)
-            quiet = next_sync_after if next_sync_after and next_sync_after > clock.now_ts() else None
-            self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet)
-            if quiet or queued <= 0:
+        try:
+            answer = self._post(url, headers, secrets_in_use, batch, tenant_id, deadline())
+        except SyncRefused as refused:
+            attempts = self.repo.count_report_failure(tenant_id, record_id)
+            if attempts < PARK_AFTER_ATTEMPTS and age < PARK_AFTER_AGE_SECONDS:
+                raise RetryLater(str(refused), backoff(attempts, self.backoff_seconds), attempts) from refused
+            if not is_sync:
+                raise ParkReport(str(refused), attempts) from refused
+            self._sync_done(tenant_id, record)  # an empty sync has nothing to park: the next tick sends another
+            outcome.skipped = True
+            outcome.attempts = attempts
+            return outcome
+        outcome.syncs = 1
+        if batch:
+            self._mark_reported(tenant_id, batch)
+            outcome.events_acknowledged = len(batch)
+        # acknowledged: an odd answer or a failed follow-up never fails the record (should a table write fail,
+        # the record comes back and its events, marked now, are not POSTed again)
+        queued, quiet = _sync_answer(answer, clock.now_ts())
+        self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet, acknowledged=True)
+        if is_sync:
+            self._sync_done(tenant_id, record)
+        while not quiet and queued > 0 and outcome.syncs < MAX_SYNCS_PER_RECORD:
+            try:  # the application has more to push: sync again at once
+                answer = self._post(url, headers, secrets_in_use, [], tenant_id, deadline())
+            except SyncRefused as refused:
+                logger.warning("follow-up sync failed; the next heartbeat asks again",
+                               extra={"tenant_id": tenant_id, "reason": str(refused)})
                 break
-            batch = []  # the application has more to push: sync again at once
+            outcome.syncs += 1
+            queued, quiet = _sync_answer(answer, clock.now_ts())
+            self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet)
         return outcome
 
+    def _sync_done(self, tenant_id: str, record: dict[str, Any]) -> None:
+        if record.get("sync_id"):
+            self.repo.clear_pending_sync(tenant_id, str(record["sync_id"]))
+
+    def _unreported_in_order(self, tenant_id: str, carried: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What to POST for a record: per message, every unacknowledged event up to the newest it names.
+
+        Read from the table (consistently), so an earlier event still parked or waiting goes first and an
+        acknowledged one never goes again. An event whose message is gone or was replaced (its events start
+        over) cannot be ordered or marked: it is sent as carried.
+        """
+        mids = list(dict.fromkeys(str(item["_ref"][0]) for item in carried if item.get("_ref")))
+        states = self.repo.get_states(tenant_id, mids) if mids else {}
+        upto: dict[str, int] = {}
+        final: dict[str, bool] = {}
+        loose: list[dict[str, Any]] = []
+        for item in carried:
+            ref = item.get("_ref")
+            if not ref:
+                loose.append(item)
+                continue
+            mid, index, is_final = str(ref[0]), int(ref[1]), bool(ref[2])
+            stored = (states.get(mid) or {}).get("events") or []
+            if 0 <= index < len(stored) and stored[index].get("event_id") == item.get("event_id"):
+                upto[mid] = max(upto.get(mid, -1), index)
+                final[mid] = final.get(mid, False) or is_final
+            else:
+                loose.append(item)
+        batch = list(loose)
+        for mid, last in upto.items():
+            for index, event in enumerate(states[mid]["events"][: last + 1]):
+                if not event.get("reported_ts"):
+                    batch.append({**report_item(mid, event), "_ref": [mid, index, final[mid]]})
+        return batch
+
     def _post(self, url: str, headers: dict[str, str], secrets_in_use: Sequence[str],
-              batch: Sequence[dict[str, Any]], receive_count: int, tenant_id: str,
-              deadline: float | None = None) -> bytes:
+              batch: Sequence[dict[str, Any]], tenant_id: str, deadline: float | None = None) -> bytes:
         public = [{k: v for k, v in item.items() if not k.startswith("_")} for item in batch]
         body = json.dumps({"delivery_report": public}, separators=(",", ":"), ensure_ascii=False).encode()
         sent_headers = {**headers, "Content-Type": "application/json", "User-Agent": "mail-proxy-reporter/1"}
@@ -235,11 +392,11 @@ class ReportDelivery:
             answer = post(url, body, sent_headers, allow_loopback=self.allow_loopback, deadline=deadline)
         except OutboundRefused as exc:
             logger.warning("report URL refused", extra={"tenant_id": tenant_id, "reason": str(exc)})
-            raise RetryLater(f"report URL refused: {exc}", backoff(receive_count, self.backoff_seconds)) from exc
+            raise SyncRefused(f"report URL refused: {exc}") from exc
         except OutboundFailed as exc:
-            raise RetryLater(f"report call failed: {exc}", backoff(receive_count, self.backoff_seconds)) from exc
+            raise SyncRefused(f"report call failed: {exc}") from exc
         if not 200 <= answer.status < 300:
-            raise RetryLater(f"application answered {answer.status}", backoff(receive_count, self.backoff_seconds))
+            raise SyncRefused(f"application answered {answer.status}")
         return answer.body
 
     def _mark_reported(self, tenant_id: str, batch: Sequence[dict[str, Any]]) -> None:
@@ -247,6 +404,8 @@ class ReportDelivery:
         per_message: dict[str, list[tuple[int, str]]] = defaultdict(list)
         final: dict[str, bool] = {}
         for item in batch:
+            if not item.get("_ref"):
+                continue
             message_id, index, is_final = item["_ref"]
             per_message[message_id].append((int(index), str(item["event_id"])))
             final[message_id] = final.get(message_id, False) or bool(is_final)
@@ -266,15 +425,26 @@ class ReportDelivery:
         return found
 
 
-def _sync_answer(body: bytes) -> tuple[int, int | None]:
-    """``queued`` and ``next_sync_after`` from the application's answer; a body that is not JSON is fine."""
+def _sync_answer(body: bytes, now: int) -> tuple[int, int | None]:
+    """``queued`` and the quiet time asked by ``next_sync_after``, from the application's answer.
+
+    Anything odd is ignored rather than failing an acknowledged batch: a body that is not JSON, a
+    ``queued`` that is not a positive integer, a ``next_sync_after`` that is not a finite number (Python's
+    parser accepts NaN and Infinity) or is already past. Quiet is at most ``MAX_QUIET_SECONDS``.
+    """
     try:
         data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return 0, None
     if not isinstance(data, dict):
         return 0, None
     queued = data.get("queued")
     next_sync = data.get("next_sync_after")
-    return (queued if isinstance(queued, int) and not isinstance(queued, bool) else 0,
-            int(next_sync) if isinstance(next_sync, int | float) and not isinstance(next_sync, bool) else None)
+    queued_n = queued if isinstance(queued, int) and not isinstance(queued, bool) and queued > 0 else 0
+    if isinstance(next_sync, bool) or not isinstance(next_sync, int | float):
+        return queued_n, None
+    if isinstance(next_sync, float) and not math.isfinite(next_sync):
+        return queued_n, None
+    if next_sync <= now:
+        return queued_n, None
+    return queued_n, now + MAX_QUIET_SECONDS if next_sync > now + MAX_QUIET_SECONDS else int(next_sync)
