@@ -156,7 +156,7 @@ def test_a_trickling_report_endpoint_is_left_before_the_reporter_runs_out_of_tim
             "tenant_id": "acme", "client_base_url": f"http://127.0.0.1:{server.port}"}).status == 201
         delivery, _queue = harness.reporter_module.wiring()
         record = {"tenant_id": "acme", "events": []}
-        later = ends_in_time(lambda: delivery.deliver(record, record_id="r1", remaining_ms=lambda: IO_MARGIN_MS + 1_500),
-                             RetryLater)
+        later = ends_in_time(
+            lambda: delivery.deliver(record, record_id="r1", remaining_ms=lambda: IO_MARGIN_MS + 1_500), RetryLater)
         assert "report call failed" in str(later)
     harness.close()
