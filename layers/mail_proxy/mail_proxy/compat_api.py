@@ -14,6 +14,7 @@ verbs stays reachable as ``GET /messages/get?message_id=<id>`` and ``GET /messag
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -424,6 +425,41 @@ def command_log_export(tenant_id: TenantQ = None, since_ts: Annotated[int | None
                        until_ts: Annotated[int | None, Query(ge=0)] = None) -> Response[Any]:
     entries = _commands(tenant_id, since_ts, until_ts, COMPAT_LIST_MAX)
     return _json([{k: e[k] for k in ("endpoint", "tenant_id", "payload", "command_ts")} for e in entries])
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def metrics_public() -> bool:
+    """The operator's choice (template parameter MetricsPublic): /metrics without a token, as upstream serves it."""
+    return os.environ.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes")
+
+
+@router.get("/metrics", summary="Prometheus text: genro-mail-proxy's counters and pending gauge (admin token, "
+                                "unless the operator made it public)")
+def prometheus_metrics() -> Response[str]:
+    from mail_proxy import prometheus
+    from mail_proxy.authorization import authenticate
+    from mail_proxy.aws_clients import client
+    from mail_proxy.settings import get_settings
+
+    h = _http()
+    svc = h.services()
+    if not metrics_public():
+        # the route passes no authorizer (so that it can be public): the token is checked here, the same way
+        who = h.principal()
+        if who.role.value == "anonymous":
+            headers = router.current_event.headers or {}
+            bearer = str(headers.get("authorization") or "")
+            token = headers.get("x-api-token") or (bearer[7:] if bearer.lower().startswith("bearer ") else None)
+            who = authenticate(svc.repo, token)
+        who.require_admin()
+    tenants = {t["tenant_id"]: t.get("name") for t in svc.repo.list_tenants()}
+    counters = {t: c for t, c in prometheus.read_counters(svc.repo).items() if t in tenants}
+    pending = prometheus.pending_in_queues(client("sqs"), get_settings().send_queue_urls.values())
+    pending += sum(sum(1 for _ in svc.repo.waiting_message_keys(t)) for t in tenants)  # held for later
+    return Response(status_code=200, content_type=prometheus.CONTENT_TYPE,
+                    body=prometheus.render(counters, tenants, pending))
 
 
 # ------------------------------------------------------------------------------------- no equivalent
