@@ -83,6 +83,8 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
         call("tenants.update", "acme", name="Acme Inc"),
         call("accounts.add", id="smtp1", tenant_id="acme", host="127.0.0.1", port=smtp.port, user=SMTP_USER,
              password=SMTP_PASSWORD, use_tls=True),
+        call("accounts.add_pec", id="pec1", tenant_id="acme", host="smtp.pec.example.it", port=465,
+             imap_host="imap.pec.example.it", user="u@pec.example.it", password="secret"),
         call("accounts.list", "acme"),
         call("accounts.get", "acme", "smtp1"),
         call("messages.add", id="m1", tenant_id="acme", account_id="smtp1", from_addr="news@example.com",
@@ -97,7 +99,7 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
         call("command_log.list", tenant_id="acme"),
     ]
     results = run_client(upstream, server, ADMIN_TOKEN, setup)
-    (health, added, listed, got, updated, account, accounts, account_got, one, batch, status, instance_status,
+    (health, added, listed, got, updated, account, pec, accounts, account_got, one, batch, status, instance_status,
      run_now, run_now_tenant, commands) = results
 
     assert ok(health) is True
@@ -106,7 +108,8 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
     assert ok(got)["id"] == "acme" and ok(got)["name"] == "Acme"
     assert ok(updated)["name"] == "Acme Inc"
     assert ok(account)["id"] == "smtp1" and ok(account)["use_tls"] is True and "password" not in ok(account)
-    assert [a["id"] for a in ok(accounts)] == ["smtp1"] and ok(accounts)[0]["use_tls"] is True
+    assert ok(pec)["is_pec_account"] is True and ok(pec)["imap"]["host"] == "imap.pec.example.it"
+    assert {a["id"]: a["is_pec_account"] for a in ok(accounts)} == {"pec1": True, "smtp1": False}
     assert ok(account_got)["host"] == "127.0.0.1" and ok(account_got)["port"] == smtp.port
     assert ok(one) == {"id": "m1", "pk": "acme:m1"}
     assert ok(batch) == {"ok": True, "queued": 2, "rejected": []}
@@ -137,9 +140,13 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
         call("messages.delete", "acme:m3"),
         call("messages.cleanup", "acme", older_than_seconds=0),
         call("messages.list", "acme"),
+        call("instance.health"),
+        call("command_log.export", tenant_id="acme"),
+        call("accounts.delete", "acme", "pec1"),
     ]
     (listed_msgs, got_msg, active, pending, suspended, suspended_batch, batches, activated, activated_all,
-     batches_after, deleted, deleted_one, cleaned, listed_after) = run_client(upstream, server, ADMIN_TOKEN, after)
+     batches_after, deleted, deleted_one, cleaned, listed_after, instance_health, exported, pec_deleted
+     ) = run_client(upstream, server, ADMIN_TOKEN, after)
     records = {m["id"]: m for m in ok(listed_msgs)}
     assert set(records) == {"m1", "m2", "m3"}
     assert all(m["status"] == "sent" and m["smtp_ts"] and m["from_addr"] == "news@example.com"
@@ -155,6 +162,11 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
     assert ok(deleted_one) is True
     assert ok(cleaned) == {"ok": True, "removed": 1}
     assert ok(listed_after) == []
+    assert ok(instance_health) == {"status": "ok", "ok": True}
+    assert {"create_tenant", "suspend", "activate"} <= {e["endpoint"] for e in ok(exported)}
+    assert ok(pec_deleted) is True
+    [entry] = run_client(upstream, server, ADMIN_TOKEN, [call("command_log.get", ok(commands)[0]["id"])])
+    assert ok(entry)["id"] == ok(commands)[0]["id"] and ok(entry)["__type__"] == "CommandLogEntry"
 
     delivery.drain()
     delivery.tick()

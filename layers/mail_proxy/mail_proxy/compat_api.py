@@ -18,9 +18,10 @@ import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_proxy.domain import (
     TENANT_ID_PATTERN,
@@ -250,8 +251,12 @@ def accounts_add(request: AccountCreate) -> dict[str, Any]:
 
 
 @router.post("/accounts/add_pec", summary="genro-mail-proxy: POST /account with is_pec")
-def accounts_add_pec(request: AccountCreate) -> dict[str, Any]:
-    return accounts_add(request.model_copy(update={"is_pec": True}))
+def accounts_add_pec(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    try:
+        account = AccountCreate.model_validate({**request, "is_pec": True})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False)) from exc
+    return accounts_add(account)
 
 
 @router.get("/accounts/get", summary="genro-mail-proxy: GET /account/{id}")
