@@ -188,6 +188,13 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
     assert ok(account_deleted) is True and ok(no_accounts) == []
     assert ok(tenant_deleted) is True and ok(no_tenants) == []
 
+    missing = [call("instance.get"), call("instance.update", name="x"), call("instance.upgrade_to_ee"),
+               call("instance.get_sync_status"), call("instance.get_bounce_config"),
+               call("instance.set_bounce_config", enabled=True), call("instance.reload_bounce"),
+               call("accounts.list_pec"), call("accounts.get_pec_ids"), call("command_log.purge", 0)]
+    for answer in run_client(upstream, server, ADMIN_TOKEN, missing):
+        assert answer["status"] == 501 and "not provided by this proxy" in answer["body"], answer
+
 
 def test_upstream_client_with_a_tenant_token_reaches_its_own_tenant_and_nothing_else(
         upstream: Upstream, server: str, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
