@@ -21,6 +21,12 @@ SERIES = re.compile(r'^(gmp_\w+)\{tenant_id="([^"]*)",tenant_name="([^"]*)",acco
 
 
 @pytest.fixture
+def smtp() -> Iterator[ScriptedSmtpServer]:
+    with ScriptedSmtpServer() as sink:  # plain, no AUTH
+        yield sink
+
+
+@pytest.fixture
 def delivery(stack: Stack, smtp: ScriptedSmtpServer) -> Iterator[DeliveryHarness]:
     reset_caches()
     clock.advance(60 - (time.time() % 60) + 0.5)

@@ -15,6 +15,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ READY = VENV / f".ready-{VERSION}"
 SDIST_DIR = CACHE / "upstream-sdist"
 SRC = CACHE / f"upstream-src/genro_mail_proxy-{VERSION}"
 DRIVER = Path(__file__).resolve().parent / "upstream_driver.py"
+RECEIVER = Path(__file__).resolve().parent / "upstream_receiver.py"
 _NETWORK_HINTS = ("Could not find a version", "No matching distribution", "NewConnectionError",
                   "Max retries exceeded", "Temporary failure in name resolution", "Network is unreachable",
                   "ConnectionError", "timed out")
@@ -85,15 +89,60 @@ def ensure_upstream() -> Upstream:
     return Upstream(_python(VENV), SRC / "src")
 
 
+def _env(upstream: Upstream) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(upstream.src)
+    env["HOME"] = str(CACHE)  # the client reads ~/.mail-proxy/connections.json; keep the user's out of it
+    return env
+
+
+def scenario(name: str) -> Path:
+    """One of upstream's report scenarios (CSV of messages and their expected status)."""
+    return SRC / "tests/fixtures/reporting" / name
+
+
+@contextmanager
+def report_receiver(upstream: Upstream, work: Path, *, proxy_url: str, token: str, tenant_id: str,
+                    account_id: str, csv: Path, batch_size: int = 2, timeout: float = 120
+                    ) -> Iterator[tuple[str, Callable[[], dict[str, Any]]]]:
+    """Upstream's FakeClient serving on loopback: yields its base URL and a reader of what it received."""
+    state, stop = work / "receiver-state.json", work / "receiver-stop"
+    plan = {"fake_client": str(SRC / "tests/fixtures/reporting/fake_client.py"), "csv": str(csv),
+            "proxy_url": proxy_url, "tenant_id": tenant_id, "account_id": account_id, "api_token": token,
+            "batch_size": batch_size, "state_file": str(state), "stop_file": str(stop), "timeout": timeout}
+    process = subprocess.Popen([str(upstream.python), str(RECEIVER), json.dumps(plan)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=_env(upstream))
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("READY "):
+            process.kill()
+            raise AssertionError(f"upstream's receiver did not start: {line}{process.communicate(timeout=10)[1]}")
+
+        def read() -> dict[str, Any]:
+            for _ in range(100):
+                if state.exists():
+                    data: dict[str, Any] = json.loads(state.read_text())
+                    return data
+                time.sleep(0.05)
+            raise AssertionError("upstream's receiver wrote no state")
+
+        yield line.split()[1], read
+    finally:
+        stop.touch()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def run_client(upstream: Upstream, url: str, token: str | None, calls: list[tuple[str, list[Any], dict[str, Any]]],
                tenant_id: str | None = None, timeout: float = 120) -> list[dict[str, Any]]:
     """Runs ``calls`` with upstream's ``MailProxyClient`` in its own interpreter; returns one result per call."""
     plan = {"url": url, "token": token, "tenant_id": tenant_id, "calls": [list(c) for c in calls]}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "VIRTUAL_ENV"))}
-    env["PYTHONPATH"] = str(upstream.src)
-    env["HOME"] = str(CACHE)  # the client reads ~/.mail-proxy/connections.json; keep the user's out of it
     done = subprocess.run([str(upstream.python), str(DRIVER)], input=json.dumps(plan), capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+                          text=True, timeout=timeout, env=_env(upstream), check=False)
     for line in done.stdout.splitlines():
         if line.startswith("RESULTS "):
             results: list[dict[str, Any]] = json.loads(line.removeprefix("RESULTS "))
