@@ -100,3 +100,11 @@ def test_health_and_status_carry_upstreams_documented_fields(api: ApiClient, acm
     status = api.get("/status", token=acme).json
     assert status["ok"] is True and status["scheduler_active"] is True
     assert status["pending_messages"] == 2 and status["uptime_seconds"] >= 0
+
+
+def test_swagger_ui_is_served_at_docs_without_a_token_and_redoc_leads_there(api: ApiClient) -> None:
+    page = api.get("/docs")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    assert "swagger" in page.text.lower() and "/tenants/add" in page.text
+    moved = api.get("/redoc")
+    assert moved.status == 302 and moved.headers["location"] == "/docs"

@@ -35,6 +35,7 @@ from mail_proxy.domain import (
 from mail_proxy.errors import InvalidInputError, NotFoundError
 
 router = APIGatewayHttpRouter()
+COMPAT_TAGS = ["genro-mail-proxy"]  # in /openapi.json: routes for upstream's clients (docs/compat.md)
 
 COMPAT_LIST_MAX = 1000  # records in one bare-list answer (upstream's lists have no paging)
 DEFAULT_CLEANUP_SECONDS = 86400  # upstream's default for GET /messages/cleanup
@@ -88,13 +89,13 @@ def message_record(record: MessageRecord) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- instance
 
 
-@router.get("/instance/health", summary="genro-mail-proxy: health with a token")
+@router.get("/instance/health", tags=COMPAT_TAGS, summary="genro-mail-proxy: health with a token")
 def instance_health() -> dict[str, Any]:
     _http().principal().require_authenticated()
     return {"status": "ok", "ok": True}
 
 
-@router.get("/instance/status", summary="genro-mail-proxy: the same answer as GET /status")
+@router.get("/instance/status", tags=COMPAT_TAGS, summary="genro-mail-proxy: the same answer as GET /status")
 def instance_status(tenant_id: TenantQ = None) -> dict[str, Any]:
     return dict(_http().status(tenant_id).model_dump(mode="json"))
 
@@ -108,7 +109,7 @@ class TenantBatch(_Body):
     batch_code: str | None = Field(default=None, max_length=64)
 
 
-@router.post("/instance/run_now", summary="genro-mail-proxy: POST /commands/run-now")
+@router.post("/instance/run_now", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/run-now")
 def instance_run_now(request: Annotated[TenantOptional | None, Body()] = None) -> dict[str, Any]:
     h = _http()
     h.services().messages.run_now(h.principal(), request.tenant_id if request else None)
@@ -127,12 +128,12 @@ def _activate(request: TenantBatch) -> dict[str, Any]:
                                                                request.batch_code)).model_dump(mode="json"))
 
 
-@router.post("/instance/suspend", summary="genro-mail-proxy: POST /commands/suspend")
+@router.post("/instance/suspend", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend")
 def instance_suspend(request: TenantBatch) -> dict[str, Any]:
     return _suspend(request)
 
 
-@router.post("/instance/activate", summary="genro-mail-proxy: POST /commands/activate")
+@router.post("/instance/activate", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate")
 def instance_activate(request: TenantBatch) -> dict[str, Any]:
     return _activate(request)
 
@@ -152,7 +153,8 @@ class TenantUpdateRequest(TenantUpdate):
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
 
 
-@router.post("/tenants/add", summary="genro-mail-proxy: POST /tenant, or PUT /tenant/{id} if it exists")
+@router.post("/tenants/add", tags=COMPAT_TAGS,
+             summary="genro-mail-proxy: POST /tenant, or PUT /tenant/{id} if it exists")
 def tenants_add(request: TenantCreate) -> dict[str, Any]:
     """Upstream's add is an upsert: a new tenant is created (its key in the answer), an existing one updated."""
     h = _http()
@@ -171,20 +173,20 @@ def tenants_add(request: TenantCreate) -> dict[str, Any]:
     return tenant_record(svc.tenants.get(who, request.tenant_id))
 
 
-@router.get("/tenants/get", summary="genro-mail-proxy: GET /tenant/{id}")
+@router.get("/tenants/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenant/{id}")
 def tenants_get(tenant_id: RequiredTenantQ) -> dict[str, Any]:
     h = _http()
     return tenant_record(h.services().tenants.get(h.principal(), tenant_id))
 
 
-@router.get("/tenants/list", summary="genro-mail-proxy: GET /tenants, as a bare list")
+@router.get("/tenants/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenants, as a bare list")
 def tenants_list(active_only: Annotated[bool, Query()] = False) -> Response[Any]:
     h = _http()
     return _json([tenant_record(v) for v in h.services().tenants.list_tenants(h.principal(),
                                                                               active_only=active_only)])
 
 
-@router.post("/tenants/update", summary="genro-mail-proxy: PUT /tenant/{id}")
+@router.post("/tenants/update", tags=COMPAT_TAGS, summary="genro-mail-proxy: PUT /tenant/{id}")
 def tenants_update(request: TenantUpdateRequest) -> dict[str, Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -193,31 +195,32 @@ def tenants_update(request: TenantUpdateRequest) -> dict[str, Any]:
     return tenant_record(svc.tenants.get(who, request.tenant_id))
 
 
-@router.post("/tenants/delete", summary="genro-mail-proxy: DELETE /tenant/{id}")
+@router.post("/tenants/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}")
 def tenants_delete(request: TenantKey) -> Response[Any]:
     h = _http()
     h.services().tenants.delete(h.principal(), request.tenant_id)
     return _json(True)
 
 
-@router.post("/tenants/suspend_batch", summary="genro-mail-proxy: POST /commands/suspend")
+@router.post("/tenants/suspend_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend")
 def tenants_suspend_batch(request: TenantBatch) -> dict[str, Any]:
     return _suspend(request)
 
 
-@router.post("/tenants/activate_batch", summary="genro-mail-proxy: POST /commands/activate")
+@router.post("/tenants/activate_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate")
 def tenants_activate_batch(request: TenantBatch) -> dict[str, Any]:
     return _activate(request)
 
 
-@router.get("/tenants/get_suspended_batches", summary="genro-mail-proxy: suspended_batches of GET /tenant/{id}")
+@router.get("/tenants/get_suspended_batches", tags=COMPAT_TAGS,
+            summary="genro-mail-proxy: suspended_batches of GET /tenant/{id}")
 def tenants_get_suspended_batches(tenant_id: RequiredTenantQ) -> dict[str, Any]:
     h = _http()
     view = h.services().tenants.get(h.principal(), tenant_id)
     return {"ok": True, "tenant_id": view.tenant_id, "suspended_batches": view.suspended_batches}
 
 
-@router.post("/tenants/create_api_key", summary="genro-mail-proxy: POST /tenant/{id}/api-key")
+@router.post("/tenants/create_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /tenant/{id}/api-key")
 def tenants_create_api_key(request: NewApiKeyRequest) -> dict[str, Any]:
     if request.expires_at is not None:
         raise InvalidInputError("expires_at: keys here do not expire; revoke a key to end it")
@@ -227,7 +230,7 @@ def tenants_create_api_key(request: NewApiKeyRequest) -> dict[str, Any]:
             "message": "Save this API key: it is shown only once."}
 
 
-@router.post("/tenants/revoke_api_key", summary="genro-mail-proxy: DELETE /tenant/{id}/api-key")
+@router.post("/tenants/revoke_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}/api-key")
 def tenants_revoke_api_key(request: TenantKey) -> dict[str, Any]:
     h = _http()
     h.services().tenants.revoke_api_key(h.principal(), request.tenant_id)
@@ -242,7 +245,7 @@ class AccountKey(_Body):
     account_id: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/accounts/add", summary="genro-mail-proxy: POST /account")
+@router.post("/accounts/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account")
 def accounts_add(request: AccountCreate) -> dict[str, Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -250,7 +253,7 @@ def accounts_add(request: AccountCreate) -> dict[str, Any]:
     return account_record(svc.accounts.get(who, request.id, request.tenant_id))
 
 
-@router.post("/accounts/add_pec", summary="genro-mail-proxy: POST /account with is_pec")
+@router.post("/accounts/add_pec", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account with is_pec")
 def accounts_add_pec(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     try:
         account = AccountCreate.model_validate({**request, "is_pec": True})
@@ -259,19 +262,19 @@ def accounts_add_pec(request: Annotated[dict[str, Any], Body()]) -> dict[str, An
     return accounts_add(account)
 
 
-@router.get("/accounts/get", summary="genro-mail-proxy: GET /account/{id}")
+@router.get("/accounts/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /account/{id}")
 def accounts_get(account_id: IdQ, tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     return account_record(h.services().accounts.get(h.principal(), account_id, tenant_id))
 
 
-@router.get("/accounts/list", summary="genro-mail-proxy: GET /accounts, as a bare list")
+@router.get("/accounts/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /accounts, as a bare list")
 def accounts_list(tenant_id: TenantQ = None) -> Response[Any]:
     h = _http()
     return _json([account_record(a) for a in h.services().accounts.list_accounts(h.principal(), tenant_id)])
 
 
-@router.post("/accounts/delete", summary="genro-mail-proxy: DELETE /account/{id}")
+@router.post("/accounts/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /account/{id}")
 def accounts_delete(request: AccountKey) -> Response[Any]:
     h = _http()
     h.services().accounts.delete(h.principal(), request.account_id, request.tenant_id)
@@ -295,7 +298,7 @@ class DeleteOneRequest(_Body):
     message_pk: str = Field(min_length=3, max_length=200)
 
 
-@router.post("/messages/add", summary="genro-mail-proxy: one message of POST /commands/add-messages")
+@router.post("/messages/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: one message of POST /commands/add-messages")
 def messages_add(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     h = _http()
     who = h.principal()
@@ -307,7 +310,7 @@ def messages_add(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     return {"id": request["id"], "pk": message_pk(str(tenant_id), request["id"])}
 
 
-@router.post("/messages/add_batch", summary="genro-mail-proxy: POST /commands/add-messages")
+@router.post("/messages/add_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/add-messages")
 def messages_add_batch(request: AddBatchRequest) -> dict[str, Any]:
     h = _http()
     who = h.principal()
@@ -316,7 +319,7 @@ def messages_add_batch(request: AddBatchRequest) -> dict[str, Any]:
     return {"ok": True, "queued": result.queued, "rejected": result.rejected}
 
 
-@router.get("/messages/list", summary="genro-mail-proxy: GET /messages, as a bare list")
+@router.get("/messages/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages, as a bare list")
 def messages_list(tenant_id: TenantQ = None, active_only: Annotated[bool, Query()] = False,
                   include_history: Annotated[bool, Query()] = False) -> Response[Any]:
     h = _http()
@@ -326,7 +329,7 @@ def messages_list(tenant_id: TenantQ = None, active_only: Annotated[bool, Query(
     return _json([message_record(r) for r in records])
 
 
-@router.get("/messages/get", summary="genro-mail-proxy: GET /messages/{id}")
+@router.get("/messages/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages/{id}")
 def messages_get(message_id: IdQ, tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     return message_record(h.services().messages.get(h.principal(), message_id, tenant_id))
@@ -338,12 +341,13 @@ def _delete(tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
     return {"ok": True, **outcome}
 
 
-@router.post("/messages/delete_batch", summary="genro-mail-proxy: POST /commands/delete-messages")
+@router.post("/messages/delete_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/delete-messages")
 def messages_delete_batch(request: DeleteBatchRequest) -> dict[str, Any]:
     return _delete(request.tenant_id, request.ids)
 
 
-@router.post("/messages/delete", summary="genro-mail-proxy: delete one message by its pk (tenant_id:id)")
+@router.post("/messages/delete", tags=COMPAT_TAGS,
+             summary="genro-mail-proxy: delete one message by its pk (tenant_id:id)")
 def messages_delete(request: DeleteOneRequest) -> Response[Any]:
     tenant_id, sep, message_id = request.message_pk.partition(":")
     if not sep or not tenant_id or not message_id:
@@ -351,14 +355,16 @@ def messages_delete(request: DeleteOneRequest) -> Response[Any]:
     return _json(_delete(tenant_id, [message_id])["removed"] > 0)
 
 
-@router.get("/messages/cleanup", summary="genro-mail-proxy: POST /commands/cleanup-messages (a GET, as upstream)")
+@router.get("/messages/cleanup", tags=COMPAT_TAGS,
+            summary="genro-mail-proxy: POST /commands/cleanup-messages (a GET, as upstream)")
 def messages_cleanup(tenant_id: TenantQ = None,
                      older_than_seconds: Annotated[int, Query(ge=0)] = DEFAULT_CLEANUP_SECONDS) -> dict[str, Any]:
     h = _http()
     return {"ok": True, "removed": h.services().messages.cleanup(h.principal(), tenant_id, older_than_seconds)}
 
 
-@router.get("/messages/count_active", summary="genro-mail-proxy: messages waiting (the caller's tenant, or all)")
+@router.get("/messages/count_active", tags=COMPAT_TAGS,
+            summary="genro-mail-proxy: messages waiting (the caller's tenant, or all)")
 def messages_count_active() -> Response[Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -367,7 +373,8 @@ def messages_count_active() -> Response[Any]:
     return _json(sum(svc.messages.pending_count(who, t, None) for t in tenants if t))
 
 
-@router.get("/messages/count_pending_for_tenant", summary="genro-mail-proxy: pending_messages of a tenant")
+@router.get("/messages/count_pending_for_tenant", tags=COMPAT_TAGS,
+            summary="genro-mail-proxy: pending_messages of a tenant")
 def messages_count_pending_for_tenant(tenant_id: TenantQ = None,
                                       batch_code: Annotated[str | None, Query(max_length=64)] = None
                                       ) -> Response[Any]:
@@ -375,7 +382,8 @@ def messages_count_pending_for_tenant(tenant_id: TenantQ = None,
     return _json(h.services().messages.pending_count(h.principal(), tenant_id, batch_code))
 
 
-@router.get("/messages/<message_id>/events", summary="A message's events, oldest first (genro-mail-proxy docs)")
+@router.get("/messages/<message_id>/events", tags=COMPAT_TAGS,
+            summary="A message's events, oldest first (genro-mail-proxy docs)")
 def message_events(message_id: Annotated[str, Path(max_length=384)], tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     record = h.services().messages.get(h.principal(), h.path_id(message_id, "message_id"), tenant_id)
@@ -408,7 +416,7 @@ def _commands(tenant_id: str | None, since_ts: int | None, until_ts: int | None,
     return entries
 
 
-@router.get("/command_log/list", summary="genro-mail-proxy: GET /command-log, as a bare list")
+@router.get("/command_log/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /command-log, as a bare list")
 def command_log_list(tenant_id: TenantQ = None, since_ts: Annotated[int | None, Query(ge=0)] = None,
                      until_ts: Annotated[int | None, Query(ge=0)] = None,
                      endpoint_filter: Annotated[str | None, Query(max_length=100)] = None,
@@ -417,7 +425,8 @@ def command_log_list(tenant_id: TenantQ = None, since_ts: Annotated[int | None, 
     return _json(_commands(tenant_id, since_ts, until_ts, limit, endpoint_filter, offset))
 
 
-@router.get("/command_log/get", summary="genro-mail-proxy: one command-log entry (among the latest 1000)")
+@router.get("/command_log/get", tags=COMPAT_TAGS,
+            summary="genro-mail-proxy: one command-log entry (among the latest 1000)")
 def command_log_get(command_id: Annotated[str, Query(min_length=1, max_length=64)]) -> dict[str, Any]:
     for entry in _commands(None, None, None, COMPAT_LIST_MAX):
         if str(entry["id"]) == command_id:
@@ -425,7 +434,7 @@ def command_log_get(command_id: Annotated[str, Query(min_length=1, max_length=64
     raise NotFoundError(f"command '{command_id}' not found among the latest {COMPAT_LIST_MAX}")
 
 
-@router.get("/command_log/export", summary="genro-mail-proxy: the command log in replay form")
+@router.get("/command_log/export", tags=COMPAT_TAGS, summary="genro-mail-proxy: the command log in replay form")
 def command_log_export(tenant_id: TenantQ = None, since_ts: Annotated[int | None, Query(ge=0)] = None,
                        until_ts: Annotated[int | None, Query(ge=0)] = None) -> Response[Any]:
     entries = _commands(tenant_id, since_ts, until_ts, COMPAT_LIST_MAX)
@@ -440,7 +449,8 @@ def metrics_public() -> bool:
     return os.environ.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes")
 
 
-@router.get("/metrics", summary="Prometheus text: genro-mail-proxy's counters and pending gauge (admin token, "
+@router.get("/metrics", tags=COMPAT_TAGS,
+            summary="Prometheus text: genro-mail-proxy's counters and pending gauge (admin token, "
                                 "unless the operator made it public)")
 def prometheus_metrics() -> Response[str]:
     from mail_proxy import prometheus

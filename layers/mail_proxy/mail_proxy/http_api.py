@@ -677,3 +677,12 @@ def _run_idempotent(who: Principal, tenant_id: str | None, key: str, request: Ad
 from mail_proxy.compat_api import router as _compat_router  # noqa: E402  (its routes call the ones above)
 
 app.include_router(_compat_router)
+# genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
+# embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
+app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)
+
+
+@app.get("/redoc", include_in_schema=False)
+def redoc() -> Response[Any]:
+    return Response(status_code=302, content_type="application/json", body={"detail": "see /docs"},
+                    headers={"Location": "/docs"})
