@@ -7,6 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.prometheus import record_stream_metrics
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.reporting import route_stream_records
 from mail_proxy.repository import MailRepository
@@ -25,6 +26,10 @@ def wiring() -> tuple[MailRepository, ReportQueue]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     repo, queue = wiring()
     queued = route_stream_records(repo, queue, event.get("Records") or [])
+    try:  # the /metrics counters, one write per tenant of the batch; never a reason to re-route reports
+        record_stream_metrics(repo, event.get("Records") or [])
+    except Exception:
+        logger.exception("metrics counters not updated for this batch")
     if queued:
         metrics.add_metric(name="ReportEventsQueued", unit=MetricUnit.Count, value=queued)
     return {"queued": queued}

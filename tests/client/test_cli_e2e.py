@@ -214,7 +214,7 @@ def test_suspend_activate_run_now_delete_and_cleanup(stack_cli: Cli, sink_tenant
 
 def test_status_health_and_command_log(stack_cli: Cli, sink_tenant: SinkTenant) -> None:
     assert stack_cli("local", "status").code == 0
-    assert stack_cli("local", "health", "--json").json() == {"status": "ok"}
+    assert stack_cli("local", "health", "--json").json() == {"status": "ok", "ok": True}
     log = stack_cli("local", "command-log", "--tenant", sink_tenant.tenant_id, "--json")
     assert log.code == 0 and isinstance(log.json(), list)
 

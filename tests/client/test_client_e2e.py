@@ -32,7 +32,8 @@ def message(mid: str, **fields: object) -> dict[str, object]:
 
 def test_every_route_of_the_openapi_document_has_a_client_method(local_stack: RunningStack) -> None:
     document = MailProxyClient(local_stack.api_url, None).openapi()
-    served = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    served = {(method.upper(), path) for path, item in document["paths"].items() for method, operation in item.items()
+              if "genro-mail-proxy" not in operation.get("tags", [])}  # those are for upstream's clients
     assert served - set(ROUTES) - NOT_CLIENT_ROUTES == set()
     assert all(callable(getattr(MailProxyClient, name)) for name in ROUTES.values())
 

@@ -34,7 +34,7 @@ pytestmark = [
 def test_health_is_open(local_stack: RunningStack) -> None:
     answer = local_stack.request("GET", "/health", admin=False)
     assert answer.status == 200
-    assert answer.json() == {"status": "ok"}
+    assert answer.json() == {"status": "ok", "ok": True}
 
 
 def test_tenants_without_a_token_is_401(local_stack: RunningStack) -> None:

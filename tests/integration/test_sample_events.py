@@ -25,7 +25,7 @@ def invoke(function: str, payload: dict[str, Any]) -> Any:
 
 def test_api_health_event(stack: Stack) -> None:
     result = invoke("api", event("api_health.json"))
-    assert result["statusCode"] == 200 and json.loads(result["body"]) == {"status": "ok"}
+    assert result["statusCode"] == 200 and json.loads(result["body"]) == {"status": "ok", "ok": True}
 
 
 def test_authorizer_event_resolves_the_tenant(api: ApiClient) -> None:

@@ -3,7 +3,7 @@ from tests.conftest import ADMIN_TOKEN, ApiClient, message
 
 def test_health_needs_no_token(api: ApiClient) -> None:
     resp = api.get("/health")
-    assert resp.status == 200 and resp.json == {"status": "ok"}
+    assert resp.status == 200 and resp.json == {"status": "ok", "ok": True}
 
 
 def test_tenant_account_and_message_round_trip(api: ApiClient) -> None:

@@ -104,6 +104,18 @@ def _no_control(value: str | None, field: str) -> str | None:
     return value
 
 
+def _alias(data: Any, alias: str, name: str) -> Any:
+    """genro-mail-proxy's field name ``alias`` accepted for ``name``; both given and different is an error."""
+    if not isinstance(data, dict) or alias not in data:
+        return data
+    data = dict(data)
+    value = data.pop(alias)
+    if name in data and data[name] != value:
+        raise ValueError(f"{alias} and {name} name the same field and differ")
+    data[name] = value
+    return data
+
+
 def _url(value: str | None, field: str) -> str | None:
     if value is None or value == "":
         return None
@@ -251,9 +263,14 @@ class TenantFields(Strict):
 
 
 class TenantCreate(TenantFields):
-    tenant_id: TenantId
+    tenant_id: TenantId = Field(description="[A-Za-z0-9_-]{1,64}; genro-mail-proxy's name for it, id, is accepted")
     token: str | None = Field(default=None, min_length=16, max_length=256, description="the tenant's API token")
     active: bool | None = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_alias(cls, data: Any) -> Any:
+        return _alias(data, "id", "tenant_id")
 
     @field_validator("token")
     @classmethod
@@ -276,6 +293,7 @@ class ClientAuthView(View):
 
 class TenantView(View):
     tenant_id: str
+    id: str | None = Field(default=None, description="the same as tenant_id (genro-mail-proxy's name)")
     name: str | None = None
     active: bool = True
     client_base_url: str | None = None
@@ -291,6 +309,11 @@ class TenantView(View):
     has_api_key: bool = False
     created_at: str | None = None
     updated_at: str | None = None
+
+    @model_validator(mode="after")
+    def _same_id(self) -> TenantView:
+        self.id = self.tenant_id
+        return self
 
 
 # -------------------------------------------------------------------------------------------- accounts
@@ -468,6 +491,11 @@ class MessageIn(Strict):
     deferred_ts: int | None = Field(default=None, ge=0)
     batch_code: str | None = Field(default=None, pattern=BATCH_CODE_PATTERN)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_addr_alias(cls, data: Any) -> Any:
+        return _alias(data, "from_addr", "from")
+
     @field_validator("from_", "return_path", mode="before")
     @classmethod
     def _mailbox(cls, v: Any, info: Any) -> Any:
@@ -598,6 +626,7 @@ class MessageRecord(View):
     status: MessageStatus
     deferred_ts: int | None = None
     sent_ts: int | None = None
+    smtp_ts: int | None = Field(default=None, description="the same as sent_ts (genro-mail-proxy's name)")
     error_ts: int | None = None
     error: str | None = None
     attempts: int = 0
@@ -605,3 +634,8 @@ class MessageRecord(View):
     updated_at: str | None = None
     message: dict[str, Any] | None = None
     history: list[HistoryEvent] | None = None
+
+    @model_validator(mode="after")
+    def _smtp_ts(self) -> MessageRecord:
+        self.smtp_ts = self.sent_ts
+        return self

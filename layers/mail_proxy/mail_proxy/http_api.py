@@ -67,6 +67,7 @@ API_TITLE = "Mail proxy"
 API_VERSION = "1.0.0"
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_STARTED = time.monotonic()
 
 
 
@@ -216,6 +217,7 @@ class Ok(BaseModel):
 
 class Health(BaseModel):
     status: str = "ok"
+    ok: bool = True
 
 
 STATUS_MAX_MESSAGES = 5000  # messages counted per GET /status: the answer must come well within 29 s
@@ -241,6 +243,10 @@ class Status(Ok):
     truncated: bool = Field(default=False, description=f"at most {STATUS_MAX_MESSAGES} messages are counted "
                                                        "per call; true when some were not")
     tenants: list[TenantStatus] = Field(default_factory=list)
+    # genro-mail-proxy's documented fields
+    scheduler_active: bool = Field(default=True, description="due messages are queued by the scheduled function")
+    pending_messages: int = Field(default=0, description="messages counted as pending, deferred or sending")
+    uptime_seconds: int = Field(default=0, description="age of the answering function container")
 
 
 class TenantCreated(Ok):
@@ -392,6 +398,8 @@ def status(tenant_id: TenantIdQuery = None) -> Status:
         if counted.oldest_waiting_age_seconds is not None:
             answer.oldest_waiting_age_seconds = max(answer.oldest_waiting_age_seconds or 0,
                                                     counted.oldest_waiting_age_seconds)
+    answer.pending_messages = sum(answer.messages.get(s.value, 0) for s in WAITING_STATUSES)
+    answer.uptime_seconds = int(time.monotonic() - _STARTED)
     return answer
 
 
@@ -663,3 +671,19 @@ def _run_idempotent(who: Principal, tenant_id: str | None, key: str, request: Ad
                              retry_after=2) from exc
     replayed = bool(answer.pop("_replayed", False))
     return answer, replayed
+
+
+# --------------------------------------------------------------------------------------------- genro-mail-proxy
+
+from mail_proxy.compat_api import router as _compat_router  # noqa: E402  (its routes call the ones above)
+
+app.include_router(_compat_router)
+# genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
+# embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
+app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)
+
+
+@app.get("/redoc", include_in_schema=False)
+def redoc() -> Response[Any]:
+    return Response(status_code=302, content_type="application/json", body={"detail": "see /docs"},
+                    headers={"Location": "/docs"})

@@ -176,6 +176,11 @@ class MessageDesk:
                      message=f"run-now queued {total.queued} messages", queued=total.queued)
         return total
 
+    def pending_count(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> int:
+        """Messages of the tenant (of the batch) still waiting to be sent."""
+        tid = acting_tenant(principal, self.repo, tenant_id)
+        return int(self._batch_state(tid, [], batch_code)["pending_messages"])
+
     def _batch_state(self, tenant_id: str, batches: list[str], batch_code: str | None) -> dict[str, Any]:
         """Counts the waiting messages (of the batch): the due index holds the deferred and held ones, and
         the newest messages are read for those queued at submission (which carry no due time)."""
