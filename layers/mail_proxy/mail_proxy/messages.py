@@ -26,6 +26,7 @@ from mail_proxy.tenants import acting_tenant
 MAX_LIST_LIMIT = 1000
 MAX_DELETE_IDS = 1000
 MAX_PAGES_PER_LISTING = 20
+HELD_COUNT_SCAN = 10_000  # held messages read to count them
 PENDING_COUNT_SCAN = 2000  # newest messages read to count waiting ones; older waiting ones are in the due index
 
 
@@ -187,7 +188,9 @@ class MessageDesk:
         recent, _truncated = self.repo.recent_states(tenant_id, limit=PENDING_COUNT_SCAN)
         waiting = {s["id"] for s in recent if s["status"] in WAITING_STATUSES
                    and (batch_code is None or s.get("batch_code") == batch_code)}
-        due_ids = [mid for _, mid in self.repo.waiting_message_keys(tenant_id) if mid not in waiting]
+        indexed = [mid for _, mid in self.repo.waiting_message_keys(tenant_id)]
+        indexed += self.repo.held_message_ids(tenant_id, limit=HELD_COUNT_SCAN)
+        due_ids = [mid for mid in dict.fromkeys(indexed) if mid not in waiting]
         if due_ids:
             states = self.repo.get_states(tenant_id, due_ids)
             waiting.update(m for m, s in states.items() if s["status"] in WAITING_STATUSES
