@@ -546,7 +546,7 @@ def run_now(tenant_id: TenantIdQuery = None) -> Ok:
     return Ok()
 
 
-BatchQuery = Annotated[str | None, Query(max_length=64)]
+BatchQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
 @app.post("/commands/suspend")

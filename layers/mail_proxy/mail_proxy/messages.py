@@ -47,6 +47,12 @@ def message_record(state: dict[str, Any], payload: dict[str, Any] | None, *, wit
     )
 
 
+def _check_batch_code(batch_code: str | None) -> None:
+    """Absent means every batch; an empty code is a mistake, never "everything" (422)."""
+    if batch_code is not None and not batch_code.strip():
+        raise InvalidInputError("batch_code must not be empty (omit it to act on every batch)")
+
+
 def _fully_reported(state: dict[str, Any]) -> bool:
     return all(e.get("reported_ts") for e in state.get("events") or [])
 
@@ -129,6 +135,7 @@ class MessageDesk:
         return removed
 
     def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         batches = self.repo.change_suspended_batches(tid, add=batch_code or "*")
         audit.record(self.repo, command="suspend", tenant_id=tid, payload={"batch_code": batch_code},
@@ -136,6 +143,7 @@ class MessageDesk:
         return self._batch_state(tid, batches, batch_code)
 
     def activate(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
         current = set(tenant.get("suspended_batches") or [])
