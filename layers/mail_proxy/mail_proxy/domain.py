@@ -411,6 +411,21 @@ RESERVED_HEADERS = frozenset(
     )
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_MESSAGE_ID = re.compile(r"<([!-;=?-~]+@[!-;=?-~]+)>|([!-;=?-~]+@[!-;=?-~]+)")  # as mime.build_email: <left@right>
+_HARD_MAX_LINE = 998  # RFC 5322 2.1.1: an ASCII word that cannot be folded must fit one line
+
+
+def header_is_reserved(name: str) -> bool:
+    """Headers the proxy builds itself (or from a field of its own): a custom one would fail the build."""
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith("content-")
+
+
+def _foldable(name: str, value: str, field: str) -> None:
+    """The build folds ASCII values at spaces; a single word longer than a line can never be sent."""
+    longest = _HARD_MAX_LINE - len(name) - 2
+    if value.isascii() and any(len(word) > longest for word in value.split(" ")):
+        raise ValueError(f"{field}: a word longer than {longest} characters cannot be folded into a header line")
 
 
 class Attachment(Strict):
@@ -497,10 +512,29 @@ class MessageIn(Strict):
         for name, value in v.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid header field name")
-            if name.lower() in RESERVED_HEADERS:
+            if header_is_reserved(name):
                 raise ValueError(f"header {name!r} is set by the proxy from the message fields")
             _no_control(value, f"header {name}")
+            _foldable(name, value, f"header {name!r}")
         return v
+
+    @field_validator("message_id")
+    @classmethod
+    def _message_id(cls, v: str | None) -> str | None:
+        if not v:
+            return v
+        found = _MESSAGE_ID.fullmatch(v.strip())
+        if not found:
+            raise ValueError("message_id must be of the form <left@right> (printable ASCII, no spaces)")
+        _foldable("Message-ID", f"<{found.group(1) or found.group(2)}>", "message_id")
+        return v
+
+    @model_validator(mode="after")
+    def _buildable(self) -> MessageIn:
+        _foldable("Subject", self.subject, "subject")
+        if self.html_body is not None and self.content_type == "html":
+            raise ValueError("html_body is the HTML alternative of a plain body: content_type must be 'plain'")
+        return self
 
     @field_validator("priority", mode="before")
     @classmethod
