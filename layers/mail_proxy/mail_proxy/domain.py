@@ -70,8 +70,13 @@ def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
 
 
 def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """Messages of an inactive tenant or a suspended batch wait; they are not queued."""
-    return bool(tenant.get("active", True)) and not batch_is_suspended(tenant, batch_code)
+    """Messages of an inactive tenant, a tenant suspended by an administrator, or a suspended batch wait;
+    they are not queued."""
+    return (bool(tenant.get("active", True)) and not tenant.get("admin_suspended")
+            and not batch_is_suspended(tenant, batch_code))
+
+
+TENANT_SUSPENDED_DETAIL = "tenant suspended by an administrator"
 
 
 def normalise_priority(value: object, default: int = DEFAULT_PRIORITY) -> int:
@@ -250,6 +255,18 @@ class TenantUpdate(TenantFields):
     """Any tenant field but ``tenant_id`` (and the token: use the api-key routes)."""
 
 
+class TenantSuspension(Strict):
+    """An administrator's suspension: unlike ``active`` (the tenant's own switch), only an administrator
+    lifts it, and the tenant's token is refused meanwhile."""
+
+    reason: str | None = Field(default=None, max_length=500, description="shown to the administrator")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return _no_control(v, "reason")
+
+
 class ClientAuthView(View):
     method: str
     user: str | None = None
@@ -271,6 +288,10 @@ class TenantView(View):
     bounce_imap: MailboxView | None = None
     return_path: str | None = None
     suspended_batches: list[str] = Field(default_factory=list)
+    admin_suspended: bool = Field(default=False, description="suspended by an administrator (POST "
+                                  "/tenant/{id}/suspend): its token is refused and its messages wait")
+    admin_suspended_reason: str | None = None
+    admin_suspended_at: str | None = None
     has_api_key: bool = False
     created_at: str | None = None
     updated_at: str | None = None

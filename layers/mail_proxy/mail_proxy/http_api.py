@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy import clock
 from mail_proxy.accounts import AccountAdmin
-from mail_proxy.authorization import principal_from_context
+from mail_proxy.authorization import confirm_principal, forget_tenant_keys, principal_from_context
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
@@ -37,6 +37,7 @@ from mail_proxy.domain import (
     SuppressionCreate,
     SuppressionView,
     TenantCreate,
+    TenantSuspension,
     TenantUpdate,
     TenantView,
 )
@@ -117,15 +118,18 @@ def services() -> Services:
 def reset_services() -> None:
     services.cache_clear()
     _idempotent_add_messages.cache_clear()
+    forget_tenant_keys()
 
 
 def principal() -> Principal:
+    """The caller, as the authorizer decided and as the current key confirms (401 for a revoked key, 403
+    for a tenant suspended by an administrator)."""
     authorizer = app.current_event.request_context.authorizer
     context = authorizer.get_lambda if authorizer is not None else None
     who = principal_from_context(context)
     if who.tenant_id:
         logger.append_keys(tenant_id=who.tenant_id)
-    return who
+    return confirm_principal(services().repo, who, app.current_event.headers.get("x-api-token"))
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -225,6 +229,7 @@ STATUS_TIME_BUDGET_SECONDS = 10.0  # then the remaining tenants are listed as no
 class TenantStatus(BaseModel):
     tenant_id: str
     active: bool
+    admin_suspended: bool = Field(default=False, description="suspended by an administrator")
     suspended_batches: list[str]
     messages: dict[str, int] = Field(description="messages counted, by status")
     counted: int = Field(description="how many of the tenant's messages were counted, oldest first")
@@ -408,6 +413,7 @@ def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> 
             oldest = (created_ms, message_id)
     return TenantStatus(
         tenant_id=tenant["tenant_id"], active=bool(tenant.get("active", True)),
+        admin_suspended=bool(tenant.get("admin_suspended")),
         suspended_batches=sorted(tenant.get("suspended_batches") or []), messages=counts, counted=len(found),
         oldest_waiting_id=oldest[1] if oldest else None,
         oldest_waiting_age_seconds=max(0, clock.now_ts() - oldest[0] // 1000) if oldest else None,
@@ -440,6 +446,18 @@ def update_tenant(tenant_id: TenantPath, request: TenantUpdate) -> Ok:
 @app.delete("/tenant/<tenant_id>")
 def delete_tenant(tenant_id: TenantPath) -> Ok:
     services().tenants.delete(principal(), tenant_id)
+    return Ok()
+
+
+@app.post("/tenant/<tenant_id>/suspend", summary="Suspend a tenant (admin): its token gets 403, its messages wait")
+def suspend_tenant(tenant_id: TenantPath, request: Annotated[TenantSuspension | None, Body()] = None) -> Ok:
+    services().tenants.suspend(principal(), tenant_id, request or TenantSuspension())
+    return Ok()
+
+
+@app.post("/tenant/<tenant_id>/resume", summary="Lift an administrator's suspension (admin)")
+def resume_tenant(tenant_id: TenantPath) -> Ok:
+    services().tenants.resume(principal(), tenant_id)
     return Ok()
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import audit, clock
+from mail_proxy.authorization import forget_tenant_keys
 from mail_proxy.domain import (
     ClientAuth,
     ClientAuthView,
@@ -13,6 +14,7 @@ from mail_proxy.domain import (
     MailboxView,
     RateLimits,
     TenantCreate,
+    TenantSuspension,
     TenantUpdate,
     TenantView,
 )
@@ -108,6 +110,9 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
         if item.get("bounce_imap") else None,
         return_path=item.get("return_path"),
         suspended_batches=sorted(item.get("suspended_batches") or []),
+        admin_suspended=bool(item.get("admin_suspended")),
+        admin_suspended_reason=item.get("admin_suspended_reason"),
+        admin_suspended_at=item.get("admin_suspended_at"),
         has_api_key=bool(item.get("token_hash")),
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
@@ -186,15 +191,36 @@ class TenantAdmin:
     def delete(self, principal: Principal, tenant_id: str) -> int:
         principal.require_admin()
         removed = self.repo.delete_tenant(tenant_id)
+        forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="delete_tenant", tenant_id=tenant_id, payload={"messages_removed": removed},
                      message=f"Tenant '{tenant_id}' deleted")
         return removed
+
+    def suspend(self, principal: Principal, tenant_id: str, request: TenantSuspension) -> None:
+        """An administrator's hold: the tenant's token gets 403 and its messages wait until ``resume``."""
+        principal.require_admin()
+        changes: dict[str, Any] = {"admin_suspended": True, "admin_suspended_at": clock.now_iso()}
+        if request.reason:
+            changes["admin_suspended_reason"] = request.reason
+        self.repo.update_tenant(tenant_id, changes, [] if request.reason else ["admin_suspended_reason"])
+        forget_tenant_keys(tenant_id)
+        audit.record(self.repo, command="suspend_tenant", tenant_id=tenant_id, payload=request.model_dump(),
+                     message=f"Tenant '{tenant_id}' suspended by an administrator")
+
+    def resume(self, principal: Principal, tenant_id: str) -> None:
+        principal.require_admin()
+        self.repo.update_tenant(tenant_id, {},
+                                ["admin_suspended", "admin_suspended_reason", "admin_suspended_at"])
+        forget_tenant_keys(tenant_id)
+        audit.record(self.repo, command="resume_tenant", tenant_id=tenant_id, payload={},
+                     message=f"Tenant '{tenant_id}' resumed by an administrator")
 
     def new_api_key(self, principal: Principal, tenant_id: str) -> str:
         principal.require_admin()
         self.repo.require_tenant(tenant_id)
         token = generate_token()
         self.repo.set_token_hash(tenant_id, hash_token(token))
+        forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="create_api_key", tenant_id=tenant_id, payload={},
                      message=f"API key replaced for tenant '{tenant_id}'")
         return token
@@ -205,5 +231,6 @@ class TenantAdmin:
         if not tenant.get("token_hash"):
             raise ConflictError(f"tenant '{tenant_id}' has no API key")
         self.repo.set_token_hash(tenant_id, None)
+        forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="revoke_api_key", tenant_id=tenant_id, payload={},
                      message=f"API key revoked for tenant '{tenant_id}'")
