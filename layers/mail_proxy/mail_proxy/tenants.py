@@ -22,7 +22,7 @@ from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
-from mail_proxy.secrets_config import admin_token_hash, encrypt
+from mail_proxy.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.tokens import generate_token, hash_token, hashes_match
 
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
@@ -42,6 +42,30 @@ def bounce_imap_context(tenant_id: str) -> str:
 
 
 MAX_SIGNING_GRACE_SECONDS = 7 * 24 * 3600
+MAX_SIGNING_SECRETS_IN_GRACE = 3  # retired secrets kept while their grace runs (oldest dropped beyond)
+
+
+def retired_signing_secrets(tenant: dict[str, Any]) -> list[dict[str, Any]]:
+    """Retired secrets (encrypted) whose grace has not ended, newest first: ``{"secret", "valid_until"}``.
+
+    ``previous_signing_secrets`` holds them all; the older single pair ``previous_signing_secret`` /
+    ``previous_signing_valid_until`` (kept as a mirror of the newest) is read when the list is absent.
+    """
+    now = clock.now_ts()
+    entries = tenant.get("previous_signing_secrets")
+    if entries is None and tenant.get("previous_signing_secret"):
+        entries = [{"secret": tenant["previous_signing_secret"],
+                    "valid_until": tenant.get("previous_signing_valid_until") or 0}]
+    return [{"secret": e["secret"], "valid_until": int(e.get("valid_until") or 0)} for e in entries or []
+            if e.get("secret") and int(e.get("valid_until") or 0) > now]
+
+
+def signing_secrets_in_use(tenant: dict[str, Any]) -> list[str]:
+    """Every secret a delivery report is signed with: the current one, then each retired one in its grace."""
+    ctx = signing_secret_context(tenant["tenant_id"])
+    found = [decrypt(tenant["signing_secret"], context=ctx)] if tenant.get("signing_secret") else []
+    found.extend(decrypt(e["secret"], context=ctx) for e in retired_signing_secrets(tenant))
+    return found
 
 
 @dataclass(frozen=True)
@@ -148,7 +172,11 @@ class TenantAdmin:
         return NewTenantCredentials(api_key=token, signing_secret=signing)
 
     def rotate_signing_secret(self, principal: Principal, tenant_id: str, grace_seconds: int) -> tuple[str, int]:
-        """A new report signing secret; the old one stays valid for ``grace_seconds`` (both sign meanwhile)."""
+        """A new report signing secret; the old one stays valid for ``grace_seconds`` (all sign meanwhile).
+
+        Rotating again within a grace period keeps every earlier secret whose grace has not ended (at most
+        ``MAX_SIGNING_SECRETS_IN_GRACE``, the oldest dropped first); a grace of 0 drops them all at once.
+        """
         principal.require_self_or_admin(tenant_id)
         if not 0 <= grace_seconds <= MAX_SIGNING_GRACE_SECONDS:
             raise InvalidInputError(f"grace_seconds must be between 0 and {MAX_SIGNING_GRACE_SECONDS}")
@@ -157,11 +185,18 @@ class TenantAdmin:
         valid_until = clock.now_ts() + grace_seconds
         changes: dict[str, Any] = {"signing_secret": encrypt(secret, context=signing_secret_context(tenant_id))}
         removals: list[str] = []
-        if tenant.get("signing_secret") and grace_seconds > 0:
-            changes["previous_signing_secret"] = tenant["signing_secret"]
-            changes["previous_signing_valid_until"] = valid_until
+        retired: list[dict[str, Any]] = []
+        if grace_seconds > 0:
+            retired = retired_signing_secrets(tenant)
+            if tenant.get("signing_secret"):
+                retired.insert(0, {"secret": tenant["signing_secret"], "valid_until": valid_until})
+            retired = retired[:MAX_SIGNING_SECRETS_IN_GRACE]
+        if retired:
+            changes["previous_signing_secrets"] = retired
+            changes["previous_signing_secret"] = retired[0]["secret"]
+            changes["previous_signing_valid_until"] = retired[0]["valid_until"]
         else:
-            removals = ["previous_signing_secret", "previous_signing_valid_until"]
+            removals = ["previous_signing_secrets", "previous_signing_secret", "previous_signing_valid_until"]
         self.repo.update_tenant(tenant_id, changes, removals)
         audit.record(self.repo, command="rotate_signing_secret", tenant_id=tenant_id,
                      payload={"grace_seconds": grace_seconds},
