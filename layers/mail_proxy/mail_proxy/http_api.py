@@ -100,9 +100,9 @@ class Services:
         settings = get_settings()
         self.repo = MailRepository(settings.table_name)
         self.queue = SendQueue(settings.send_queue_urls)
-        self.tenants = TenantAdmin(self.repo)
-        self.accounts = AccountAdmin(self.repo)
         self.blobs = BlobStore(settings.attachment_bucket)
+        self.tenants = TenantAdmin(self.repo, self.blobs)
+        self.accounts = AccountAdmin(self.repo)
         payloads = PayloadStore(self.blobs, settings.payload_inline_max_bytes)
         self.submission = MessageSubmission(self.repo, self.queue, payloads)
         self.messages = MessageDesk(self.repo, self.queue,
@@ -374,6 +374,8 @@ def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]
         raise NotFoundError("no such file")
     if link.expires_ts < clock.now_ts():
         return error_response(410, "this download link has expired")
+    if not services().blobs.exists(link.key):  # deleted with its message or tenant
+        raise NotFoundError("no such file")
     url = services().blobs.presigned_get(link.key, 300, link.filename)
     return Response(status_code=302, content_type="application/json", body={"detail": "redirect"},
                     headers={"Location": url, "Cache-Control": "no-store"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mail_proxy import audit, clock
-from mail_proxy.blob_store import BlobStore
+from mail_proxy.blob_store import BlobStore, BlobUnavailable
 from mail_proxy.domain import (
     FINAL_STATUSES,
     WAITING_STATUSES,
@@ -14,7 +14,8 @@ from mail_proxy.domain import (
     MessageStatus,
 )
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
-from mail_proxy.payload_store import PayloadStore
+from mail_proxy.observability import logger
+from mail_proxy.payload_store import PayloadStore, files_prefix, message_folder, stored_object_key
 from mail_proxy.principal import Principal
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.reporting import sync_now
@@ -102,7 +103,9 @@ class MessageDesk:
             raise InvalidInputError(f"at most {MAX_DELETE_IDS} ids per call")
         existing = self.repo.get_states(tid, ids)
         present = [i for i in dict.fromkeys(ids) if i in existing]
+        objects = self._object_keys(tid, [existing[i] for i in present])
         removed = self.repo.delete_messages(tid, present)
+        self._discard_objects(tid, objects)
         not_found = [i for i in dict.fromkeys(ids) if i not in existing]
         audit.record(self.repo, command="delete_messages", tenant_id=tid, payload={"ids": ids},
                      message=f"{removed} messages deleted for tenant '{tid}'")
@@ -117,7 +120,7 @@ class MessageDesk:
         tenant = self.repo.require_tenant(tid)
         reports_on = bool(tenant.get("client_base_url"))
         cutoff = clock.now_ts() - older_than_seconds
-        doomed: list[str] = []
+        doomed: list[dict[str, Any]] = []
         cursor = None
         while True:
             states, cursor = self.repo.list_message_states(tid, limit=500, cursor=cursor)
@@ -125,14 +128,42 @@ class MessageDesk:
                 final_ts = s.get("sent_ts") or s.get("error_ts") or 0
                 if (s["status"] in FINAL_STATUSES and final_ts <= cutoff
                         and (not reports_on or _fully_reported(s))):
-                    doomed.append(s["id"])
+                    doomed.append(s)
             if not cursor:
                 break
-        removed = self.repo.delete_messages(tid, doomed)
+        objects = self._object_keys(tid, doomed)
+        removed = self.repo.delete_messages(tid, [s["id"] for s in doomed])
+        self._discard_objects(tid, objects)
         audit.record(self.repo, command="cleanup_messages", tenant_id=tid,
                      payload={"older_than_seconds": older_than_seconds},
                      message=f"cleanup removed {removed} messages for tenant '{tid}'")
         return removed
+
+    def _object_keys(self, tenant_id: str, states: list[dict[str, Any]]) -> list[str]:
+        """The S3 objects of these messages: payloads stored in S3 and large files turned into links.
+
+        A message being sent keeps its objects (the sender is reading them). Files are found under the
+        message's folder with one listing of the tenant's files, however many messages go.
+        """
+        if not self.payloads.blobs.configured:
+            return []
+        states = [s for s in states if s.get("status") != MessageStatus.SENDING]
+        if not states:
+            return []
+        keys = [k for k in (stored_object_key(p) for p in self.repo.get_payloads(tenant_id, states).values()) if k]
+        folders = {message_folder(s["id"]) for s in states}
+        prefix = files_prefix(tenant_id)
+        keys.extend(k for k in self.payloads.blobs.list_keys(prefix)
+                    if k.removeprefix(prefix).split("/", 1)[0] in folders)
+        return keys
+
+    def _discard_objects(self, tenant_id: str, keys: list[str]) -> None:
+        """After the items are gone; an object left behind is logged and expires by the bucket's lifecycle."""
+        try:
+            self.payloads.blobs.delete(keys)
+        except BlobUnavailable as exc:
+            logger.error("objects of deleted messages were not deleted; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "objects": len(keys), "error": str(exc)})
 
     def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
         _check_batch_code(batch_code)

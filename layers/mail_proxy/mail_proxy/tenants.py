@@ -7,6 +7,7 @@ from typing import Any
 
 from mail_proxy import audit, clock
 from mail_proxy.authorization import forget_tenant_keys
+from mail_proxy.blob_store import BlobStore, BlobUnavailable
 from mail_proxy.domain import (
     ClientAuth,
     ClientAuthView,
@@ -19,6 +20,8 @@ from mail_proxy.domain import (
     TenantView,
 )
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
+from mail_proxy.observability import logger
+from mail_proxy.payload_store import files_prefix, payload_prefix
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
@@ -144,8 +147,9 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
 
 
 class TenantAdmin:
-    def __init__(self, repo: MailRepository) -> None:
+    def __init__(self, repo: MailRepository, blobs: BlobStore | None = None) -> None:
         self.repo = repo
+        self.blobs = blobs or BlobStore(None)
 
     def create(self, principal: Principal, request: TenantCreate) -> NewTenantCredentials:
         principal.require_admin()
@@ -227,6 +231,13 @@ class TenantAdmin:
         principal.require_admin()
         removed = self.repo.delete_tenant(tenant_id)
         forget_tenant_keys(tenant_id)
+        # then its payloads and large files in S3: their download links must stop working with the tenant
+        try:
+            self.blobs.delete([key for prefix in (payload_prefix(tenant_id), files_prefix(tenant_id))
+                               for key in self.blobs.list_keys(prefix)])
+        except BlobUnavailable as exc:
+            logger.error("objects of a deleted tenant were not deleted; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "error": str(exc)})
         audit.record(self.repo, command="delete_tenant", tenant_id=tenant_id, payload={"messages_removed": removed},
                      message=f"Tenant '{tenant_id}' deleted")
         return removed
