@@ -96,3 +96,26 @@ def test_an_ordinary_custom_header_is_still_accepted(tenant: tuple[ApiClient, st
                     body={"messages": [message("x1", headers={"X-Campaign": "spring", "List-Unsubscribe": "<x@y>"},
                                                message_id="<abc@example.com>")]})
     assert resp.json == {"ok": True, "queued": 1, "rejected": []}
+
+
+# ------------------------------------------------------------------- priorities: a deliberate difference
+
+
+@pytest.mark.parametrize("priority", [4, -1, 99, "urgent", True])
+def test_a_priority_outside_0_to_3_is_rejected_not_clamped(tenant: tuple[ApiClient, str, str],
+                                                           priority: object) -> None:
+    """Upstream clamps; this project rejects with a reason (docs/compat.md, "Deliberate differences")."""
+    api, _tenant_id, token = tenant
+    resp = api.post("/commands/add-messages", token=token,
+                    body={"messages": [message("p1", priority=priority), message("p2", priority=3)]})
+    assert resp.status == 200, resp.text
+    assert resp.json["queued"] == 1
+    [rejected] = resp.json["rejected"]
+    assert rejected["id"] == "p1" and "priority" in rejected["reason"]
+
+
+def test_a_default_priority_outside_0_to_3_refuses_the_call(tenant: tuple[ApiClient, str, str]) -> None:
+    api, _tenant_id, token = tenant
+    resp = api.post("/commands/add-messages", token=token,
+                    body={"messages": [message("d1")], "default_priority": 7})
+    assert resp.status == 422 and "default_priority" in resp.text
