@@ -124,3 +124,21 @@ def test_a_link_whose_object_is_gone_answers_404_not_a_redirect(
     boto3.client("s3").delete_object(Bucket=stack.resources.buckets["AttachmentBucket"], Key=key)
     resp = api.get(link)
     assert resp.status == 404 and "location" not in resp.headers
+
+
+def test_an_s3_failure_while_deleting_objects_does_not_fail_the_deletion(
+        api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mail_proxy.blob_store import BlobStore, BlobUnavailable
+
+    token = make_tenant(api, smtp, "acme")
+    submit(api, token, message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))
+
+    def unavailable(*_args: object, **_kwargs: object) -> None:
+        raise BlobUnavailable("S3 delete failed: SlowDown")
+
+    monkeypatch.setattr(BlobStore, "delete", unavailable)
+    monkeypatch.setattr(BlobStore, "list_keys", unavailable)
+    resp = api.post("/commands/delete-messages", token=token, body={"ids": ["big1"]})
+    assert resp.status == 200 and resp.json["removed"] == 1
+    assert api.get("/messages/big1", token=token).status == 404
+    assert api.delete("/tenant/acme", token=ADMIN_TOKEN).status == 200

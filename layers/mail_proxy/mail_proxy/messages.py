@@ -153,8 +153,13 @@ class MessageDesk:
         keys = [k for k in (stored_object_key(p) for p in self.repo.get_payloads(tenant_id, states).values()) if k]
         folders = {message_folder(s["id"]) for s in states}
         prefix = files_prefix(tenant_id)
-        keys.extend(k for k in self.payloads.blobs.list_keys(prefix)
-                    if k.removeprefix(prefix).split("/", 1)[0] in folders)
+        try:
+            files = self.payloads.blobs.list_keys(prefix)
+        except BlobUnavailable as exc:
+            logger.error("large files of deleted messages could not be listed; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "error": str(exc)})
+            files = []
+        keys.extend(k for k in files if k.removeprefix(prefix).split("/", 1)[0] in folders)
         return keys
 
     def _discard_objects(self, tenant_id: str, keys: list[str]) -> None:
