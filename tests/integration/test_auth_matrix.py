@@ -57,6 +57,8 @@ ROUTES = [
     Route("PUT", "/tenant/{owner}", "self", body={"name": "Renamed"}),
     Route("DELETE", "/tenant/{owner}", "admin"),
     Route("POST", "/tenant/{owner}/api-key", "admin"),
+    Route("POST", "/tenant/{owner}/suspend", "admin"),
+    Route("POST", "/tenant/{owner}/resume", "admin"),
     Route("DELETE", "/tenant/{owner}/api-key", "admin"),
     Route("POST", "/account", "tenant", body={"id": "smtp2", "host": "smtp2.example.com", "port": 465},
           tenant_in_body=True, created=True),

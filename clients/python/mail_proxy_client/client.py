@@ -61,6 +61,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/tenant/{tenant_id}"): "delete_tenant",
     ("POST", "/tenant/{tenant_id}/api-key"): "new_api_key",
     ("DELETE", "/tenant/{tenant_id}/api-key"): "revoke_api_key",
+    ("POST", "/tenant/{tenant_id}/suspend"): "suspend_tenant",
+    ("POST", "/tenant/{tenant_id}/resume"): "resume_tenant",
     ("POST", "/tenant/{tenant_id}/signing-secret"): "rotate_signing_secret",
     ("POST", "/account"): "add_account",
     ("GET", "/accounts"): "list_accounts",
@@ -203,6 +205,16 @@ class MailProxyClient:
     def revoke_api_key(self, tenant_id: str) -> None:
         """``DELETE /tenant/{id}/api-key`` (admin): the tenant's key stops working."""
         self._call("DELETE", f"/tenant/{_segment(tenant_id)}/api-key")
+
+    def suspend_tenant(self, tenant_id: str, *, reason: str | None = None) -> None:
+        """``POST /tenant/{id}/suspend`` (admin): the tenant's token gets 403 and its messages wait until
+        ``resume_tenant``; the tenant cannot lift it itself."""
+        self._call("POST", f"/tenant/{_segment(tenant_id)}/suspend",
+                   body={"reason": reason} if reason is not None else None)
+
+    def resume_tenant(self, tenant_id: str) -> None:
+        """``POST /tenant/{id}/resume`` (admin): lifts an administrator's suspension."""
+        self._call("POST", f"/tenant/{_segment(tenant_id)}/resume")
 
     # ---------------------------------------------------------------------------------------- accounts
 

@@ -59,6 +59,46 @@ class BlobStore:
             raise BlobTooLarge(f"s3://{target}/{key} is larger than {max_bytes} bytes")
         return data
 
+    def exists(self, key: str) -> bool:
+        """Whether the object is there (a deleted message's file is not)."""
+        if not self.bucket:
+            return False
+        try:
+            client("s3").head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in _MISSING or code == "NotFound":
+                return False
+            raise BlobUnavailable(f"s3://{self.bucket}/{key}: {code}") from exc
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` in the deployment's bucket."""
+        if not self.bucket:
+            return []
+        keys: list[str] = []
+        try:
+            for page in client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        except ClientError as exc:
+            raise BlobUnavailable(f"S3 list failed: {exc.response['Error']['Code']}") from exc
+        return keys
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects of the deployment's bucket (a missing one is fine), up to 1,000 per request."""
+        if not self.bucket:
+            return
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 1000):
+            chunk = [{"Key": k} for k in unique[i : i + 1000]]
+            try:
+                resp = client("s3").delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            except ClientError as exc:
+                raise BlobUnavailable(f"S3 delete failed: {exc.response['Error']['Code']}") from exc
+            if resp.get("Errors"):
+                first = resp["Errors"][0]
+                raise BlobUnavailable(f"S3 delete failed for {len(resp['Errors'])} objects: {first.get('Code')}")
+
     def presigned_get(self, key: str, expires_seconds: int, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:

@@ -76,8 +76,13 @@ def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
 
 
 def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """Messages of an inactive tenant or a suspended batch wait; they are not queued."""
-    return bool(tenant.get("active", True)) and not batch_is_suspended(tenant, batch_code)
+    """Messages of an inactive tenant, a tenant suspended by an administrator, or a suspended batch wait;
+    they are not queued."""
+    return (bool(tenant.get("active", True)) and not tenant.get("admin_suspended")
+            and not batch_is_suspended(tenant, batch_code))
+
+
+TENANT_SUSPENDED_DETAIL = "tenant suspended by an administrator"
 
 
 def normalise_priority(value: object, default: int = DEFAULT_PRIORITY) -> int:
@@ -284,6 +289,18 @@ class TenantUpdate(TenantFields):
     """Any tenant field but ``tenant_id`` (and the token: use the api-key routes)."""
 
 
+class TenantSuspension(Strict):
+    """An administrator's suspension: unlike ``active`` (the tenant's own switch), only an administrator
+    lifts it, and the tenant's token is refused meanwhile."""
+
+    reason: str | None = Field(default=None, max_length=500, description="shown to the administrator")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return _no_control(v, "reason")
+
+
 class ClientAuthView(View):
     method: str
     user: str | None = None
@@ -306,6 +323,10 @@ class TenantView(View):
     bounce_imap: MailboxView | None = None
     return_path: str | None = None
     suspended_batches: list[str] = Field(default_factory=list)
+    admin_suspended: bool = Field(default=False, description="suspended by an administrator (POST "
+                                  "/tenant/{id}/suspend): its token is refused and its messages wait")
+    admin_suspended_reason: str | None = None
+    admin_suspended_at: str | None = None
     has_api_key: bool = False
     created_at: str | None = None
     updated_at: str | None = None
@@ -451,6 +472,21 @@ RESERVED_HEADERS = frozenset(
     )
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_MESSAGE_ID = re.compile(r"<([!-;=?-~]+@[!-;=?-~]+)>|([!-;=?-~]+@[!-;=?-~]+)")  # as mime.build_email: <left@right>
+_HARD_MAX_LINE = 998  # RFC 5322 2.1.1: an ASCII word that cannot be folded must fit one line
+
+
+def header_is_reserved(name: str) -> bool:
+    """Headers the proxy builds itself (or from a field of its own): a custom one would fail the build."""
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith("content-")
+
+
+def _foldable(name: str, value: str, field: str) -> None:
+    """The build folds ASCII values at spaces; a single word longer than a line can never be sent."""
+    longest = _HARD_MAX_LINE - len(name) - 2
+    if value.isascii() and any(len(word) > longest for word in value.split(" ")):
+        raise ValueError(f"{field}: a word longer than {longest} characters cannot be folded into a header line")
 
 
 class Attachment(Strict):
@@ -542,10 +578,29 @@ class MessageIn(Strict):
         for name, value in v.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid header field name")
-            if name.lower() in RESERVED_HEADERS:
+            if header_is_reserved(name):
                 raise ValueError(f"header {name!r} is set by the proxy from the message fields")
             _no_control(value, f"header {name}")
+            _foldable(name, value, f"header {name!r}")
         return v
+
+    @field_validator("message_id")
+    @classmethod
+    def _message_id(cls, v: str | None) -> str | None:
+        if not v:
+            return v
+        found = _MESSAGE_ID.fullmatch(v.strip())
+        if not found:
+            raise ValueError("message_id must be of the form <left@right> (printable ASCII, no spaces)")
+        _foldable("Message-ID", f"<{found.group(1) or found.group(2)}>", "message_id")
+        return v
+
+    @model_validator(mode="after")
+    def _buildable(self) -> MessageIn:
+        _foldable("Subject", self.subject, "subject")
+        if self.html_body is not None and self.content_type == "html":
+            raise ValueError("html_body is the HTML alternative of a plain body: content_type must be 'plain'")
+        return self
 
     @field_validator("priority", mode="before")
     @classmethod

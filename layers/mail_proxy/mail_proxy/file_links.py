@@ -39,7 +39,8 @@ def make_token(ring: KeyRing, link: FileLink) -> str:
 def read_token(ring: KeyRing, token: str) -> FileLink | None:
     """The link a token stands for, or None if it is forged or malformed (expiry is the caller's check)."""
     body, _, mac = token.partition(".")
-    if not body or not mac:
+    # a decoded path may hold any character: compare_digest refuses non-ASCII text, so such a token is forged
+    if not body or not mac or not token.isascii():
         return None
     keys = (ring.current, *ring.previous)
     if not any(hmac.compare_digest(hmac.new(_link_key(k), body.encode(), hashlib.sha256).hexdigest()[:32], mac)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy import clock
 from mail_proxy.accounts import AccountAdmin
-from mail_proxy.authorization import principal_from_context
+from mail_proxy.authorization import confirm_principal, forget_tenant_keys, principal_from_context
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
@@ -37,6 +37,7 @@ from mail_proxy.domain import (
     SuppressionCreate,
     SuppressionView,
     TenantCreate,
+    TenantSuspension,
     TenantUpdate,
     TenantView,
 )
@@ -100,9 +101,9 @@ class Services:
         settings = get_settings()
         self.repo = MailRepository(settings.table_name)
         self.queue = SendQueue(settings.send_queue_urls)
-        self.tenants = TenantAdmin(self.repo)
-        self.accounts = AccountAdmin(self.repo)
         self.blobs = BlobStore(settings.attachment_bucket)
+        self.tenants = TenantAdmin(self.repo, self.blobs)
+        self.accounts = AccountAdmin(self.repo)
         payloads = PayloadStore(self.blobs, settings.payload_inline_max_bytes)
         self.submission = MessageSubmission(self.repo, self.queue, payloads)
         self.messages = MessageDesk(self.repo, self.queue,
@@ -118,15 +119,18 @@ def services() -> Services:
 def reset_services() -> None:
     services.cache_clear()
     _idempotent_add_messages.cache_clear()
+    forget_tenant_keys()
 
 
 def principal() -> Principal:
+    """The caller, as the authorizer decided and as the current key confirms (401 for a revoked key, 403
+    for a tenant suspended by an administrator)."""
     authorizer = app.current_event.request_context.authorizer
     context = authorizer.get_lambda if authorizer is not None else None
     who = principal_from_context(context)
     if who.tenant_id:
         logger.append_keys(tenant_id=who.tenant_id)
-    return who
+    return confirm_principal(services().repo, who, app.current_event.headers.get("x-api-token"))
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -227,6 +231,7 @@ STATUS_TIME_BUDGET_SECONDS = 10.0  # then the remaining tenants are listed as no
 class TenantStatus(BaseModel):
     tenant_id: str
     active: bool
+    admin_suspended: bool = Field(default=False, description="suspended by an administrator")
     suspended_batches: list[str]
     messages: dict[str, int] = Field(description="messages counted, by status")
     counted: int = Field(description="how many of the tenant's messages were counted, oldest first")
@@ -376,6 +381,8 @@ def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]
         raise NotFoundError("no such file")
     if link.expires_ts < clock.now_ts():
         return error_response(410, "this download link has expired")
+    if not services().blobs.exists(link.key):  # deleted with its message or tenant
+        raise NotFoundError("no such file")
     url = services().blobs.presigned_get(link.key, 300, link.filename)
     return Response(status_code=302, content_type="application/json", body={"detail": "redirect"},
                     headers={"Location": url, "Cache-Control": "no-store"})
@@ -417,6 +424,7 @@ def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> 
             oldest = (created_ms, message_id)
     return TenantStatus(
         tenant_id=tenant["tenant_id"], active=bool(tenant.get("active", True)),
+        admin_suspended=bool(tenant.get("admin_suspended")),
         suspended_batches=sorted(tenant.get("suspended_batches") or []), messages=counts, counted=len(found),
         oldest_waiting_id=oldest[1] if oldest else None,
         oldest_waiting_age_seconds=max(0, clock.now_ts() - oldest[0] // 1000) if oldest else None,
@@ -449,6 +457,18 @@ def update_tenant(tenant_id: TenantPath, request: TenantUpdate) -> Ok:
 @app.delete("/tenant/<tenant_id>")
 def delete_tenant(tenant_id: TenantPath) -> Ok:
     services().tenants.delete(principal(), tenant_id)
+    return Ok()
+
+
+@app.post("/tenant/<tenant_id>/suspend", summary="Suspend a tenant (admin): its token gets 403, its messages wait")
+def suspend_tenant(tenant_id: TenantPath, request: Annotated[TenantSuspension | None, Body()] = None) -> Ok:
+    services().tenants.suspend(principal(), tenant_id, request or TenantSuspension())
+    return Ok()
+
+
+@app.post("/tenant/<tenant_id>/resume", summary="Lift an administrator's suspension (admin)")
+def resume_tenant(tenant_id: TenantPath) -> Ok:
+    services().tenants.resume(principal(), tenant_id)
     return Ok()
 
 
@@ -555,7 +575,7 @@ def run_now(tenant_id: TenantIdQuery = None) -> Ok:
     return Ok()
 
 
-BatchQuery = Annotated[str | None, Query(max_length=64)]
+BatchQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
 @app.post("/commands/suspend")

@@ -15,6 +15,7 @@ from mail_proxy.blob_store import BlobStore
 from mail_proxy.crypto import KeyRing
 from mail_proxy.file_links import FileLink, make_token
 from mail_proxy.mime import FetchedAttachment
+from mail_proxy.payload_store import files_prefix, message_folder
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def apply_policy(policy: LargeFilePolicy, payload: Mapping[str, Any], fetched: S
         if policy.action == "reject":
             raise AttachmentPermanentError(described)
         if policy.action == "rewrite" and blobs.configured:
-            key = f"files/{tenant_id}/{uuid.uuid4().hex}/{item.filename}"
+            # under the message's folder, so deleting the message (or the tenant) deletes the file too
+            key = f"{files_prefix(tenant_id)}{message_folder(message_id)}/{uuid.uuid4().hex}/{item.filename}"
             blobs.put(key, item.content, item.mime_type or "application/octet-stream")
             expires = clock.now_ts() + policy.file_ttl_days * 86400
             links.append((item.filename, size, _link(blobs, ring, public_url, key, item.filename, expires)))

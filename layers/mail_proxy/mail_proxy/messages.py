@@ -14,7 +14,8 @@ from mail_proxy.domain import (
     MessageStatus,
 )
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
-from mail_proxy.payload_store import PayloadStore
+from mail_proxy.observability import logger
+from mail_proxy.payload_store import PayloadStore, files_prefix, message_folder, stored_object_key
 from mail_proxy.principal import Principal
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.reporting import sync_all_now, sync_now
@@ -46,6 +47,12 @@ def message_record(state: dict[str, Any], payload: dict[str, Any] | None, *, wit
         error=state.get("error"), attempts=state.get("attempts", 0), created_at=state.get("created_at"),
         updated_at=state.get("updated_at"), message=payload, history=history,
     )
+
+
+def _check_batch_code(batch_code: str | None) -> None:
+    """Absent means every batch; an empty code is a mistake, never "everything" (422)."""
+    if batch_code is not None and not batch_code.strip():
+        raise InvalidInputError("batch_code must not be empty (omit it to act on every batch)")
 
 
 def _fully_reported(state: dict[str, Any]) -> bool:
@@ -105,9 +112,11 @@ class MessageDesk:
             raise InvalidInputError(f"at most {MAX_DELETE_IDS} ids per call")
         existing = self.repo.get_states(tid, ids)
         present = [i for i in dict.fromkeys(ids) if i in existing]
+        objects = self._object_keys(tid, [existing[i] for i in present])
         # a message a sender holds is not removed under it: it is named in ``in_flight`` (delete it again
-        # once it is sent or failed)
+        # once it is sent or failed), and keeps its objects
         removed, in_flight = self.repo.delete_messages_if(tid, present, final_only=False)
+        self._discard_objects(tid, self._spare(tid, objects, [existing[i] for i in in_flight]))
         not_found = [i for i in dict.fromkeys(ids) if i not in existing]
         audit.record(self.repo, command="delete_messages", tenant_id=tid, payload={"ids": ids},
                      message=f"{len(removed)} messages deleted for tenant '{tid}'")
@@ -122,7 +131,7 @@ class MessageDesk:
         tenant = self.repo.require_tenant(tid)
         reports_on = bool(tenant.get("client_base_url"))
         cutoff = clock.now_ts() - older_than_seconds
-        doomed: list[str] = []
+        doomed: list[dict[str, Any]] = []
         cursor = None
         while True:
             states, cursor = self.repo.list_message_states(tid, limit=500, cursor=cursor)
@@ -130,16 +139,58 @@ class MessageDesk:
                 final_ts = s.get("sent_ts") or s.get("error_ts") or 0
                 if (s["status"] in FINAL_STATUSES and final_ts <= cutoff
                         and (not reports_on or _fully_reported(s))):
-                    doomed.append(s["id"])
+                    doomed.append(s)
             if not cursor:
                 break
-        removed, _changed = self.repo.delete_messages_if(tid, doomed, final_only=True)  # still final when deleted
+        objects = self._object_keys(tid, doomed)
+        removed, changed = self.repo.delete_messages_if(tid, [s["id"] for s in doomed], final_only=True)
+        spared = [s for s in doomed if s["id"] in set(changed)]  # replaced meanwhile: still in use
+        self._discard_objects(tid, self._spare(tid, objects, spared))
         audit.record(self.repo, command="cleanup_messages", tenant_id=tid,
                      payload={"older_than_seconds": older_than_seconds},
                      message=f"cleanup removed {len(removed)} messages for tenant '{tid}'")
         return len(removed)
 
+    def _object_keys(self, tenant_id: str, states: list[dict[str, Any]]) -> list[str]:
+        """The S3 objects of these messages: payloads stored in S3 and large files turned into links.
+
+        A message being sent keeps its objects (the sender is reading them). Files are found under the
+        message's folder with one listing of the tenant's files, however many messages go.
+        """
+        if not self.payloads.blobs.configured:
+            return []
+        states = [s for s in states if s.get("status") != MessageStatus.SENDING]
+        if not states:
+            return []
+        keys = [k for k in (stored_object_key(p) for p in self.repo.get_payloads(tenant_id, states).values()) if k]
+        folders = {message_folder(s["id"]) for s in states}
+        prefix = files_prefix(tenant_id)
+        try:
+            files = self.payloads.blobs.list_keys(prefix)
+        except BlobUnavailable as exc:
+            logger.error("large files of deleted messages could not be listed; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "error": str(exc)})
+            files = []
+        keys.extend(k for k in files if k.removeprefix(prefix).split("/", 1)[0] in folders)
+        return keys
+
+    def _spare(self, tenant_id: str, keys: list[str], kept: list[dict[str, Any]]) -> list[str]:
+        """``keys`` without the objects of messages that were not deleted after all."""
+        if not kept or not keys:
+            return keys
+        keep = set(self._object_keys(tenant_id, [{**s, "status": MessageStatus.PENDING} for s in kept]))
+        return [k for k in keys if k not in keep]
+
+    def _discard_objects(self, tenant_id: str, keys: list[str]) -> None:
+        """After the items are gone; an object left behind is logged and expires by the bucket's lifecycle."""
+        try:
+            self.payloads.blobs.delete(keys)
+        except BlobUnavailable as exc:
+            logger.error("objects of deleted messages were not deleted; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "objects": len(keys), "error": str(exc)})
+
     def suspend(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         batches = self.repo.change_suspended_batches(tid, add=batch_code or "*")
         audit.record(self.repo, command="suspend", tenant_id=tid, payload={"batch_code": batch_code},
@@ -147,6 +198,7 @@ class MessageDesk:
         return self._batch_state(tid, batches, batch_code)
 
     def activate(self, principal: Principal, tenant_id: str | None, batch_code: str | None) -> dict[str, Any]:
+        _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
         current = set(tenant.get("suspended_batches") or [])

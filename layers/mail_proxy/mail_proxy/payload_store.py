@@ -19,6 +19,25 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 POINTER = "$s3"
 
 
+def message_folder(message_id: str) -> str:
+    """The folder of a message's objects under its tenant (payloads and large files), so that they can
+    be found and deleted with the message; hashed because ids may hold any printable character."""
+    return hashlib.sha256(message_id.encode()).hexdigest()[:24]
+
+
+def payload_prefix(tenant_id: str) -> str:
+    return f"payloads/{tenant_id}/"
+
+
+def files_prefix(tenant_id: str) -> str:
+    return f"files/{tenant_id}/"
+
+
+def stored_object_key(stored: dict[str, Any] | None) -> str | None:
+    """The S3 key a stored payload points to, if it went to S3."""
+    return str(stored[POINTER]) if stored and POINTER in stored else None
+
+
 class PayloadStore:
     def __init__(self, blobs: BlobStore, inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES) -> None:
         self.blobs = blobs
@@ -36,8 +55,7 @@ class PayloadStore:
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         if len(data) <= self.inline_max_bytes or not self.blobs.configured:
             return payload
-        folder = hashlib.sha256(message_id.encode()).hexdigest()[:24]
-        key = f"payloads/{tenant_id}/{folder}/{uuid.uuid4().hex}.json"
+        key = f"{payload_prefix(tenant_id)}{message_folder(message_id)}/{uuid.uuid4().hex}.json"
         self.blobs.put(key, data, "application/json")
         return {POINTER: key, "size": len(data)}
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import audit, clock
+from mail_proxy.authorization import forget_tenant_keys
+from mail_proxy.blob_store import BlobStore, BlobUnavailable
 from mail_proxy.domain import (
     ClientAuth,
     ClientAuthView,
@@ -13,15 +15,18 @@ from mail_proxy.domain import (
     MailboxView,
     RateLimits,
     TenantCreate,
+    TenantSuspension,
     TenantUpdate,
     TenantView,
     check_literal_host,
 )
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
+from mail_proxy.observability import logger
+from mail_proxy.payload_store import files_prefix, payload_prefix
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
-from mail_proxy.secrets_config import admin_token_hash, encrypt
+from mail_proxy.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.settings import get_settings
 from mail_proxy.tokens import generate_token, hash_token, hashes_match
 
@@ -42,6 +47,30 @@ def bounce_imap_context(tenant_id: str) -> str:
 
 
 MAX_SIGNING_GRACE_SECONDS = 7 * 24 * 3600
+MAX_SIGNING_SECRETS_IN_GRACE = 3  # retired secrets kept while their grace runs (oldest dropped beyond)
+
+
+def retired_signing_secrets(tenant: dict[str, Any]) -> list[dict[str, Any]]:
+    """Retired secrets (encrypted) whose grace has not ended, newest first: ``{"secret", "valid_until"}``.
+
+    ``previous_signing_secrets`` holds them all; the older single pair ``previous_signing_secret`` /
+    ``previous_signing_valid_until`` (kept as a mirror of the newest) is read when the list is absent.
+    """
+    now = clock.now_ts()
+    entries = tenant.get("previous_signing_secrets")
+    if entries is None and tenant.get("previous_signing_secret"):
+        entries = [{"secret": tenant["previous_signing_secret"],
+                    "valid_until": tenant.get("previous_signing_valid_until") or 0}]
+    return [{"secret": e["secret"], "valid_until": int(e.get("valid_until") or 0)} for e in entries or []
+            if e.get("secret") and int(e.get("valid_until") or 0) > now]
+
+
+def signing_secrets_in_use(tenant: dict[str, Any]) -> list[str]:
+    """Every secret a delivery report is signed with: the current one, then each retired one in its grace."""
+    ctx = signing_secret_context(tenant["tenant_id"])
+    found = [decrypt(tenant["signing_secret"], context=ctx)] if tenant.get("signing_secret") else []
+    found.extend(decrypt(e["secret"], context=ctx) for e in retired_signing_secrets(tenant))
+    return found
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,9 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
         if item.get("bounce_imap") else None,
         return_path=item.get("return_path"),
         suspended_batches=sorted(item.get("suspended_batches") or []),
+        admin_suspended=bool(item.get("admin_suspended")),
+        admin_suspended_reason=item.get("admin_suspended_reason"),
+        admin_suspended_at=item.get("admin_suspended_at"),
         has_api_key=bool(item.get("token_hash")),
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
@@ -119,8 +151,9 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
 
 
 class TenantAdmin:
-    def __init__(self, repo: MailRepository) -> None:
+    def __init__(self, repo: MailRepository, blobs: BlobStore | None = None) -> None:
         self.repo = repo
+        self.blobs = blobs or BlobStore(None)
 
     def create(self, principal: Principal, request: TenantCreate) -> NewTenantCredentials:
         principal.require_admin()
@@ -147,7 +180,11 @@ class TenantAdmin:
         return NewTenantCredentials(api_key=token, signing_secret=signing)
 
     def rotate_signing_secret(self, principal: Principal, tenant_id: str, grace_seconds: int) -> tuple[str, int]:
-        """A new report signing secret; the old one stays valid for ``grace_seconds`` (both sign meanwhile)."""
+        """A new report signing secret; the old one stays valid for ``grace_seconds`` (all sign meanwhile).
+
+        Rotating again within a grace period keeps every earlier secret whose grace has not ended (at most
+        ``MAX_SIGNING_SECRETS_IN_GRACE``, the oldest dropped first); a grace of 0 drops them all at once.
+        """
         principal.require_self_or_admin(tenant_id)
         if not 0 <= grace_seconds <= MAX_SIGNING_GRACE_SECONDS:
             raise InvalidInputError(f"grace_seconds must be between 0 and {MAX_SIGNING_GRACE_SECONDS}")
@@ -156,11 +193,18 @@ class TenantAdmin:
         valid_until = clock.now_ts() + grace_seconds
         changes: dict[str, Any] = {"signing_secret": encrypt(secret, context=signing_secret_context(tenant_id))}
         removals: list[str] = []
-        if tenant.get("signing_secret") and grace_seconds > 0:
-            changes["previous_signing_secret"] = tenant["signing_secret"]
-            changes["previous_signing_valid_until"] = valid_until
+        retired: list[dict[str, Any]] = []
+        if grace_seconds > 0:
+            retired = retired_signing_secrets(tenant)
+            if tenant.get("signing_secret"):
+                retired.insert(0, {"secret": tenant["signing_secret"], "valid_until": valid_until})
+            retired = retired[:MAX_SIGNING_SECRETS_IN_GRACE]
+        if retired:
+            changes["previous_signing_secrets"] = retired
+            changes["previous_signing_secret"] = retired[0]["secret"]
+            changes["previous_signing_valid_until"] = retired[0]["valid_until"]
         else:
-            removals = ["previous_signing_secret", "previous_signing_valid_until"]
+            removals = ["previous_signing_secrets", "previous_signing_secret", "previous_signing_valid_until"]
         self.repo.update_tenant(tenant_id, changes, removals)
         audit.record(self.repo, command="rotate_signing_secret", tenant_id=tenant_id,
                      payload={"grace_seconds": grace_seconds},
@@ -190,15 +234,43 @@ class TenantAdmin:
     def delete(self, principal: Principal, tenant_id: str) -> int:
         principal.require_admin()
         removed = self.repo.delete_tenant(tenant_id)
+        forget_tenant_keys(tenant_id)
+        # then its payloads and large files in S3: their download links must stop working with the tenant
+        try:
+            self.blobs.delete([key for prefix in (payload_prefix(tenant_id), files_prefix(tenant_id))
+                               for key in self.blobs.list_keys(prefix)])
+        except BlobUnavailable as exc:
+            logger.error("objects of a deleted tenant were not deleted; the bucket lifecycle expires them",
+                         extra={"tenant_id": tenant_id, "error": str(exc)})
         audit.record(self.repo, command="delete_tenant", tenant_id=tenant_id, payload={"messages_removed": removed},
                      message=f"Tenant '{tenant_id}' deleted")
         return removed
+
+    def suspend(self, principal: Principal, tenant_id: str, request: TenantSuspension) -> None:
+        """An administrator's hold: the tenant's token gets 403 and its messages wait until ``resume``."""
+        principal.require_admin()
+        changes: dict[str, Any] = {"admin_suspended": True, "admin_suspended_at": clock.now_iso()}
+        if request.reason:
+            changes["admin_suspended_reason"] = request.reason
+        self.repo.update_tenant(tenant_id, changes, [] if request.reason else ["admin_suspended_reason"])
+        forget_tenant_keys(tenant_id)
+        audit.record(self.repo, command="suspend_tenant", tenant_id=tenant_id, payload=request.model_dump(),
+                     message=f"Tenant '{tenant_id}' suspended by an administrator")
+
+    def resume(self, principal: Principal, tenant_id: str) -> None:
+        principal.require_admin()
+        self.repo.update_tenant(tenant_id, {},
+                                ["admin_suspended", "admin_suspended_reason", "admin_suspended_at"])
+        forget_tenant_keys(tenant_id)
+        audit.record(self.repo, command="resume_tenant", tenant_id=tenant_id, payload={},
+                     message=f"Tenant '{tenant_id}' resumed by an administrator")
 
     def new_api_key(self, principal: Principal, tenant_id: str) -> str:
         principal.require_admin()
         self.repo.require_tenant(tenant_id)
         token = generate_token()
         self.repo.set_token_hash(tenant_id, hash_token(token))
+        forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="create_api_key", tenant_id=tenant_id, payload={},
                      message=f"API key replaced for tenant '{tenant_id}'")
         return token
@@ -209,5 +281,6 @@ class TenantAdmin:
         if not tenant.get("token_hash"):
             raise ConflictError(f"tenant '{tenant_id}' has no API key")
         self.repo.set_token_hash(tenant_id, None)
+        forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="revoke_api_key", tenant_id=tenant_id, payload={},
                      message=f"API key revoked for tenant '{tenant_id}'")
