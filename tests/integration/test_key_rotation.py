@@ -396,3 +396,19 @@ def test_key_usage_counts_the_stored_values_under_each_key(api: ApiClient, stack
     assert len(ciphertexts(stack)) == 7  # nothing encrypted that key-usage does not count
     for secret in (*PASSWORDS.values(), BEARER, "imap-pw"):
         assert secret not in out
+
+
+def test_every_retired_signing_secret_in_its_grace_survives_a_key_rotation(
+        stack: Stack, api: ApiClient, secrets_under_key_a: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mail_proxy.tenants import signing_secrets_in_use
+
+    token = secrets_under_key_a["acme"]
+    issued = [api.post("/tenant/acme/signing-secret?grace_seconds=3600", token=token).json["signing_secret"]
+              for _ in range(3)]
+    use_keys(monkeypatch, KEY_B, previous=KEY_A)
+    report = key_rotation.reencrypt_all(MailRepository(stack.table_name), secrets_config.key_ring())
+    assert report.failed == []
+    use_keys(monkeypatch, KEY_B)  # the old key is gone
+    tenant = MailRepository(stack.table_name).require_tenant("acme")
+    in_use = signing_secrets_in_use(tenant)
+    assert in_use[0] == issued[-1] and set(issued) <= set(in_use)

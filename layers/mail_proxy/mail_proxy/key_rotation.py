@@ -23,21 +23,28 @@ from mail_proxy.accounts import imap_password_context, password_context
 from mail_proxy.crypto import DecryptionError, KeyRing, is_encrypted, value_key_id
 from mail_proxy.errors import MailProxyError
 from mail_proxy.repository import MailRepository
-from mail_proxy.tenants import bounce_imap_context, client_auth_context, signing_secret_context
+from mail_proxy.tenants import (
+    MAX_SIGNING_SECRETS_IN_GRACE,
+    bounce_imap_context,
+    client_auth_context,
+    signing_secret_context,
+)
 
 MAX_ATTEMPTS = 3
 NOT_ENCRYPTED = "not encrypted"  # a value stored in clear (counted, needs no key)
 UNREADABLE = "malformed"  # an ENC: value without a key id (counted, no key can help)
 
 # where encrypted values live: (path in the item, what it is for the operator, its associated data)
-TENANT_SECRETS: tuple[tuple[tuple[str, ...], str, Callable[[str], str]], ...] = (
+TENANT_SECRETS: tuple[tuple[tuple[str | int, ...], str, Callable[[str], str]], ...] = (
     (("client_auth", "token"), "report credentials", lambda t: f"{client_auth_context(t)}:token"),
     (("client_auth", "password"), "report credentials", lambda t: f"{client_auth_context(t)}:password"),
     (("signing_secret",), "signing secrets", signing_secret_context),
     (("previous_signing_secret",), "signing secrets", signing_secret_context),
+    *((("previous_signing_secrets", i, "secret"), "signing secrets", signing_secret_context)
+      for i in range(MAX_SIGNING_SECRETS_IN_GRACE)),
     (("bounce_imap", "password"), "bounce mailbox passwords", bounce_imap_context),
 )
-ACCOUNT_SECRETS: tuple[tuple[tuple[str, ...], str, Callable[[str, str], str]], ...] = (
+ACCOUNT_SECRETS: tuple[tuple[tuple[str | int, ...], str, Callable[[str, str], str]], ...] = (
     (("password",), "SMTP passwords", password_context),
     (("imap_password",), "PEC mailbox passwords", imap_password_context),
 )
@@ -49,7 +56,7 @@ class StoredSecret:
 
     tenant_id: str
     account_id: str | None
-    path: tuple[str, ...]
+    path: tuple[str | int, ...]
     kind: str
     context: str
     value: str = field(repr=False)
@@ -57,7 +64,7 @@ class StoredSecret:
     @property
     def where(self) -> str:
         owner = f"tenant {self.tenant_id}" + (f" account {self.account_id}" if self.account_id is not None else "")
-        return f"{owner} {'.'.join(self.path)}"
+        return f"{owner} {'.'.join(str(p) for p in self.path)}"
 
 
 def tenant_secrets(tenant: dict[str, Any]) -> list[StoredSecret]:
@@ -72,10 +79,13 @@ def account_secrets(tenant_id: str, account: dict[str, Any]) -> list[StoredSecre
             for path, kind, context in ACCOUNT_SECRETS if (value := _at(account, path))]
 
 
-def _at(item: dict[str, Any], path: tuple[str, ...]) -> str | None:
+def _at(item: dict[str, Any], path: tuple[str | int, ...]) -> str | None:
     value: Any = item
     for part in path:
-        value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(part, int):
+            value = value[part] if isinstance(value, list) and part < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
     return value if isinstance(value, str) and value else None
 
 
@@ -121,7 +131,7 @@ def _reencrypt_item(repo: MailRepository, ring: KeyRing, report: RotationReport,
             if item is None:
                 return False  # deleted meanwhile: nothing left to re-encrypt
             secrets = tenant_secrets(item) if account_id is None else account_secrets(tenant_id, item)
-            changes: dict[tuple[str, ...], tuple[str, str]] = {}
+            changes: dict[tuple[str | int, ...], tuple[str, str]] = {}
             for secret in secrets:
                 if not ring.needs_reencryption(secret.value):
                     continue

@@ -38,8 +38,7 @@ from mail_proxy.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.report_queue import ReportQueue
 from mail_proxy.report_signing import HEADER, signature_header
 from mail_proxy.repository import MailRepository, StateChange, state_change_from_stream
-from mail_proxy.secrets_config import decrypt
-from mail_proxy.tenants import DEFAULT_SYNC_PATH, signing_secret_context
+from mail_proxy.tenants import DEFAULT_SYNC_PATH, signing_secrets_in_use
 
 EVENTS_PER_REPORT = 100
 MAX_SYNCS_PER_RECORD = 5  # `queued > 0` asks for another sync at once; bounded so one tenant cannot loop us
@@ -415,14 +414,7 @@ class ReportDelivery:
 
     @staticmethod
     def _signing_secrets(tenant: dict[str, Any]) -> list[str]:
-        ctx = signing_secret_context(tenant["tenant_id"])
-        found = []
-        if tenant.get("signing_secret"):
-            found.append(decrypt(tenant["signing_secret"], context=ctx))
-        grace_until = int(tenant.get("previous_signing_valid_until") or 0)
-        if tenant.get("previous_signing_secret") and grace_until > clock.now_ts():
-            found.append(decrypt(tenant["previous_signing_secret"], context=ctx))
-        return found
+        return signing_secrets_in_use(tenant)  # the current secret and every retired one still in its grace
 
 
 def _sync_answer(body: bytes, now: int) -> tuple[int, int | None]:

@@ -314,7 +314,7 @@ class MailRepository:
             raise NotFoundError(f"account '{account_id}' not found")
 
     def replace_ciphertexts(self, tenant_id: str, account_id: str | None,
-                            changes: dict[tuple[str, ...], tuple[str, str]]) -> bool:
+                            changes: dict[tuple[str | int, ...], tuple[str, str]]) -> bool:
         """Swap re-encrypted values into the tenant item (or one account item), each only where the item
         still holds the ciphertext that was read (``path → (old, new)``). False, with nothing written, when
         any of them changed meanwhile or the item is gone: a concurrent change always wins."""
@@ -325,7 +325,10 @@ class MailRepository:
         sets: list[str] = []
         conditions = ["attribute_exists(pk)"]
         for i, (path, (old, new)) in enumerate(changes.items()):
-            ref = ".".join(names.setdefault(part, f"#n{len(names)}") for part in path)
+            ref = ""
+            for part in path:  # a list index (retired signing secrets) follows its list: #n0[1].#n2
+                ref += f"[{part}]" if isinstance(part, int) else \
+                    ("." if ref else "") + names.setdefault(part, f"#n{len(names)}")
             values[f":o{i}"], values[f":n{i}"] = {"S": old}, {"S": new}
             conditions.append(f"{ref} = :o{i}")
             sets.append(f"{ref} = :n{i}")
