@@ -281,3 +281,27 @@ def test_resubmission_racing_a_claim_is_answered_by_what_is_stored(
     expected = [] if same else [{"id": "m1", "reason": "message is being sent"}]
     assert again.json == {"ok": True, "queued": int(same), "rejected": expected}
     assert api.get("/messages/m1", token=acme).json["message"]["subject"] == "Hello"
+
+
+class Killed(BaseException):
+    """The function stopped mid-call (a Lambda timeout): nothing after this point runs, nothing is cleaned up."""
+
+
+def test_retry_after_the_function_died_mid_call_gets_the_first_answer_once_the_call_timed_out(
+        api: ApiClient, acme: str, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    def killed(*_args: Any, **_kwargs: Any) -> Any:
+        raise Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SendQueue, "enqueue", killed)  # after the messages were stored
+        with pytest.raises(Killed):
+            add(api, acme, "k-dies", message("m1"))
+    set_status(stack, acme, "m1", "sent")
+    assert add(api, acme, "k-dies", message("m1")).status == 429  # the first call may still be running
+    ddb = boto3.client("dynamodb")
+    table = stack.env["IDEMPOTENCY_TABLE_NAME"]
+    [record] = [i for i in ddb.scan(TableName=table)["Items"] if i.get("status", {}).get("S") == "INPROGRESS"]
+    ddb.update_item(TableName=table, Key={"id": record["id"]}, UpdateExpression="SET in_progress_expiration = :t",
+                    ExpressionAttributeValues={":t": {"N": "1"}})  # the function's timeout has passed
+    retry = add(api, acme, "k-dies", message("m1"))
+    assert retry.status == 200 and retry.json == {"ok": True, "queued": 1, "rejected": []}
