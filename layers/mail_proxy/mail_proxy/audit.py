@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mail_proxy.observability import logger
+from aws_lambda_powertools.metrics import MetricUnit
+
+from mail_proxy.observability import logger, metrics
 from mail_proxy.repository import MailRepository
 
 SECRET_FIELDS = frozenset({"password", "token", "api_key", "client_auth", "imap_password", "signing_secret"})
@@ -29,5 +31,16 @@ def redact(value: Any) -> Any:
 
 def record(repo: MailRepository, *, command: str, tenant_id: str | None, payload: dict[str, Any],
            message: str, outcome: str = "ok", status: int = 200, **extra: Any) -> None:
+    """Log the command and add it to the command log.
+
+    Called after the command took effect, so a failure here must not turn a done command into an error
+    answer (a client retrying it would then be told, e.g., that its messages were "already sent"): the
+    log line above is the record, the failure is logged and counted (``AuditWriteFailed``).
+    """
     logger.info(message, extra={"audit": True, "command": command, "tenant_id": tenant_id, **extra})
-    repo.log_command(tenant_id, command, redact(payload), outcome, status)
+    try:
+        repo.log_command(tenant_id, command, redact(payload), outcome, status)
+    except Exception as exc:  # any storage failure: the command itself is done
+        logger.error("command log write failed", extra={"command": command, "tenant_id": tenant_id,
+                                                        "error": type(exc).__name__})
+        metrics.add_metric(name="AuditWriteFailed", unit=MetricUnit.Count, value=1)

@@ -667,30 +667,67 @@ def _idempotent_add_messages() -> Any:
         return dict(submit())
 
     return config, idempotent_function(data_keyword_argument="request", config=config,
-                                       persistence_store=persistence)(run)
+                                       persistence_store=persistence)(run), persistence
+
+
+def canonical_body_hash(request: AddMessagesRequest) -> str:
+    """The hash a request is recognised by: of its parsed JSON with sorted keys, so key order and spacing
+    do not make the same request a different one (list order does: it is the order of the messages)."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _run_idempotent(who: Principal, tenant_id: str | None, key: str, request: AddMessagesRequest,
                     submit: Any) -> tuple[dict[str, Any], bool]:
+    """The first answer for this key, or a new one.
+
+    A submission that fails leaves nothing remembered (Powertools deletes the in-progress record), and the
+    client's retry runs it again: the messages it stored are recognised by their content hash (see
+    submission.py), so the retry gets the answer the first call should have given. When only remembering
+    the answer fails, the answer is still given (the submission is done) and the key is released.
+    """
     from aws_lambda_powertools.utilities.idempotency.exceptions import (
         IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
         IdempotencyValidationError,
     )
 
-    config, run = _idempotent_add_messages()
+    config, run, persistence = _idempotent_add_messages()
     if app.lambda_context is not None:
         config.register_lambda_context(app.lambda_context)
     scope = f"tenant:{who.tenant_id}" if not who.is_admin else f"admin:{tenant_id or '*'}"
-    body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    data = {"scope": scope, "key": key, "body_hash": canonical_body_hash(request)}
+    done: list[dict[str, Any]] = []
+
+    def submit_once() -> dict[str, Any]:
+        done.append(dict(submit()))
+        return done[-1]
+
     try:
-        answer = run(request={"scope": scope, "key": key, "body_hash": body_hash}, submit=submit)
+        answer = run(request=data, submit=submit_once)
     except IdempotencyValidationError as exc:
         raise ConflictError("Idempotency-Key was already used with a different request body") from exc
     except IdempotencyAlreadyInProgressError as exc:
         raise ThrottledError("a request with this Idempotency-Key is still in progress; retry shortly",
                              retry_after=2) from exc
+    except IdempotencyPersistenceLayerError as exc:
+        if not done:
+            raise
+        logger.exception("idempotency record not saved; the key is released", extra={"scope": scope})
+        _forget_idempotency_key(persistence, data, exc)
+        return done[-1], False
     replayed = bool(answer.pop("_replayed", False))
     return answer, replayed
+
+
+def _forget_idempotency_key(persistence: Any, data: dict[str, Any], cause: Exception) -> None:
+    """Drop the in-progress record of a done submission whose answer could not be saved, so a retry runs
+    again (and is recognised by content) instead of waiting for the in-progress record to time out."""
+    try:
+        persistence.delete_record(data=data, exception=cause)
+    except Exception:  # the record then times out with the function (in-progress expiry)
+        logger.exception("idempotency record could not be released")
 
 
 # --------------------------------------------------------------------------------------------- genro-mail-proxy

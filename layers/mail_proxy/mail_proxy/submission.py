@@ -3,10 +3,16 @@
 Rules (DESIGN.md): an invalid message is rejected with a reason while the others are queued; a rejected
 message that has a usable id is stored as ``error`` (and so reported); a message still waiting is
 replaced; one already sent is rejected with "already sent"; at most 1,000 per call.
+
+A resubmission identical to the message already accepted under that id (same ``content_hash``, stored on
+the state) is answered as queued whatever the stored message's state, and changes nothing when that message
+is being sent or was sent: a client retrying a call whose answer it did not get (a timeout, a 500, an
+``Idempotency-Key`` retry) is told what the first call should have told it, never "already sent".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -135,6 +141,10 @@ class MessageSubmission:
             if usable_id and raw_id is not None:
                 seen.add(raw_id)
             old = existing.get(raw_id) if usable_id and raw_id is not None else None
+            if old is not None and old["status"] in _NOT_REPLACEABLE and self._same_as_accepted(
+                    raw, old, tenant_id, accounts, default_priority):
+                result.queued += 1  # a retry of the accepted message: answered as the first call, nothing written
+                continue
             if old is not None and old["status"] in (MessageStatus.SENT, MessageStatus.BOUNCED):
                 result.reject(raw_id, "already sent")
                 continue
@@ -175,6 +185,7 @@ class MessageSubmission:
                 # queued now: SQS carries it (the scheduler's reconciliation covers a lost enqueue); deferred
                 # or held: the due index tells the scheduler when to look again
                 "due_ts": message.deferred_ts if deferred else None,
+                "content_hash": content_hash(message, priority),
             }
             if not tenant_is_sending(tenant, message.batch_code):
                 state["held"] = True  # waits among the held messages until the tenant or batch sends again
@@ -182,16 +193,20 @@ class MessageSubmission:
             accepted.append((state, True))
 
         stored = self.repo.put_messages(tenant_id, entries)
-        refused = [state["id"] for (state, counts), ok in zip(accepted, stored, strict=True) if counts and not ok]
-        now_states = self.repo.get_states(tenant_id, refused) if refused else {}
+        # a message claimed or sent between the read above and the write: what it is now decides the answer
+        raced = [state["id"] for (state, counts), ok in zip(accepted, stored, strict=True) if counts and not ok]
+        now_stored = self.repo.get_states(tenant_id, raced) if raced else {}
         to_queue: list[tuple[int, str]] = []
         for (state, counts), ok in zip(accepted, stored, strict=True):
             if not ok:
                 if counts:
-                    # it changed between our read and our write: a sender took it, or it was sent
-                    current = now_states.get(state["id"], {}).get("status")
-                    result.reject(state["id"], "message is being sent" if current == MessageStatus.SENDING
-                                  else "already sent")
+                    current = now_stored.get(state["id"])
+                    if current is not None and current.get("content_hash") == state["content_hash"]:
+                        result.queued += 1  # the same message, already accepted and now being sent
+                    elif current is not None and current["status"] == MessageStatus.SENDING:
+                        result.reject(state["id"], "message is being sent")
+                    else:
+                        result.reject(state["id"], "already sent")
                 continue
             if counts:
                 result.queued += 1
@@ -200,6 +215,17 @@ class MessageSubmission:
         to_queue.sort()
         for mid in self.queue.enqueue(tenant_id, to_queue):
             self.repo.set_due(tenant_id, mid, now)  # not queued: the scheduler queues it on its next tick
+
+    def _same_as_accepted(self, raw: dict[str, Any], old: dict[str, Any], tenant_id: str, accounts: set[str],
+                          default_priority: int) -> bool:
+        """Whether ``raw`` is, once validated, the very message stored as ``old`` (same content hash)."""
+        if not old.get("content_hash"):
+            return False
+        reason, message = self._validate(raw, tenant_id, accounts)
+        if reason is not None or message is None:
+            return False
+        priority = message.priority if isinstance(message.priority, int) else default_priority
+        return bool(old["content_hash"] == content_hash(message, priority))
 
     @staticmethod
     def _validate(raw: dict[str, Any], tenant_id: str, accounts: set[str]) -> tuple[str | None, MessageIn | None]:
@@ -229,6 +255,16 @@ class MessageSubmission:
             "updated_at": clock.now_iso(),
             "created_ms": created_ms,
         }
+
+
+_NOT_REPLACEABLE = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.BOUNCED)
+
+
+def content_hash(message: MessageIn, priority: int) -> str:
+    """What a message is, independent of key order and spacing: a hash of its validated fields and priority."""
+    canonical = json.dumps({"message": message.payload(), "priority": priority}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _safe_payload(raw: dict[str, Any]) -> dict[str, Any]:
