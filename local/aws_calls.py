@@ -240,9 +240,9 @@ class CallRecorder:
 _recorders: list[CallRecorder] = []
 
 
-def _dispatch(params: Mapping[str, Any], model: Any, **kwargs: Any) -> None:
+def _dispatch(**kwargs: Any) -> None:
     for recorder in list(_recorders):
-        recorder.on_call(params=params, model=model, **kwargs)
+        recorder.on_call(**kwargs)
 
 
 def install(recorder: CallRecorder) -> CallRecorder:

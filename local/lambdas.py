@@ -25,7 +25,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from local.template import DEFAULT_TEMPLATE, LOCAL_ACCOUNT_ID, LOCAL_REGION, REPO_ROOT, FunctionSpec, Template, load_template
+from local.template import (
+    DEFAULT_TEMPLATE,
+    LOCAL_ACCOUNT_ID,
+    LOCAL_REGION,
+    REPO_ROOT,
+    FunctionSpec,
+    Template,
+    load_template,
+)
 
 LAYER_DIR = REPO_ROOT / "layers" / "mail_proxy"
 
@@ -166,6 +174,8 @@ class FunctionEnvironment:
     logical_id: str | None
     hidden: frozenset[str]
     own: Mapping[str, str] | None
+    recorded: bool = False
+    """The repository's own function: its AWS calls are attributed to it (`local.aws_calls`)."""
 
     @classmethod
     def for_function(cls, template: Template, logical_id: str | None,
@@ -176,19 +186,22 @@ class FunctionEnvironment:
         declared = {fid: template.function_variable_names(fid) for fid in functions}
         others = set().union(*(names for fid, names in declared.items() if fid != logical_id))
         mine = declared.get(logical_id, set()) | set(own or {})
-        return cls(logical_id, frozenset(others - mine), dict(own) if own is not None else None)
+        recorded = template.base_dir.resolve() == DEFAULT_TEMPLATE.parent.resolve()
+        return cls(logical_id, frozenset(others - mine), dict(own) if own is not None else None, recorded)
 
     @contextmanager
     def active(self) -> Iterator[None]:
         install_scoped_environ()
         token = _ENV_SCOPE.set(self)
-        function_token = RUNNING_FUNCTION.set(self.logical_id)
+        function_token = RUNNING_FUNCTION.set(self.logical_id if self.recorded else None)
         try:
-            if self.logical_id is None:
+            try:
+                from mail_proxy.settings import settings_scope
+            except ImportError:  # the layer is not on sys.path before the first handler imports
+                settings_scope = None
+            if self.logical_id is None or settings_scope is None:
                 yield
             else:
-                from mail_proxy.settings import settings_scope  # the layer is on sys.path once a handler loaded
-
                 with settings_scope(self.logical_id):
                     yield
         finally:
@@ -200,7 +213,7 @@ _ENV_SCOPE: contextvars.ContextVar[FunctionEnvironment | None] = contextvars.Con
     "local_function_environment", default=None)
 
 
-class _ScopedEnviron(os._Environ):  # type: ignore[type-arg]
+class _ScopedEnviron(os._Environ):
     """`os.environ` as the running function sees it; outside any function, the process environment.
 
     Writes go to the process environment, as they would in the function's own process.
@@ -241,15 +254,78 @@ class _ScopedEnviron(os._Environ):  # type: ignore[type-arg]
 _install_lock = threading.Lock()
 
 
-def install_scoped_environ() -> None:
-    """Replaces `os.environ` with the scoped view, and lets pool threads inherit their caller's context.
+class _PerFunctionProviders(dict):  # type: ignore[type-arg]
+    """Powertools' registry of parameter providers, one per running function, as each has its own container
+    in AWS: a secret the authorizer read is not in the api's cache (the api reads it itself, with its role)."""
 
-    Without the second part, work a handler hands to a `ThreadPoolExecutor` would run outside the
+    def __init__(self, initial: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._by_function: dict[str | None, dict[str, Any]] = {None: dict(initial)}
+
+    def _mine(self) -> dict[str, Any]:
+        scope = _ENV_SCOPE.get()
+        return self._by_function.setdefault(scope.logical_id if scope else None, {})
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._mine()
+
+    def __getitem__(self, key: str) -> Any:
+        return self._mine()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._mine()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._mine()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._mine().get(key, default)
+
+    def keys(self) -> Any:
+        return self._mine().keys()
+
+    def items(self) -> Any:
+        return self._mine().items()
+
+    def values(self) -> Any:
+        """Every function's providers (`clear_caches` clears them all)."""
+        return [provider for providers in self._by_function.values() for provider in providers.values()]
+
+    def clear(self) -> None:
+        for providers in self._by_function.values():
+            providers.clear()
+
+
+def _isolate_powertools_providers() -> None:
+    try:
+        from aws_lambda_powertools.utilities.parameters import appconfig, base, constants, secrets, ssm
+    except ImportError:  # the functions of a fixture template may not use Powertools
+        return
+    if isinstance(constants.DEFAULT_PROVIDERS, _PerFunctionProviders):
+        return
+    registry = _PerFunctionProviders(constants.DEFAULT_PROVIDERS)
+    for module in (constants, base, secrets, ssm, appconfig):
+        if hasattr(module, "DEFAULT_PROVIDERS"):
+            module.DEFAULT_PROVIDERS = registry  # type: ignore[attr-defined]
+
+
+def install_scoped_environ() -> None:
+    """Replaces `os.environ` with the scoped view, gives each function its own Powertools parameter caches,
+    and lets pool threads inherit their caller's context.
+
+    Without the last part, work a handler hands to a `ThreadPoolExecutor` would run outside the
     function (the wrong environment, AWS calls attributed to nobody). Idempotent.
     """
     with _install_lock:
+        _isolate_powertools_providers()
         if not isinstance(os.environ, _ScopedEnviron):
-            os.environ = _ScopedEnviron(os.environ)
+            os.environ = _ScopedEnviron(os.environ)  # noqa: B003 - same storage, so nothing needs clearing
         executor = concurrent.futures.ThreadPoolExecutor
         if not getattr(executor.submit, "_local_inherits_context", False):
             original_submit = executor.submit
