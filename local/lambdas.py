@@ -195,14 +195,17 @@ class FunctionEnvironment:
         token = _ENV_SCOPE.set(self)
         function_token = RUNNING_FUNCTION.set(self.logical_id if self.recorded else None)
         try:
+            scoped: Any = None
             try:
                 from mail_proxy.settings import settings_scope
+
+                scoped = settings_scope
             except ImportError:  # the layer is not on sys.path before the first handler imports
-                settings_scope = None
-            if self.logical_id is None or settings_scope is None:
+                pass
+            if self.logical_id is None or scoped is None:
                 yield
             else:
-                with settings_scope(self.logical_id):
+                with scoped(self.logical_id):
                     yield
         finally:
             RUNNING_FUNCTION.reset(function_token)
@@ -254,7 +257,7 @@ class _ScopedEnviron(os._Environ):
 _install_lock = threading.Lock()
 
 
-class _PerFunctionProviders(dict):  # type: ignore[type-arg]
+class _PerFunctionProviders(dict[str, Any]):
     """Powertools' registry of parameter providers, one per running function, as each has its own container
     in AWS: a secret the authorizer read is not in the api's cache (the api reads it itself, with its role)."""
 
