@@ -39,6 +39,8 @@ DEFAULT_ROUTES = (
     HttpRoute("GET", "/openapi.json", authorized=False),
     HttpRoute("ANY", "/{proxy+}", authorized=True),
 )
+HTTP_API_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+"""Methods an HTTP API route can name; any other method matches no route, so API Gateway answers 404."""
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _API_ID = "local"
 
@@ -185,7 +187,7 @@ class HttpApiGateway:
         """Runs one request through route matching, the authorizer and the api function."""
         raw_path, _, raw_query = target.partition("?")
         raw_path = raw_path or "/"
-        matched = self._match(method, unquote(raw_path))
+        matched = self._match(method, unquote(raw_path)) if method in HTTP_API_METHODS else None
         if matched is None:
             return _gateway_error(404, "Not Found")
         route, path_parameters = matched
@@ -478,6 +480,12 @@ def _make_request_handler(gateway: HttpApiGateway) -> type[BaseHTTPRequestHandle
                 self.rfile.readline(1024)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
+
+        def __getattr__(self, name: str) -> Any:
+            # any other method (PROPFIND, TRACE, made-up ones) gets the gateway's 404, not http.server's 501
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)

@@ -123,6 +123,9 @@ class LocalStack:
 
         options = self.options
         self.template = Template.from_file(options.template)
+        from local.aws_calls import install_from_environment
+
+        install_from_environment()  # tests check every AWS call a handler makes against its role
         self.secrets = load_dev_secrets(options.state_dir, options.api_token)
 
         self.sink = SmtpSink(options.resolved_mail_dir, host=options.host, port=options.smtp_port)
@@ -145,48 +148,32 @@ class LocalStack:
         return self.template.logical_ids("AWS::Serverless::Function")
 
     def _load_functions(self) -> None:
-        """Sets the union of every function's environment, then imports each with its own on top.
+        """Imports each function inside its own environment: the template's variables for it, never another
+        function's (they share this process, so `os.environ` shows each handler its own view while it runs).
 
-        They share a process, so they share `os.environ`; a variable two functions set differently (a
-        service name) is right for each at import time and logged, since handlers reading it later see the
-        union's value.
+        Only what every function gets locally (moto's endpoint, the development key and token) is in the
+        process environment.
         """
         assert self.template is not None and self.provisioned is not None and self.secrets is not None
-        environments: dict[str, dict[str, str]] = {}
-        union: dict[str, str] = {}
-        for logical_id in self._function_ids():
-            dropped: list[str] = []
-            environment = self.template.function_environment(logical_id, self.provisioned.resolved, dropped)
-            if dropped:
-                self.notes.append(f"{logical_id}: not set locally: {', '.join(sorted(dropped))}")
-            for name, value in environment.items():
-                if name in union and union[name] != value:
-                    log.debug(
-                        "%s=%r for %s differs from another function's %r",
-                        name,
-                        value,
-                        logical_id,
-                        union[name],
-                    )
-                union.setdefault(name, value)
-            environments[logical_id] = environment
         local_only = {
             "MAIL_PROXY_LOCAL": "1",
             "MAIL_PROXY_ALLOW_LOOPBACK": "1",
             "GMP_API_TOKEN": self.secrets.admin_token,
             "MAIL_PROXY_ENCRYPTION_KEY": self.secrets.encryption_key,
         }
-        os.environ.update(union)
         os.environ.update(local_only)
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-
         for logical_id in self._function_ids():
+            dropped: list[str] = []
+            environment = self.template.function_environment(logical_id, self.provisioned.resolved, dropped)
+            if dropped:
+                self.notes.append(f"{logical_id}: not set locally: {', '.join(sorted(dropped))}")
             spec = self.template.function_spec(logical_id)
             name = physical_name(logical_id, self.options.stage)
-            os.environ.update(environments[logical_id])
             try:
-                self.functions[logical_id] = load_function(spec, name)
+                self.functions[logical_id] = load_function(spec, name, template=self.template,
+                                                           environment=environment)
                 self.loaded.add(logical_id)
             except FunctionMissing as missing:
                 self.notes.append(f"{logical_id}: {missing}")
@@ -195,9 +182,6 @@ class LocalStack:
                 log.exception("%s failed to import", logical_id)
                 self.notes.append(f"{logical_id}: import failed: {error!r} (see the traceback above)")
                 self.functions[logical_id] = missing_function(name, f"import failed: {error!r}")
-            finally:
-                os.environ.update(union)
-                os.environ.update(local_only)
 
     def _start_gateway(self) -> None:
         assert self.template is not None

@@ -443,6 +443,14 @@ class Template:
             environment[name] = _cfn_string(result)
         return environment
 
+    def function_variable_names(self, logical_id: str) -> set[str]:
+        """Names of the variables the function's environment declares (Globals included), resolved or not."""
+        self._expect_type(logical_id, "AWS::Serverless::Function")
+        return {
+            *((self.function_globals.get("Environment") or {}).get("Variables") or {}),
+            *((self.properties(logical_id).get("Environment") or {}).get("Variables") or {}),
+        }
+
     def _events(self, logical_id: str, *types: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         for name, event in (self.function_spec(logical_id).events or {}).items():
             if event.get("Type") in types:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,45 @@ from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+
+# -------------------------------------------------------------------------------------------------------
+# Every AWS call a handler makes, in this process and in the local stacks the tests start, is recorded;
+# tests/integration/test_iam_policies.py checks them against template.yaml after every other test.
+
+AWS_CALLS_LAST = "test_iam_policies.py"
+_aws_calls: dict[str, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    from local.aws_calls import CALL_LOG_ENV, CallRecorder, install
+
+    log_dir = Path(tempfile.mkdtemp(prefix="aws-calls-"))
+    os.environ[CALL_LOG_ENV] = str(log_dir)  # local stacks started as subprocesses append their calls here
+    _aws_calls.update(recorder=install(CallRecorder()), log_dir=log_dir, deselected=False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _aws_calls.get("log_dir"):
+        shutil.rmtree(_aws_calls["log_dir"], ignore_errors=True)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _aws_calls["deselected"] = True
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The check of recorded AWS calls runs after every test that records them."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name == AWS_CALLS_LAST)
+
+
+@pytest.fixture(scope="session")
+def recorded_aws_calls() -> dict[str, Any]:
+    """`recorder` (this process), `log_dir` (other processes' logs), `deselected` (a partial run)."""
+    return _aws_calls
 ENCRYPTION_KEY = base64.b64encode(bytes(range(32))).decode()
 FUNCTIONS = ("AuthorizerFunction", "ApiFunction", "SenderFunction", "SchedulerFunction")
 

@@ -286,3 +286,12 @@ def test_keep_alive_connection_serves_several_requests(gateway: HttpApiGateway, 
     finally:
         connection.close()
     assert len(recorder.api_events) == 3
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "FOO", "TRACE"])
+def test_an_unknown_method_is_a_404_json_like_api_gateway(gateway: HttpApiGateway, recorder: Recorder,
+                                                          method: str) -> None:
+    answer = call(gateway, method, "/tenants", headers={"X-API-Token": "good"})
+    assert answer.status == 404
+    assert answer.json() == {"message": "Not Found"}
+    assert recorder.authorizer_events == [] and recorder.api_events == []

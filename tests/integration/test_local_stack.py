@@ -113,6 +113,19 @@ def test_in_process_stack_serves_ticks_on_request_and_restores_the_environment(t
         ticker = stack.tickers["SchedulerFunction.EveryMinute"]
         stack.tick_now("SchedulerFunction")
         assert eventually(lambda: ticker.ticks >= 1, timeout=10)
+        # each function sees its own template variables, never another function's
+        names = ("POWERTOOLS_SERVICE_NAME", "MAX_BODY_BYTES", "SEND_QUEUE_HIGH_URL", "TABLE_NAME")
+        seen = {}
+        for logical_id in ("ApiFunction", "SenderFunction"):
+            with stack.functions[logical_id].scope():
+                seen[logical_id] = {name: os.environ.get(name) for name in names}
+        assert seen["ApiFunction"]["POWERTOOLS_SERVICE_NAME"] == "api"
+        assert seen["ApiFunction"]["MAX_BODY_BYTES"] == "1048576" and seen["ApiFunction"]["SEND_QUEUE_HIGH_URL"]
+        assert seen["SenderFunction"]["POWERTOOLS_SERVICE_NAME"] == "sender"
+        sender = seen["SenderFunction"]
+        assert sender["MAX_BODY_BYTES"] is None and sender["SEND_QUEUE_HIGH_URL"] is None
+        assert seen["SenderFunction"]["TABLE_NAME"] == seen["ApiFunction"]["TABLE_NAME"] == "local-MailTable"
+        assert "MAX_BODY_BYTES" not in os.environ and "TABLE_NAME" not in os.environ  # not the process's
     finally:
         stack.stop()
     assert dict(os.environ) == before

@@ -192,7 +192,8 @@ class AttachmentFetcher:
         else:
             bucket, key = self.blobs.bucket or "", location.lstrip("/")
         own_prefix = f"attachments/{sources.tenant_id}/"
-        allowed = bucket in sources.s3_buckets or (bucket == self.blobs.bucket and key.startswith(own_prefix))
+        # the deployment's bucket: only the tenant's own prefix, even if s3_buckets names it
+        allowed = key.startswith(own_prefix) if bucket == self.blobs.bucket else bucket in sources.s3_buckets
         if not bucket or not key or not allowed:
             raise AttachmentPermanentError(
                 f"s3 location not allowed: use a key under {own_prefix} of the deployment bucket "

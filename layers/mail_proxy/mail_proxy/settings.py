@@ -6,6 +6,9 @@ A missing required variable is a clear start-up error naming the variable, never
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 from pydantic import BaseModel, Field
@@ -98,11 +101,33 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@lru_cache(maxsize=1)
+_scope: ContextVar[str] = ContextVar("mail_proxy_settings_scope", default="")
+
+
 def get_settings() -> Settings:
+    """The settings of the running function, read once per cold start.
+
+    In AWS a process runs one function, so there is one scope. The local stack runs every function in one
+    process and names the running one with `settings_scope`, so each reads its own environment.
+    """
+    return _settings(_scope.get())
+
+
+@lru_cache(maxsize=16)
+def _settings(scope: str) -> Settings:
     return Settings.from_env()
+
+
+@contextmanager
+def settings_scope(name: str) -> Iterator[None]:
+    """Settings read inside the block are cached under `name` (one function of the local stack)."""
+    token = _scope.set(name)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment between cases)."""
-    get_settings.cache_clear()
+    _settings.cache_clear()

@@ -150,6 +150,14 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
     )
 
 
+def _refuse_deployment_bucket(buckets: list[str] | None) -> None:
+    """The deployment's bucket holds every tenant's payloads and files: never a tenant's attachment source."""
+    deployment = get_settings().attachment_bucket
+    if deployment and deployment.lower() in {b.lower() for b in buckets or ()}:
+        raise InvalidInputError("s3_buckets cannot name the deployment's attachment bucket; tenants' own "
+                                "attachments go under attachments/<tenant_id>/ in it without being listed")
+
+
 class TenantAdmin:
     def __init__(self, repo: MailRepository, blobs: BlobStore | None = None) -> None:
         self.repo = repo
@@ -157,6 +165,7 @@ class TenantAdmin:
 
     def create(self, principal: Principal, request: TenantCreate) -> NewTenantCredentials:
         principal.require_admin()
+        _refuse_deployment_bucket(request.s3_buckets)
         token = request.token or generate_token()
         token_hash = hash_token(token)
         if request.token and (hashes_match(admin_token_hash(), token_hash)
@@ -224,6 +233,7 @@ class TenantAdmin:
         principal.require_self_or_admin(tenant_id)
         if "s3_buckets" in request.model_fields_set and not principal.is_admin:
             raise ForbiddenError("only the admin token may change s3_buckets")
+        _refuse_deployment_bucket(request.s3_buckets)
         changes = _fields_to_item(tenant_id, request)
         removals = [k for k, v in changes.items() if v is None]
         self.repo.update_tenant(tenant_id, {k: v for k, v in changes.items() if v is not None}, removals)
