@@ -117,7 +117,7 @@ def test_upstream_client_manages_tenants_accounts_and_messages_and_its_messages_
     assert ok(batches) == ["autumn", "spring"]
     assert ok(activated)["suspended_batches"] == ["autumn"]
     assert ok(activated_all)["suspended_batches"] == [] and ok(batches_after) == []
-    assert ok(deleted) == {"ok": True, "removed": 1, "not_found": ["nope"], "unauthorized": []}
+    assert ok(deleted) == {"ok": True, "removed": 1, "not_found": ["nope"], "unauthorized": [], "in_flight": []}
     assert ok(deleted_one) is True
     assert ok(cleaned) == {"ok": True, "removed": 1}
     assert ok(listed_after) == []

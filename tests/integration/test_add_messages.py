@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 LANES = {0: "SendQueueImmediate", 1: "SendQueueHigh", 2: "SendQueueMedium", 3: "SendQueueLow"}
-FAR_FUTURE = 4_000_000_000
+FAR_FUTURE = int(time.time()) + 20 * 86400  # within the 30-day bound on deferred_ts
 _serial = itertools.count(1)
 
 

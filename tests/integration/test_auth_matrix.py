@@ -290,7 +290,7 @@ def test_tenant_listing_shows_only_its_own_messages(world: World) -> None:
 def test_tenant_token_cannot_delete_another_tenants_messages(world: World) -> None:
     world.api.post("/commands/add-messages", token=world.owner_token, body={"messages": [message("owner-only")]})
     resp = world.api.post("/commands/delete-messages", token=world.rival_token, body={"ids": ["owner-only"]})
-    assert resp.json == {"ok": True, "removed": 0, "not_found": ["owner-only"], "unauthorized": []}
+    assert resp.json == {"ok": True, "removed": 0, "not_found": ["owner-only"], "unauthorized": [], "in_flight": []}
     assert world.api.get("/messages/owner-only", token=world.owner_token).status == 200
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from mail_proxy import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
-FAR_FUTURE = 4_000_000_000
+FAR_FUTURE = int(time.time()) + 20 * 86400  # within the 30-day bound on deferred_ts
 SMTP_PASSWORD = "smtp-password-for-log-check-77"
 _serial = itertools.count(1)
 
@@ -161,7 +162,7 @@ def test_get_unknown_message_is_404(acme: Tenant) -> None:
 def test_delete_messages_removes_them_and_lists_unknown_ids(acme: Tenant) -> None:
     acme.add(message("m1"), message("m2"))
     resp = acme.post("/commands/delete-messages", {"ids": ["m1", "ghost"]})
-    assert resp.json == {"ok": True, "removed": 1, "not_found": ["ghost"], "unauthorized": []}
+    assert resp.json == {"ok": True, "removed": 1, "not_found": ["ghost"], "unauthorized": [], "in_flight": []}
     assert acme.get("/messages/m1").status == 404
     left = boto3.client("dynamodb").query(
         TableName=acme.stack.table_name, KeyConditionExpression="pk = :p",

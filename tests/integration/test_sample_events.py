@@ -60,4 +60,4 @@ def test_bounce_poller_tick_event(api: ApiClient) -> None:
     api.create_tenant("acme", token=TENANT_TOKEN)
     load_function_module("bounce_poller").poller.cache_clear()
     assert invoke("bounce_poller", event("bounce_poller_tick.json")) == {
-        "mailboxes": 0, "failed": 0, "messages": 0, "applied": 0, "ignored": 0, "pec_timeouts": 0}
+        "mailboxes": 0, "failed": 0, "messages": 0, "applied": 0, "ignored": 0, "pec_timeouts": 0, "skipped": 0}
