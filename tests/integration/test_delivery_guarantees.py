@@ -315,3 +315,26 @@ def test_a_held_messages_content_does_not_expire_until_it_is_released(
     assert api.post("/commands/activate?batch_code=slow", token=tenant).status == 200
     expiry = _payload_expiry(stack, "held")
     assert expiry is not None and expiry > clock.now_ts() + 29 * 86400
+
+
+def _content_objects(delivery: DeliveryHarness) -> list[str]:
+    bucket = delivery.stack.resources.resolved["AttachmentBucket"]
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="payloads/")
+    return sorted(obj["Key"] for obj in listed.get("Contents", []))
+
+
+def test_content_in_s3_lives_exactly_as_long_as_its_payload_item(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, stack: Stack) -> None:
+    submit(api, tenant, message("big", body="x" * 40_000, deferred_ts=clock.now_ts() + 3600))
+    [first] = _content_objects(delivery)
+    submit(api, tenant, message("big", body="y" * 40_000, deferred_ts=clock.now_ts() + 3600))  # replaced
+    delivery.report()
+    [second] = _content_objects(delivery)
+    assert second != first  # the replaced content went with its payload item
+    ddb = boto3.client("dynamodb")
+    items = ddb.query(TableName=stack.table_name, KeyConditionExpression="pk = :p",
+                      ExpressionAttributeValues={":p": {"S": message_pk("acme", "big")}})["Items"]
+    [payload] = [i for i in items if i["sk"]["S"].startswith("PAYLOAD#")]
+    ddb.delete_item(TableName=stack.table_name, Key={"pk": payload["pk"], "sk": payload["sk"]})  # as its TTL would
+    delivery.report()
+    assert _content_objects(delivery) == []

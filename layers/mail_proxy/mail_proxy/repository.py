@@ -1134,6 +1134,20 @@ def state_change_from_stream(record: dict[str, Any]) -> StateChange | None:
                        events=added)
 
 
+def removed_payload_from_stream(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored payload of a message's payload item that was deleted (replaced, deleted, or expired by its
+    TTL), from its stream record; None for any other record."""
+    data = record.get("dynamodb") or {}
+    old = data.get("OldImage")
+    if record.get("eventName") != "REMOVE" or not old or not old.get("sk", {}).get("S", "").startswith(PAYLOAD_PREFIX):
+        return None
+    try:
+        stored = json.loads(old.get("payload", {}).get("S", ""))
+    except ValueError:
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
 @dataclass(frozen=True)
 class StateChange:
     tenant_id: str
