@@ -75,7 +75,8 @@ def new_world(ctx: Ctx, prefix: str) -> FaultWorld:
 class Ctx:
     def __init__(self, stack: Stack, api: ApiClient, injector: FaultInjector, sink: FaultySmtpSink,
                  app: FlakyReceiver, harness: DeliveryHarness) -> None:
-        self.stack, self.api, self.injector, self.sink, self.app, self.harness = stack, api, injector, sink, app, harness
+        self.stack, self.api, self.injector = stack, api, injector
+        self.sink, self.app, self.harness = sink, app, harness
 
 
 @pytest.fixture
@@ -140,6 +141,8 @@ def sweep(ctx: Ctx, phase: str) -> dict[str, list[str]]:
     return broken
 
 
+@pytest.mark.xfail(strict=True, reason="issue 17: a failure after the messages were stored answers 5xx; the "
+                   "client's retry with the same Idempotency-Key then gets `queued:0, rejected: already sent`")
 def test_any_api_call_failing_during_submission_loses_nothing_and_sends_nothing_twice(ctx: Ctx) -> None:
     assert sweep(ctx, "api") == {}
 
@@ -180,7 +183,7 @@ def test_the_injector_fails_only_the_chosen_call_and_records_every_call(ctx: Ctx
     world.drain()
     assert world.kills == 1 and ctx.sink.accepted == {}
     world.recover()
-    assert world.violations() == [] and ctx.sink.accepted[f"{world.tenant_id}/m1"] == 1
+    assert world.violations() == [] and ctx.sink.accepted[f"{world.tenant_id}/m1#1"] == 1
     world.close()
 
 

@@ -7,12 +7,14 @@ while a sender holds the message, time passing past leases, scheduler ticks, rep
 sink; every accepted message is sent, in error with a reason, or visibly waiting; nothing acknowledged
 disappears; per message, acknowledged events arrive in order and each event id is acknowledged once.
 
-Bounded: ``STATE_MACHINE_EXAMPLES`` (default 6) examples of ``STATE_MACHINE_STEPS`` (default 15) steps.
+Bounded: ``STATE_MACHINE_EXAMPLES`` (default 20) examples of ``STATE_MACHINE_STEPS`` (default 30) steps, derandomized
+and without a database (the same runs every time); ``STATE_MACHINE_SHRINK=1`` shrinks a failure (minutes).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections import deque
@@ -104,16 +106,20 @@ class MessageLife(RuleBasedStateMachine):
 
     @precondition(lambda self: self.client_acts_during_send)
     @rule(mid=st.sampled_from(MIDS), action=st.sampled_from(["delete", "replace", "delete and resubmit"]))
-    def deliver_while_the_client_acts(self, mid: str, action: str) -> None:
-        """The client deletes, replaces, or deletes and resubmits ``mid`` right after a sender claimed it
-        (its payload read comes next, then SMTP)."""
+    def act_while_a_sender_holds_it(self, mid: str, action: str) -> None:
+        """The client submits ``mid``; a sender claims it; right then (before its payload read, then SMTP)
+        the client deletes it, replaces it, or deletes it and submits it again."""
+        if self.world.submit(mid, new_version=True) != 200 or not self.world.submitted[mid].acknowledged:
+            return
+
         def meanwhile() -> None:
             with ENV.injector.in_phase("api"):
                 if action.startswith("delete"):
                     self.world.delete(mid)
                 if action != "delete":
                     self.world.submit(mid, new_version=True)
-        ENV.injector.fail(meanwhile, phase="sender", operation="BatchGetItem")
+        ENV.injector.fail(meanwhile, phase="sender", operation="BatchGetItem",
+                          when=lambda _call, params: mid in json.dumps(params, default=str))
         self.world.drain()
         ENV.injector.clear()
 
@@ -163,10 +169,24 @@ class MessageLife(RuleBasedStateMachine):
         assert self.world.violations(final=False) == []
 
     def teardown(self) -> None:
-        if os.environ.get("STATE_MACHINE_VERBOSE"):
-            print("STEPS", self.world.tenant_id, {m: (s.version, s.acknowledged, s.deleted)
-                                                  for m, s in self.world.submitted.items()},
-                  sorted({(c.phase, c.operation) for c in ENV.injector.calls if c.phase != "setup"}))
+        try:
+            self._finally_recovered()
+        finally:
+            self._clean_up()
+
+    def _finally_recovered(self) -> None:
+        """The last guarantee: with the faults gone, the client's suspensions lifted and time passing, every
+        message it was told was accepted ends sent or in error, and its final event is acknowledged."""
+        ENV.injector.clear()
+        self.smtp_answers.clear()
+        self.app_answers.clear()
+        ENV.api.post("/commands/activate", token=self.world.token)
+        ENV.api.post("/commands/activate?batch_code=b1", token=self.world.token)
+        ENV.api.post("/commands/run-now", token=self.world.token)
+        self.world.recover(rounds=4)
+        assert self.world.violations(final=True) == []
+
+    def _clean_up(self) -> None:
         ENV.injector.clear()
         ENV.sink.policy = lambda _pid, _n: "250"
         ENV.app.policy = lambda _n, _e: (200, {"ok": True})
@@ -201,8 +221,8 @@ class SequentialMessageLife(MessageLife):
 
 def run(machine: type[MessageLife]) -> None:
     run_state_machine_as_test(machine, settings=settings(
-        max_examples=int(os.environ.get("STATE_MACHINE_EXAMPLES", "6")),
-        stateful_step_count=int(os.environ.get("STATE_MACHINE_STEPS", "15")),
+        max_examples=int(os.environ.get("STATE_MACHINE_EXAMPLES", "20")),
+        stateful_step_count=int(os.environ.get("STATE_MACHINE_STEPS", "30")),
         deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.verbose if os.environ.get("STATE_MACHINE_VERBOSE") else Verbosity.normal,
         # shrinking a failing run costs minutes; STATE_MACHINE_SHRINK=1 to get the shortest interleaving
