@@ -109,55 +109,57 @@ def run_soak(messages: int, *, seed: int = 7, smtp_faults: float = 0.1, app_faul
     def app_policy(_call: int, _events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         return (503, {"error": "busy"}) if app_random.random() < app_faults else (200, {"ok": True})
 
-    started = time.monotonic()
-    with FaultySmtpSink(seeded_smtp_policy(seed, smtp_faults)) as sink, FlakyReceiver(app_policy) as app, \
-            running_stack(work, template=template, env=STACK_ENV, stop_timeout=30.0) as stack:
-        created = stack.request("POST", "/tenant", {"tenant_id": TENANT_ID, "client_base_url": app.url})
-        if created.status != 201:
-            raise RuntimeError(f"POST /tenant: {created.status} {created.body[:300]!r}")
-        token = created.json()["api_key"]
-        account = {"id": "sink", "host": sink.host, "port": sink.port, "tls": "none"}
-        if (answer := stack.request("POST", "/account", account, token=token)).status != 201:
-            raise RuntimeError(f"POST /account: {answer.status} {answer.body[:300]!r}")
-        for first in range(0, messages, API_BATCH):
-            batch = [_message(i) for i in range(first, min(first + API_BATCH, messages))]
-            answer = stack.request("POST", "/commands/add-messages", {"messages": batch}, token=token, timeout=120)
-            if answer.status != 200:
-                result.problems.append(f"add-messages answered {answer.status}: {answer.body[:200]!r}")
-                continue
-            result.accepted_by_api += int(answer.json()["queued"])
-        expected = {_message(i)["id"] for i in range(messages)}
-        deadline = Deadline(max(0.0, max_seconds - (time.monotonic() - started)))
-        while not deadline.expired:
-            finals = {e["id"] for e in app.acknowledged() if e.get("event") in ("sent", "error")}
-            if finals >= expected:
-                break
-            time.sleep(0.5)
-        time.sleep(2.0)  # anything sent or reported twice would arrive now
-        records = _all_messages(stack, token)
-        result.seconds = time.monotonic() - started
-        statuses = Counter(records[mid]["status"] for mid in expected if mid in records)
-        result.sent, result.errors = statuses.get("sent", 0), statuses.get("error", 0)
-        result.waiting = sum(statuses.get(s, 0) for s in ("pending", "deferred", "sending"))
-        result.lost = len(expected - set(records))
-        accepted = Counter({pid.split("/", 1)[1]: n for pid, n in sink.accepted.items()})
-        result.duplicates = sum(1 for n in accepted.values() if n > 1)
-        result.smtp_faults = {k: v for k, v in sink.answers.items() if k != "250"}
-        result.report_faults = app.failed_calls()
-        acked = app.acknowledged()
-        result.reports_acknowledged = len(acked)
-        ack_counts = Counter(str(e.get("event_id")) for e in acked)
-        result.events_acknowledged_twice = sum(1 for n in ack_counts.values() if n > 1)
-        for mid in expected & set(records):
-            history = records[mid].get("history") or []
-            if records[mid]["status"] in ("sent", "error") and history \
-                    and ack_counts.get(str(history[-1].get("event_id")), 0) != 1:
-                result.final_events_unacknowledged += 1
-        sent_not_accepted = [mid for mid in expected if records.get(mid, {}).get("status") == "sent"
-                             and accepted.get(mid, 0) == 0]
-        accepted_not_sent = [mid for mid in accepted if records.get(mid, {}).get("status") != "sent"]
-        log_tail = stack.log_tail(30)
-    template.unlink(missing_ok=True)
+    try:
+        started = time.monotonic()
+        with FaultySmtpSink(seeded_smtp_policy(seed, smtp_faults)) as sink, FlakyReceiver(app_policy) as app, \
+                running_stack(work, template=template, env=STACK_ENV, stop_timeout=30.0) as stack:
+            created = stack.request("POST", "/tenant", {"tenant_id": TENANT_ID, "client_base_url": app.url})
+            if created.status != 201:
+                raise RuntimeError(f"POST /tenant: {created.status} {created.body[:300]!r}")
+            token = created.json()["api_key"]
+            account = {"id": "sink", "host": sink.host, "port": sink.port, "tls": "none"}
+            if (answer := stack.request("POST", "/account", account, token=token)).status != 201:
+                raise RuntimeError(f"POST /account: {answer.status} {answer.body[:300]!r}")
+            for first in range(0, messages, API_BATCH):
+                batch = [_message(i) for i in range(first, min(first + API_BATCH, messages))]
+                answer = stack.request("POST", "/commands/add-messages", {"messages": batch}, token=token, timeout=120)
+                if answer.status != 200:
+                    result.problems.append(f"add-messages answered {answer.status}: {answer.body[:200]!r}")
+                    continue
+                result.accepted_by_api += int(answer.json()["queued"])
+            expected = {_message(i)["id"] for i in range(messages)}
+            deadline = Deadline(max(0.0, max_seconds - (time.monotonic() - started)))
+            while not deadline.expired:
+                finals = {e["id"] for e in app.acknowledged() if e.get("event") in ("sent", "error")}
+                if finals >= expected:
+                    break
+                time.sleep(0.5)
+            time.sleep(2.0)  # anything sent or reported twice would arrive now
+            records = _all_messages(stack, token)
+            result.seconds = time.monotonic() - started
+            statuses = Counter(records[mid]["status"] for mid in expected if mid in records)
+            result.sent, result.errors = statuses.get("sent", 0), statuses.get("error", 0)
+            result.waiting = sum(statuses.get(s, 0) for s in ("pending", "deferred", "sending"))
+            result.lost = len(expected - set(records))
+            accepted = Counter({pid.split("/", 1)[1]: n for pid, n in sink.accepted.items()})
+            result.duplicates = sum(1 for n in accepted.values() if n > 1)
+            result.smtp_faults = {k: v for k, v in sink.answers.items() if k != "250"}
+            result.report_faults = app.failed_calls()
+            acked = app.acknowledged()
+            result.reports_acknowledged = len(acked)
+            ack_counts = Counter(str(e.get("event_id")) for e in acked)
+            result.events_acknowledged_twice = sum(1 for n in ack_counts.values() if n > 1)
+            for mid in expected & set(records):
+                history = records[mid].get("history") or []
+                if records[mid]["status"] in ("sent", "error") and history \
+                        and ack_counts.get(str(history[-1].get("event_id")), 0) != 1:
+                    result.final_events_unacknowledged += 1
+            sent_not_accepted = [mid for mid in expected if records.get(mid, {}).get("status") == "sent"
+                                 and accepted.get(mid, 0) == 0]
+            accepted_not_sent = [mid for mid in accepted if records.get(mid, {}).get("status") != "sent"]
+            log_tail = stack.log_tail(30)
+    finally:
+        template.unlink(missing_ok=True)
     if result.accepted_by_api != messages:
         result.problems.append(f"the API queued {result.accepted_by_api} of {messages}")
     if result.lost:
