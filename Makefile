@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY312 := $(shell ls -d /root/.pyenv/versions/3.12*/bin 2>/dev/null | head -1)
 
-.PHONY: venv run test test-fast lint validate build bench keygen demo clean
+.PHONY: venv run test test-fast lint validate build bench soak keygen demo clean
 
 $(STAMP): requirements-dev.txt layers/mail_proxy/requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ build: ## sam build for arm64 / python3.12
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+soak: $(STAMP) ## 10,000 messages through the local stack under SMTP and report faults (bench/soak.py; ARGS=--messages N)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 demo: $(STAMP) ## a guided tour through the local stack: tenant, account, four messages, their fate and reports
 	$(BIN)/python -m demo $(ARGS)
