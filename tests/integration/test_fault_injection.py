@@ -141,15 +141,10 @@ def sweep(ctx: Ctx, phase: str) -> dict[str, list[str]]:
     return broken
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: a failure after the messages were stored answers 5xx; the "
-                   "client's retry with the same Idempotency-Key then gets `queued:0, rejected: already sent`")
 def test_any_api_call_failing_during_submission_loses_nothing_and_sends_nothing_twice(ctx: Ctx) -> None:
     assert sweep(ctx, "api") == {}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a message whose outcome cannot be stored stays `sending`, its "
-                   "lease expires and it is sent again (the 250 is recorded only in memory until the whole "
-                   "account group is done, issue 17)")
 def test_any_sender_call_failing_never_sends_an_accepted_message_twice(ctx: Ctx) -> None:
     assert sweep(ctx, "sender") == {}
 
@@ -162,8 +157,6 @@ def test_any_router_call_failing_reports_every_event_once(ctx: Ctx) -> None:
     assert sweep(ctx, "router") == {}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: an acknowledged event is re-sent because a later call failed "
-                   "(the sync-state write after the application's 2xx fails the report record)")
 def test_any_reporter_call_failing_reports_every_event_once(ctx: Ctx) -> None:
     assert sweep(ctx, "reporter") == {}
 
@@ -187,9 +180,6 @@ def test_the_injector_fails_only_the_chosen_call_and_records_every_call(ctx: Ctx
     world.close()
 
 
-@pytest.mark.xfail(strict=True, reason="NEW, not in issues 11/17: a throttled BatchWriteItem (after botocore's own "
-                   "retries) escapes MailRepository._batch_write as a raw ClientError, so add-messages answers 500 "
-                   "instead of 429 with Retry-After (BatchGetItem in _batch_get alike)")
 def test_a_throttled_batch_write_during_submission_answers_429(ctx: Ctx) -> None:
     world = new_world(ctx, "thr")
     ctx.injector.fail("throttle", phase="api", operation="BatchWriteItem")

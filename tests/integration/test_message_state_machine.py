@@ -229,8 +229,6 @@ def run(machine: type[MessageLife]) -> None:
         phases=[Phase.generate, Phase.shrink] if os.environ.get("STATE_MACHINE_SHRINK") else [Phase.generate]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: the sender's final write is an unconditional put of the state "
-                   "it claimed: deleting a message while it is `sending` brings it back")
 def test_message_life_keeps_its_guarantees_under_any_interleaving(env: Env) -> None:
     run(MessageLife)
 

@@ -155,8 +155,12 @@ class MailRepository:
             raise
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
+        return self._batch_call(operation, TableName=self.table, **kwargs)
+
+    def _batch_call(self, operation: str, **kwargs: Any) -> Any:
+        """Any call: throttling (after botocore's own retries) is a ThrottledError, a 429 at the API."""
         try:
-            return getattr(self.ddb, operation)(TableName=self.table, **kwargs)
+            return getattr(self.ddb, operation)(**kwargs)
         except ClientError as exc:
             if exc.response["Error"]["Code"] in _THROTTLE_CODES:
                 raise ThrottledError("the table is busy, retry shortly", retry_after=2) from exc
@@ -482,7 +486,7 @@ class MailRepository:
                     "Keys": [_key(pk, STATE_SK) for pk in pks[i : i + 100]],
                     "ProjectionExpression": "pk, #s", "ExpressionAttributeNames": {"#s": "status"}}}
                 for _attempt in range(10):
-                    resp = self.ddb.batch_get_item(RequestItems=request)
+                    resp = self._batch_call("batch_get_item", RequestItems=request)
                     for item in resp.get("Responses", {}).get(self.table, []):
                         pk = item["pk"]["S"]
                         found.append((pk.split("#MSG#", 1)[1], item["status"]["S"], created[pk]))
@@ -1089,7 +1093,7 @@ class MailRepository:
                 self.table: {"Keys": [_key(pk, sk) for pk, sk in unique[i : i + 100]], "ConsistentRead": consistent}
             }
             for _attempt in range(10):
-                resp = self.ddb.batch_get_item(RequestItems=request)
+                resp = self._batch_call("batch_get_item", RequestItems=request)
                 result.extend(_unmarshal(item) for item in resp.get("Responses", {}).get(self.table, []))
                 request = resp.get("UnprocessedKeys") or {}
                 if not request:
@@ -1107,7 +1111,7 @@ class MailRepository:
         for i in range(0, len(requests), 25):
             pending: dict[str, Any] = {self.table: list(requests[i : i + 25])}
             for attempt in range(10):
-                resp = self.ddb.batch_write_item(RequestItems=pending)
+                resp = self._batch_call("batch_write_item", RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
                 if not pending:
                     break
