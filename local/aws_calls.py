@@ -168,6 +168,9 @@ def describe_call(service: str, operation: str, params: Mapping[str, Any], namin
         action = _S3_ACTIONS.get(operation, operation)
         if "Key" in params:
             pairs = [(f"s3:{action}", f"{bucket_arn(bucket)}/{params['Key']}")]
+        elif operation == "DeleteObjects":  # IAM checks s3:DeleteObject on each object named
+            objects = (params.get("Delete") or {}).get("Objects") or []
+            pairs = [(f"s3:{action}", f"{bucket_arn(bucket)}/{o.get('Key', '*')}") for o in objects]
         else:
             pairs = [(f"s3:{action}", bucket_arn(bucket))]
         if operation == "CopyObject":

@@ -96,7 +96,7 @@ def test_a_message_is_sent_listed_suspended_deleted_and_cleaned_up(local_stack: 
     shop.add_messages([message("m3", deferred_ts=int(time.time()) + 3600)])
     assert [m["id"] for m in shop.iter_messages(active_only=True)] == ["m3"]
     assert shop.delete_messages(["m3", "never"]) == {"ok": True, "removed": 1, "not_found": ["never"],
-                                                     "unauthorized": []}
+                                                     "unauthorized": [], "in_flight": []}
     assert shop.cleanup_messages(older_than_seconds=0) == 2
     assert list(shop.iter_messages()) == []
 

@@ -70,7 +70,8 @@ def test_sent_messages_are_counted_per_tenant_and_account_at_under_a_tenth_of_a_
     submitted = api.post("/commands/add-messages", token=token,
                          body={"messages": [message(f"m{i}") for i in range(20)]})
     assert submitted.json["queued"] == 20
-    api.post("/commands/add-messages", token=token, body={"messages": [message("pending", deferred_ts=int(time.time()) + 20 * 86400)]})
+    later = int(time.time()) + 20 * 86400
+    api.post("/commands/add-messages", token=token, body={"messages": [message("pending", deferred_ts=later)]})
     delivery.drain()
     smtp.wait_for_messages(20)
     delivery.report()

@@ -560,6 +560,8 @@ def cmd_messages(ctx: Context) -> Exit:
             lines.append(f"Not found: {', '.join(outcome['not_found'])}")
         if outcome["unauthorized"]:
             lines.append(f"Not allowed: {', '.join(outcome['unauthorized'])}")
+        if outcome.get("in_flight"):
+            lines.append(f"Being sent, not removed (delete again once sent): {', '.join(outcome['in_flight'])}")
         ctx.show("\n".join(lines), outcome)
         if outcome["unauthorized"]:
             return Exit.AUTH

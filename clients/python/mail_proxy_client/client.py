@@ -297,7 +297,8 @@ class MailProxyClient:
                                               query={"tenant_id": tenant_id}))
 
     def delete_messages(self, ids: Iterable[str], *, tenant_id: str | None = None) -> DeleteResult:
-        """``POST /commands/delete-messages``: ``{"removed": n, "not_found": [...], "unauthorized": [...]}``."""
+        """``POST /commands/delete-messages``: ``{"removed": n, "not_found": [...], "unauthorized": [...],
+        "in_flight": [...]}`` (``in_flight``: being sent, not removed)."""
         answer = self._call("POST", "/commands/delete-messages", query={"tenant_id": tenant_id},
                             body={"ids": list(ids)})
         return cast(DeleteResult, answer)

@@ -98,11 +98,12 @@ class MessagePage(TypedDict):
     next_cursor: str | None
 
 
-class DeleteResult(TypedDict):
+class DeleteResult(TypedDict, total=False):
     ok: bool
     removed: int
     not_found: list[str]
     unauthorized: list[str]
+    in_flight: list[str]  # being sent: not removed
 
 
 class BatchState(TypedDict, total=False):
