@@ -125,6 +125,7 @@ def sweep(ctx: Ctx, phase: str) -> dict[str, list[str]]:
     the broken guarantees per point."""
     points = plan(clean_calls(ctx), phase)
     assert points, f"no AWS call of {phase} in a message's life"
+    print(f"\n{phase}: {len(points)} injection points")  # shown with -s
     broken: dict[str, list[str]] = {}
     for call, kind in points:
         world = new_world(ctx, "f")
