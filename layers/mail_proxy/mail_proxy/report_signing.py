@@ -40,4 +40,6 @@ def verify(header: str, body: bytes, secret: str, *, tolerance: int = DEFAULT_TO
     if abs((now if now is not None else time.time()) - timestamp) > tolerance:
         return False
     expected = signature(secret, timestamp, body)
-    return any(hmac.compare_digest(expected, v.strip()) for k, v in fields if k.strip() == "v1")
+    # bytes, not str: compare_digest refuses non-ASCII text, and a forged header must be a False, not a crash
+    return any(hmac.compare_digest(expected.encode(), v.strip().encode("utf-8", "replace"))
+               for k, v in fields if k.strip() == "v1")
