@@ -540,18 +540,23 @@ class MailRepository:
             values = {":sending": {"S": MessageStatus.SENDING}, ":now": {"N": str(clock.now_ts())}}
         removed: list[str] = []
         refused: list[str] = []
+        payloads: list[tuple[str, str]] = []
         for mid in dict.fromkeys(message_ids):
             try:
-                self._call("delete_item", Key=_key(message_pk(tenant_id, mid), STATE_SK),
-                           ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
-                           ExpressionAttributeValues=values)
+                old = self._call("delete_item", Key=_key(message_pk(tenant_id, mid), STATE_SK),
+                                 ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
+                                 ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
                 refused.append(mid)
                 continue
             removed.append(mid)
-        self.delete_messages(tenant_id, removed)  # their payload items
+            version = (old or {}).get("Attributes", {}).get("payload_version", {}).get("S")
+            if version:
+                # only the deleted message's own content: a resubmission of the id stored meanwhile is kept
+                payloads.append((message_pk(tenant_id, mid), PAYLOAD_PREFIX + version))
+        self._batch_delete(payloads)
         return removed, refused
 
     def waiting_message_keys(self, tenant_id: str, *, due_before: int | None = None

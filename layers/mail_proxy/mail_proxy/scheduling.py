@@ -105,7 +105,10 @@ def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limi
         state = states.get(mid)
         if state is None:
             continue
-        if state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
+        if state["status"] == MessageStatus.SENDING:
+            # claimed by a sender that read it before the hold: watched until its lease ends, never dropped
+            repo.set_due(tenant["tenant_id"], mid, int(state.get("lease_until") or now))
+        elif state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
             repo.clear_due(tenant["tenant_id"], mid)
         elif tenant_is_sending(tenant, state.get("batch_code")):
             due = max(now, int(state.get("deferred_ts") or 0))

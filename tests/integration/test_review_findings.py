@@ -1,0 +1,92 @@
+"""Regression tests for defects found by an adversarial review of the message lifecycle and the sender.
+
+Each test reproduces one interleaving that broke a delivery guarantee (issues 11 and 17).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mail_proxy import clock
+from mail_proxy import message_lifecycle as life
+from mail_proxy.repository import MailRepository
+from tests.conftest import ApiClient, Stack, message, reset_caches
+from tests.fixtures.delivery import DeliveryHarness
+from tests.fixtures.smtp_server import ScriptedSmtpServer
+
+
+@pytest.fixture
+def delivery(stack: Stack, smtp: ScriptedSmtpServer) -> Iterator[DeliveryHarness]:
+    reset_caches()
+    clock.advance(60 - (time.time() % 60) + 0.5)
+    harness = DeliveryHarness(stack)
+    harness.sender_module.dispatcher().sleep = lambda _s: None
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def tenant(api: ApiClient, smtp: ScriptedSmtpServer) -> str:
+    token = api.create_tenant("acme")
+    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
+    return token
+
+
+def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> dict[str, Any]:
+    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
+    assert resp.status == 200, resp.text
+    return dict(resp.json)
+
+
+def test_a_claim_taken_on_a_held_message_still_leaves_sending_after_its_sender_dies(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, stack: Stack) -> None:
+    repo = MailRepository(stack.table_name)
+    submit(api, tenant, message("m", batch_code="spring"))
+    clock.advance(1000)
+    delivery.tick()  # the reconciliation looks at "m" once and never again
+    seen = life.Seen.of(repo.get_states("acme", ["m"])["m"])  # sender B reads it while the batch sends
+    assert api.post("/commands/suspend?batch_code=spring", token=tenant).status == 200
+    now = clock.now_ts()
+    assert repo.apply_transition("acme", "m", life.hold(seen), now=now)  # sender A saw the suspension
+    assert repo.apply_transition("acme", "m", life.claim(seen, owner="b", lease_until=now + 180, now=now,
+                                                          stage=life.STAGE_SMTP), now=now)
+    # sender B dies during its SMTP transaction; the scheduler keeps running
+    for _ in range(3):
+        delivery.tick()
+        delivery.drain()
+        clock.advance(1000)
+    assert api.post("/commands/activate?batch_code=spring", token=tenant).status == 200
+    for _ in range(3):
+        delivery.tick()
+        delivery.drain()
+        clock.advance(1000)
+    state = repo.get_states("acme", ["m"])["m"]
+    assert state["status"] == "error" and state["error"] == life.OUTCOME_UNKNOWN
+
+
+def test_a_resubmission_accepted_while_its_id_is_being_deleted_is_kept(
+        api: ApiClient, tenant: str, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit(api, tenant, message("m", deferred_ts=clock.now_ts() + 3600))
+    original = MailRepository._call
+    accepted: list[dict[str, Any]] = []
+
+    def resubmitted_meanwhile(self: MailRepository, operation: str, **kwargs: Any) -> Any:
+        result = original(self, operation, **kwargs)
+        if operation == "delete_item" and kwargs["Key"]["sk"]["S"] == "STATE" and not accepted:
+            # the state is gone; a client submits the id again before the old content is removed
+            monkeypatch.setattr(MailRepository, "_call", original)
+            accepted.append(submit(api, tenant, message("m", subject="again", deferred_ts=clock.now_ts() + 3600)))
+        return result
+
+    monkeypatch.setattr(MailRepository, "_call", resubmitted_meanwhile)
+    answer = api.post("/commands/delete-messages", token=tenant, body={"ids": ["m"]})
+    assert answer.status == 200 and answer.json["removed"] == 1
+    assert accepted and accepted[0].get("rejected", []) == []
+    found = MailRepository(stack.table_name).get_message("acme", "m")
+    assert found is not None, "the resubmitted message was accepted, then deleted"
+    _state, payload = found
+    assert payload is not None and payload["subject"] == "again"
