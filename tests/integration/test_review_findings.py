@@ -143,3 +143,29 @@ def test_a_message_whose_250_was_lost_in_transit_is_not_sent_again(
             clock.advance(1000)
             delivery.tick()
         assert len(server.messages) == 1, "the server took the message twice"
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: a deferral (rate limit or retry) never extends the content's "
+                   "expiry, so a message waiting longer than PAYLOAD_TTL_SECONDS fails with 'content missing'")
+def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_content(
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mail_proxy import repository
+
+    monkeypatch.setattr(repository, "PAYLOAD_TTL_SECONDS", 3 * 86400)  # 30 days in production
+    token = api.create_tenant("acme")
+    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None,
+                       limit_per_day=1)
+    submit(api, token, *[message(f"m{i}") for i in range(5)])  # a backlog of five days
+    repo = MailRepository(stack.table_name)
+    for _ in range(6):
+        delivery.tick()
+        delivery.drain()
+        for mid, state in repo.get_states("acme", [f"m{i}" for i in range(5)]).items():
+            if state["status"] == "deferred":
+                payload_key = {"pk": {"S": repository.message_pk("acme", mid)},
+                               "sk": {"S": repository.PAYLOAD_PREFIX + state["payload_version"]}}
+                item = repo.ddb.get_item(TableName=stack.table_name, Key=payload_key)["Item"]
+                assert int(item["expires_at"]["N"]) > int(state["deferred_ts"]), f"{mid}'s content expires first"
+        clock.advance(86400)
+    assert len(smtp.messages) == 5
