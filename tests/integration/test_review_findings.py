@@ -169,3 +169,33 @@ def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_conten
                 assert int(item["expires_at"]["N"]) > int(state["deferred_ts"]), f"{mid}'s content expires first"
         clock.advance(86400)
     assert len(smtp.messages) == 5
+
+
+@pytest.mark.parametrize("answer", ["condition_failed_on_retry", "timeout"])
+def test_a_claim_whose_answer_was_lost_still_sends_the_message_once(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
+        monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    original = MailRepository.apply_transition
+    lost: list[str] = []
+
+    def claim_took_effect_answer_lost(self: MailRepository, tenant_id: str, message_id: str,
+                                      transition: life.Transition, *, now: int) -> bool:
+        applied = original(self, tenant_id, message_id, transition, now=now)
+        if transition.name == "claim" and applied and not lost:
+            lost.append(message_id)  # the write took effect; its answer never arrived
+            if answer == "timeout":
+                raise ReadTimeoutError(endpoint_url="https://dynamodb")
+            return False  # botocore tried again, and the retry's condition failed on our own claim
+        return applied
+
+    monkeypatch.setattr(MailRepository, "apply_transition", claim_took_effect_answer_lost)
+    submit(api, tenant, message("m"))
+    for _ in range(3):
+        delivery.drain()
+        clock.advance(1000)
+        delivery.tick()
+    assert lost == ["m"]
+    state = MailRepository(stack.table_name).get_states("acme", ["m"])["m"]
+    assert (state["status"], len(smtp.messages)) == ("sent", 1)

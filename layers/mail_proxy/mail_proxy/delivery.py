@@ -313,11 +313,24 @@ class Dispatcher:
         now = clock.now_ts()
         transition = life.claim(item.seen, owner=owner, lease_until=now + self.config.lease_seconds, now=now,
                                 stage=stage)
-        if not self.repo.apply_transition(tenant_id, item.message_id, transition, now=now):
+        try:
+            applied = self.repo.apply_transition(tenant_id, item.message_id, transition, now=now)
+        except (ThrottledError, BotoCoreError, ClientError):
+            if not self._holds_claim(tenant_id, item, owner):
+                raise  # not claimed: the caller retries the message
+            applied = True
+        if not applied and not self._holds_claim(tenant_id, item, owner):
             item.done = True  # changed, replaced, deleted or taken by another sender since it was read
             return False
         item.owner = owner
         return True
+
+    def _holds_claim(self, tenant_id: str, item: _Pending, owner: str) -> bool:
+        """Whether a claim write whose answer was lost (or whose retry failed its condition on the claim the
+        first try made) took effect: the stored lease owner says. Otherwise the message would sit claimed by
+        nobody and end, unsent, as "outcome unknown"."""
+        state = self.repo.get_states(tenant_id, [item.message_id]).get(item.message_id)
+        return state is not None and state.get("lease_owner") == owner
 
     def _smtp_settings(self, tenant_id: str, account: dict[str, Any]) -> SmtpSettings:
         password = account.get("password")
