@@ -199,3 +199,31 @@ def test_a_claim_whose_answer_was_lost_still_sends_the_message_once(
     assert lost == ["m"]
     state = MailRepository(stack.table_name).get_states("acme", ["m"])["m"]
     assert (state["status"], len(smtp.messages)) == ("sent", 1)
+
+
+def test_a_tenant_whose_scheduling_fails_does_not_hold_up_the_other_tenants(
+        api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mail_proxy import scheduling
+    from mail_proxy.errors import ThrottledError
+
+    for name in ("acme", "zeta"):
+        token = api.create_tenant(name)
+        api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
+        submit(api, token, message(f"{name}-later", deferred_ts=clock.now_ts() + 60))
+    original = scheduling.enqueue_due
+    failing: list[str] = []
+
+    def first_tenant_throttled(repo: MailRepository, queue: Any, tenant: dict[str, Any], **kw: Any) -> Any:
+        if not failing or failing[0] == tenant["tenant_id"]:
+            failing[:1] = [tenant["tenant_id"]]
+            raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+        return original(repo, queue, tenant, **kw)
+
+    monkeypatch.setattr(scheduling, "enqueue_due", first_tenant_throttled)
+    clock.advance(120)
+    delivery.tick()
+    delivery.drain()
+    other = "zeta" if failing == ["acme"] else "acme"
+    state = MailRepository(stack.table_name).get_states(other, [f"{other}-later"])[f"{other}-later"]
+    assert state["status"] == "sent", f"{failing[0]}'s failure kept {other}'s due message from being queued"

@@ -187,8 +187,13 @@ def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[dict[str, Any
         if remaining_ms() < STOP_MARGIN_MS:
             logger.warning("scheduler ran out of time; the next tick continues")
             break
-        outcome = enqueue_due(repo, queue, tenant)
-        found = reconcile_unqueued(repo, queue, tenant)
+        try:
+            outcome = enqueue_due(repo, queue, tenant)
+            found = reconcile_unqueued(repo, queue, tenant)
+        except Exception:  # one tenant's failure stays its own: the next tick tries it again
+            logger.exception("tenant not scheduled; the next tick tries again",
+                             extra={"tenant_id": tenant.get("tenant_id")})
+            continue
         if outcome.queued or outcome.skipped_suspended or found:
             logger.info("tenant scheduled", extra={"tenant_id": tenant["tenant_id"], "queued": outcome.queued,
                                                    "recovered": found, "held": outcome.skipped_suspended})
