@@ -325,14 +325,16 @@ class ReportDelivery:
             return outcome
         outcome.syncs = 1
         if batch:
-            self._mark_reported(tenant_id, batch)
+            # the application has them: marking them is retried through transient table errors, since a
+            # record that fails now would POST them again
+            _persist(lambda: self._mark_reported(tenant_id, batch), what="events marked reported")
             outcome.events_acknowledged = len(batch)
-        # acknowledged: an odd answer or a failed follow-up never fails the record (should a table write fail,
-        # the record comes back and its events, marked now, are not POSTed again)
+        # acknowledged: an odd answer, a failed follow-up or a bookkeeping write never fails the record
         queued, quiet = _sync_answer(answer, clock.now_ts())
-        self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet, acknowledged=True)
+        _persist(lambda: self.repo.set_sync_state(tenant_id, last_sync_ts=clock.now_ts(), quiet_until=quiet,
+                                                  acknowledged=True), what="sync state", required=False)
         if is_sync:
-            self._sync_done(tenant_id, record)
+            _persist(lambda: self._sync_done(tenant_id, record), what="pending sync cleared", required=False)
         while not quiet and queued > 0 and outcome.syncs < MAX_SYNCS_PER_RECORD:
             try:  # the application has more to push: sync again at once
                 answer = self._post(url, headers, secrets_in_use, [], tenant_id, deadline())
@@ -415,6 +417,25 @@ class ReportDelivery:
     @staticmethod
     def _signing_secrets(tenant: dict[str, Any]) -> list[str]:
         return signing_secrets_in_use(tenant)  # the current secret and every retired one still in its grace
+
+
+POST_ACK_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
+
+
+def _persist(write: Callable[[], object], *, what: str, required: bool = True) -> None:
+    """A table write after the application acknowledged: tried again through throttling and transient errors;
+    if it still fails, a ``required`` one fails the record, any other is logged (its state heals later)."""
+    for delay in (*POST_ACK_RETRY_DELAYS, None):
+        try:
+            write()
+            return
+        except Exception as exc:
+            if delay is None:
+                if required:
+                    raise
+                logger.warning("report bookkeeping not written", extra={"what": what, "error": type(exc).__name__})
+                return
+            time.sleep(delay)
 
 
 def _sync_answer(body: bytes, now: int) -> tuple[int, int | None]:
