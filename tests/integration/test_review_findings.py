@@ -94,8 +94,6 @@ def test_a_resubmission_accepted_while_its_id_is_being_deleted_is_kept(
     assert payload is not None and payload["subject"] == "again"
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: release_held reads only the first `limit` held ids (by id), "
-                   "always the same ones; needs a rotating cursor or a held partition per batch")
 def test_held_messages_of_a_batch_still_suspended_never_hide_those_of_an_activated_one(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,8 +143,6 @@ def test_a_message_whose_250_was_lost_in_transit_is_not_sent_again(
         assert len(server.messages) == 1, "the server took the message twice"
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: a deferral (rate limit or retry) never extends the content's "
-                   "expiry, so a message waiting longer than PAYLOAD_TTL_SECONDS fails with 'content missing'")
 def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_content(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mail_proxy import clock
+from mail_proxy import clock, repository
 from mail_proxy import message_lifecycle as life
 from mail_proxy.accounts import password_context
 from mail_proxy.address_guard import AddressPolicy
@@ -56,6 +56,7 @@ MAX_SQS_DELAY = 900
 RETENTION_SECONDS = 7 * 24 * 3600
 PEC_WATCH_SECONDS = 30 * 24 * 3600  # how long a PEC message's Message-ID still leads its receipts to it
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)  # an outcome write that failed is tried again this often
+CONTENT_MARGIN_SECONDS = 86400  # a deferral this close to the content's expiry extends it
 UNRECORDED_KEPT = 1000  # accepted messages whose outcome could not be written, kept to write later
 
 
@@ -546,6 +547,15 @@ class Dispatcher:
         if self._transition(tenant, item, transition):
             item.retry_at = until
             item.requeue_delay = requeue_delay
+            self._keep_content_until(tenant["tenant_id"], item, due_ts)
+
+    def _keep_content_until(self, tenant_id: str, item: _Pending, due_ts: int) -> None:
+        """A deferral that reaches past the content's expiry (weeks of rate-limited backlog) extends it; any
+        other costs no write (the content was stored to last ``PAYLOAD_TTL_SECONDS`` after submission)."""
+        ttl = repository.PAYLOAD_TTL_SECONDS
+        created = (item.seen.created_ms or 0) // 1000
+        if item.seen.payload_version and due_ts > created + ttl - CONTENT_MARGIN_SECONDS:
+            self.repo.set_payload_expiry(tenant_id, item.message_id, item.seen.payload_version, due_ts + ttl)
 
     def _transition(self, tenant: dict[str, Any], item: _Pending, transition: life.Transition) -> bool:
         item.done = True

@@ -671,10 +671,29 @@ class MailRepository:
                            ConditionExpression="attribute_exists(pk)",
                            ExpressionAttributeValues={":e": {"N": str(expires_at)}})
 
-    def held_message_ids(self, tenant_id: str, *, limit: int) -> list[str]:
-        """Ids of messages held for their tenant or batch (oldest id first, at most ``limit``)."""
-        keys, _ = self._query_keys("Due", "due_pk", held_pk(tenant_id), limit=limit)
+    def held_message_ids(self, tenant_id: str, *, limit: int, after: str | None = None) -> list[str]:
+        """Ids of messages held for their tenant or batch, in id order after ``after`` (at most ``limit``)."""
+        start = None
+        if after is not None:
+            start = {"due_pk": {"S": held_pk(tenant_id)}, "due_sk": {"S": after},
+                     "pk": {"S": message_pk(tenant_id, after)}, "sk": {"S": STATE_SK}}
+        keys, _ = self._query_keys("Due", "due_pk", held_pk(tenant_id), limit=limit, start=start)
         return [k["due_sk"]["S"] for k in keys]
+
+    def get_held_cursor(self, tenant_id: str) -> str | None:
+        """Where the scheduler's reading of the held messages goes on (None: from the first)."""
+        resp = self._call("get_item", Key=_key(tenant_pk(tenant_id), "#SCHEDULER"), ConsistentRead=True,
+                          ProjectionExpression="held_after")
+        item = resp.get("Item") or {}
+        return item["held_after"]["S"] if "held_after" in item else None
+
+    def set_held_cursor(self, tenant_id: str, after: str | None) -> None:
+        key = _key(tenant_pk(tenant_id), "#SCHEDULER")
+        if after is None:
+            self._call("update_item", Key=key, UpdateExpression="REMOVE held_after")
+        else:
+            self._call("update_item", Key=key, UpdateExpression="SET held_after = :a",
+                       ExpressionAttributeValues={":a": {"S": after}})
 
     def reserve_sends(self, tenant_id: str, account_id: str, window: str, start: int, seconds: int,
                       wanted: int, limit: int) -> int:

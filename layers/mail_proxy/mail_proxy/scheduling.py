@@ -92,13 +92,23 @@ def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limi
     """Held messages whose tenant and batch send again go back to the due index (due now); their ids.
 
     One query of the tenant's held messages (an empty one costs half a read unit), so activation through any
-    path (activate, tenant update, an administrator's resume) is picked up by the next tick or run-now.
+    path (activate, tenant update, an administrator's resume) is picked up by the next tick or run-now; past
+    ``limit`` held messages, a cursor moves through them a page per tick.
     """
     if not tenant_is_sending(tenant, None):
         return []
     held = repo.held_message_ids(tenant["tenant_id"], limit=limit)
     if not held:
         return []
+    if len(held) >= limit:
+        # more than one page (a batch still suspended holds many): each tick reads the next page, so no
+        # number of them can hide the messages of a batch that sends again
+        after = repo.get_held_cursor(tenant["tenant_id"])
+        if after is not None:
+            held = repo.held_message_ids(tenant["tenant_id"], limit=limit, after=after)
+        repo.set_held_cursor(tenant["tenant_id"], held[-1] if len(held) >= limit else None)
+        if not held:
+            return []
     states = repo.get_states(tenant["tenant_id"], held)
     released = []
     for mid in held:
