@@ -5,8 +5,6 @@ Each test reproduces a defect found from outside (issues 11 and 17) and asserts 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -18,42 +16,13 @@ from mail_proxy import message_lifecycle as life
 from mail_proxy.domain import MAX_RECIPIENTS
 from mail_proxy.errors import ThrottledError
 from mail_proxy.repository import message_pk
-from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
+from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 
 class InvocationKilled(BaseException):
     """Lambda stopping the function: nothing in the handler can catch it."""
-
-
-@pytest.fixture
-def delivery(stack: Stack, smtp: ScriptedSmtpServer) -> Iterator[DeliveryHarness]:
-    reset_caches()
-    clock.advance(60 - (time.time() % 60) + 0.5)  # start of a minute: rate windows cannot roll over
-    harness = DeliveryHarness(stack)
-    harness.sender_module.dispatcher().sleep = lambda _s: None
-    yield harness
-    harness.close()
-
-
-@pytest.fixture
-def tenant(api: ApiClient, smtp: ScriptedSmtpServer) -> str:
-    token = api.create_tenant("acme")
-    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
-    return token
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> dict[str, Any]:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
-
-
-def record(api: ApiClient, token: str, mid: str) -> dict[str, Any]:
-    resp = api.get(f"/messages/{mid}", token=token)
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
 
 
 def proxy_ids(smtp: ScriptedSmtpServer) -> list[str]:

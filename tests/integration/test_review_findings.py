@@ -6,8 +6,6 @@ Each test reproduces one interleaving that broke a delivery guarantee (issues 11
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,32 +14,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mail_proxy import clock
 from mail_proxy import message_lifecycle as life
 from mail_proxy.repository import MailRepository
-from tests.conftest import ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.conftest import ApiClient, Stack, message
+from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer, _Handler
-
-
-@pytest.fixture
-def delivery(stack: Stack, smtp: ScriptedSmtpServer) -> Iterator[DeliveryHarness]:
-    reset_caches()
-    clock.advance(60 - (time.time() % 60) + 0.5)
-    harness = DeliveryHarness(stack)
-    harness.sender_module.dispatcher().sleep = lambda _s: None
-    yield harness
-    harness.close()
-
-
-@pytest.fixture
-def tenant(api: ApiClient, smtp: ScriptedSmtpServer) -> str:
-    token = api.create_tenant("acme")
-    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
-    return token
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> dict[str, Any]:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
 
 
 def test_a_claim_taken_on_a_held_message_still_leaves_sending_after_its_sender_dies(
