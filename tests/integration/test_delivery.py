@@ -14,7 +14,7 @@ import pytest
 from mail_proxy import clock
 from mail_proxy import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpServer
 
 
@@ -42,18 +42,6 @@ def tenant(api: ApiClient, smtp: ScriptedSmtpServer) -> str:
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="starttls", user=SMTP_USER,
                        password=SMTP_PASSWORD)
     return token
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> dict[str, Any]:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
-
-
-def record(api: ApiClient, token: str, mid: str) -> dict[str, Any]:
-    resp = api.get(f"/messages/{mid}", token=token)
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
 
 
 def parsed(raw: bytes) -> email.message.EmailMessage:

@@ -24,7 +24,7 @@ from mail_proxy import clock
 from mail_proxy.observability import FailureClass
 from mail_proxy.observability import logger as powertools_logger
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
@@ -94,12 +94,6 @@ def make_tenant(api: ApiClient, smtp: ScriptedSmtpServer, tenant_id: str = "acme
     token = str(resp.json["api_key"])
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
     return token
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> dict[str, Any]:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
-    return dict(resp.json)
 
 
 def status_of(api: ApiClient, token: str, mid: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 from mail_proxy import clock
 from mail_proxy.report_signing import verify
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
@@ -34,11 +34,6 @@ def make_tenant(api: ApiClient, smtp: ScriptedSmtpServer, tenant_id: str, url: s
     token = resp.json["api_key"]
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
     return {"token": token, "signing_secret": resp.json["signing_secret"]}
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> None:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
 
 
 def test_sent_and_error_events_arrive_signed_with_bearer_auth(

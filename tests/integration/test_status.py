@@ -13,7 +13,7 @@ import pytest
 
 from mail_proxy import clock, http_api
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
-from tests.fixtures.delivery import DeliveryHarness
+from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
 
@@ -29,11 +29,6 @@ def make_tenant(api: ApiClient, smtp: ScriptedSmtpServer, tenant_id: str) -> str
     token = api.create_tenant(tenant_id)
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
     return token
-
-
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> None:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200, resp.text
 
 
 def status(api: ApiClient, token: str, query: str = "") -> dict[str, Any]:
