@@ -38,13 +38,14 @@ from mail_proxy.accounts import password_context
 from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.blob_store import BlobMissing
-from mail_proxy.domain import MAX_RECIPIENTS, MessageStatus, tenant_is_sending
+from mail_proxy.domain import MAX_RECIPIENTS, RETENTION_SECONDS, MessageStatus, tenant_is_sending
 from mail_proxy.errors import ThrottledError
 from mail_proxy.message_content import MessageContent, PreparedContent
 from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
 from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.repository import MailRepository
+from mail_proxy.scheduling import settle_abandoned
 from mail_proxy.secrets_config import decrypt
 from mail_proxy.send_queue import SendQueue, new_event_id
 from mail_proxy.smtp_client import ConnectionCache, SendOutcome, SmtpDeliveryError, SmtpPermanentError, SmtpSettings
@@ -53,7 +54,6 @@ LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender neve
 STOP_MARGIN_MS = 15_000  # no new SMTP transaction with less than this left, so outcomes are always written
 IO_MARGIN_MS = 5_000  # an SMTP exchange or attachment fetch ends this long before the function would
 MAX_SQS_DELAY = 900
-RETENTION_SECONDS = 7 * 24 * 3600
 PEC_WATCH_SECONDS = 30 * 24 * 3600  # how long a PEC message's Message-ID still leads its receipts to it
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)  # an outcome write that failed is tried again this often
 CONTENT_MARGIN_SECONDS = 86400  # a deferral this close to the content's expiry extends it
@@ -590,22 +590,17 @@ class Dispatcher:
                              extra={"message_id": item.message_id})
 
     def _settle_abandoned(self, tenant: dict[str, Any], seen: life.Seen, report: DeliveryReport) -> None:
-        """A claim whose sender died: ended or handed back (``message_lifecycle`` says which)."""
-        now = clock.now_ts()
-        transition = life.abandoned(seen, now=now, event_id=new_event_id(), due_ts=now,
-                                    expires_at=self._expiry(tenant, now))
-        if not self.repo.apply_transition(tenant["tenant_id"], seen.message_id, transition, now=now):
-            report.skipped += 1
-            return
-        if transition.status == MessageStatus.ERROR:
+        """A claim whose sender died: ended or handed back (``scheduling.settle_abandoned`` decides)."""
+        status = settle_abandoned(self.repo, tenant, seen, now=clock.now_ts())
+        if status == MessageStatus.ERROR:
             report.failed += 1
             metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
             count_failures_by_class({FailureClass.OUTCOME_UNKNOWN: 1})
-            logger.warning("claim expired during an SMTP transaction; the message is not sent again",
-                           extra={"tenant_id": tenant["tenant_id"], "message_id": seen.message_id})
-        else:
+        elif status == MessageStatus.PENDING:
             self.queue.enqueue(tenant["tenant_id"], [(seen.priority, seen.message_id)])
             report.handed_back += 1
+        else:
+            report.skipped += 1
 
     @staticmethod
     def _expiry(tenant: dict[str, Any], now: int) -> int | None:

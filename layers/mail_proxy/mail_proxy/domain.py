@@ -30,6 +30,7 @@ MESSAGE_ID_PATTERN = r"^[!-~]{1,128}$"  # printable ASCII, no spaces: it travels
 BATCH_CODE_PATTERN = r"^[!-~]{1,64}$"
 MAX_MESSAGES_PER_CALL = 1000
 MAX_RECIPIENTS = 1000  # to + cc + bcc of one message: its outcome must always fit one small write
+RETENTION_SECONDS = 7 * 24 * 3600  # a final message is kept this long after its report (or outcome, without one)
 MAX_DEFER_SECONDS = 30 * 24 * 3600  # deferred_ts at most this far ahead: stored content outlives it
 SMTP_PORT_BLOCKED_IN_LAMBDA = 25
 

@@ -29,6 +29,7 @@ from mail_proxy.authorization import confirm_principal, forget_tenant_keys, prin
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
+    RETENTION_SECONDS,
     WAITING_STATUSES,
     AccountCreate,
     AccountView,
@@ -66,7 +67,7 @@ from mail_proxy.tenants import TenantAdmin
 
 API_TITLE = "Mail proxy"
 API_VERSION = "1.0.0"
-DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+DEFAULT_RETENTION_SECONDS = RETENTION_SECONDS
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _STARTED = time.monotonic()
 

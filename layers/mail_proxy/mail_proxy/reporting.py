@@ -32,7 +32,7 @@ from typing import Any
 
 from mail_proxy import clock
 from mail_proxy.client_auth import client_auth_headers
-from mail_proxy.domain import FINAL_STATUSES
+from mail_proxy.domain import FINAL_STATUSES, RETENTION_SECONDS
 from mail_proxy.observability import id_list, logger
 from mail_proxy.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.report_queue import ReportQueue
@@ -43,7 +43,6 @@ from mail_proxy.tenants import DEFAULT_SYNC_PATH, signing_secrets_in_use
 EVENTS_PER_REPORT = 100
 MAX_SYNCS_PER_RECORD = 5  # `queued > 0` asks for another sync at once; bounded so one tenant cannot loop us
 HEARTBEAT_SECONDS = 300
-RETENTION_SECONDS = 7 * 24 * 3600
 BACKOFF_SECONDS = (30, 60, 120, 300, 600, 1200, 2400, 3600)
 MAX_HIDE_SECONDS = 12 * 3600  # SQS cannot hide a message longer
 MAX_QUIET_SECONDS = 3600  # ``next_sync_after`` further away than this is clamped to it

@@ -13,14 +13,13 @@ from typing import Any
 
 from mail_proxy import clock
 from mail_proxy import message_lifecycle as life
-from mail_proxy.domain import MessageStatus, tenant_is_sending
+from mail_proxy.domain import RETENTION_SECONDS, MessageStatus, tenant_is_sending
 from mail_proxy.observability import logger
 from mail_proxy.repository import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
 MAX_PER_TENANT_RUN = 5000
 ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
-RETENTION_SECONDS = 7 * 24 * 3600  # final messages of a tenant without a report URL expire this much later
 
 
 @dataclass
@@ -54,7 +53,7 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
             continue
         seen = life.Seen.of(state)
         if seen.lease_expired(now):
-            if settle_abandoned(repo, tenant, seen, now=now):
+            if settle_abandoned(repo, tenant, seen, now=now) == MessageStatus.PENDING:
                 ready.append((seen.priority, mid))
             continue
         if seen.status == MessageStatus.SENDING:
@@ -75,16 +74,18 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
     return outcome
 
 
-def settle_abandoned(repo: MailRepository, tenant: dict[str, Any], seen: life.Seen, *, now: int) -> bool:
+def settle_abandoned(repo: MailRepository, tenant: dict[str, Any], seen: life.Seen, *, now: int
+                     ) -> MessageStatus | None:
     """A claim whose lease ran out (its sender died): ended in ``error`` if it died during the SMTP transaction,
-    else handed back. True if it is waiting again and should be queued."""
+    else handed back (pending, to be queued). The status it now has, or None if someone else settled it."""
     transition = life.abandoned(seen, now=now, event_id=new_event_id(), due_ts=now + ENQUEUE_GRACE_SECONDS,
                                 expires_at=None if tenant.get("client_base_url") else now + RETENTION_SECONDS)
-    applied = repo.apply_transition(tenant["tenant_id"], seen.message_id, transition, now=now)
-    if applied and transition.status == MessageStatus.ERROR:
+    if not repo.apply_transition(tenant["tenant_id"], seen.message_id, transition, now=now):
+        return None
+    if transition.status == MessageStatus.ERROR:
         logger.warning("claim expired during an SMTP transaction; the message is not sent again",
                        extra={"tenant_id": tenant["tenant_id"], "message_id": seen.message_id})
-    return applied and transition.status == MessageStatus.PENDING
+    return transition.status
 
 
 def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limit: int = MAX_PER_TENANT_RUN
@@ -160,7 +161,7 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
             continue  # watched through the due index (or held) already
         seen = life.Seen.of(state)
         if seen.lease_expired(now):
-            if settle_abandoned(repo, tenant, seen, now=now) and sending:
+            if settle_abandoned(repo, tenant, seen, now=now) == MessageStatus.PENDING and sending:
                 ready.append((seen.priority, seen.message_id))
         elif seen.status == MessageStatus.PENDING:
             if sending and tenant_is_sending(tenant, seen.batch_code):

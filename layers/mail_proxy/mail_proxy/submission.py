@@ -27,6 +27,7 @@ from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
     MAX_MESSAGES_PER_CALL,
     MESSAGE_ID_PATTERN,
+    RETENTION_SECONDS,
     MessageIn,
     MessageStatus,
     describe_validation_error,
@@ -41,7 +42,6 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.send_queue import SendQueue, new_event_id
 
 _ID = re.compile(MESSAGE_ID_PATTERN)
-REJECTED_RETENTION_SECONDS = 7 * 24 * 3600  # a rejected message of a tenant without a report URL
 
 
 @dataclass
@@ -164,7 +164,7 @@ class MessageSubmission:
                 if usable_id:
                     state = self._error_state(raw, reason or "invalid message", now, now_ms + seq)
                     if not tenant.get("client_base_url"):
-                        state["expires_at"] = now + REJECTED_RETENTION_SECONDS  # nobody to report it to
+                        state["expires_at"] = now + RETENTION_SECONDS  # nobody to report it to
                     entries.append((state, _safe_payload(raw), old.get("payload_version") if old else None))
                     accepted.append((state, False))
                 continue
