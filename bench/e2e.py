@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 from bench.common import ACCOUNT_ID, ROOT, TENANT_ID, Deadline, bench_message, fmt, load_average, proxy_ids
 from bench.sink import check_exactly_once, proxy_id
+from local.dev_secrets import new_admin_token
 from local.harness import RunningStack, _child_environment, _stop, _wait_ready
 
 TARGET_MSGS_PER_S = 145.0
@@ -58,7 +58,7 @@ def started_stack(work_dir: Path, env: dict[str, str], module: str = "local",
     """``local.harness.running_stack``, but able to run the stack under ``bench.stack_profile``."""
     state_dir, mail_dir, log_path = work_dir / "state", work_dir / "mail", work_dir / "stack.log"
     command = [sys.executable, "-m", module, "--port=0", "--smtp-port=0", f"--state-dir={state_dir}",
-               f"--mail-dir={mail_dir}", f"--api-token={secrets.token_urlsafe(24)}"]
+               f"--mail-dir={mail_dir}", f"--api-token={new_admin_token()}"]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=ROOT, env=_child_environment(env), stdin=subprocess.DEVNULL,
                                    stdout=log_file, stderr=subprocess.STDOUT)

@@ -18,6 +18,11 @@ TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
 KEY_FILE = "encryption_key"
 
 
+def new_admin_token() -> str:
+    """A random token with a prefix, so it never starts with "-" and a command line never reads it as an option."""
+    return "adm_" + secrets.token_urlsafe(32)
+
+
 class SecretConfigError(Exception):
     """A configured secret is unusable (a key that is not base64 of 32 bytes)."""
 
@@ -62,7 +67,7 @@ def load_dev_secrets(state_dir: Path, api_token: str | None = None) -> DevSecret
         token, token_source = os.environ["GMP_API_TOKEN"], "GMP_API_TOKEN"
     else:
         token_path = state_dir / TOKEN_FILE
-        token, created = _read_or_create(token_path, secrets.token_urlsafe(32))
+        token, created = _read_or_create(token_path, new_admin_token())
         token_source = f"{'generated in' if created else 'read from'} {token_path}"
     if os.environ.get("MAIL_PROXY_ENCRYPTION_KEY"):
         key = check_key(os.environ["MAIL_PROXY_ENCRYPTION_KEY"], "MAIL_PROXY_ENCRYPTION_KEY")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local.dev_secrets import new_admin_token
 from local.template import REPO_ROOT
 
 READY_PATTERN = re.compile(r"^READY api=(?P<api>\S+) smtp=(?P<host>[^:\s]+):(?P<smtp>\d+) admin_token=(?P<token>\S+)$")
@@ -141,7 +141,7 @@ def running_stack(
         "--smtp-port=0",
         f"--state-dir={state_dir}",
         f"--mail-dir={mail_dir}",
-        f"--api-token={secrets.token_urlsafe(24)}",
+        f"--api-token={new_admin_token()}",
         *([f"--template={template}"] if template is not None else []),
         *args,
     ]

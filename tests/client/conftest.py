@@ -76,7 +76,7 @@ def cli(tmp_path: Path) -> Cli:
 def stack_cli(local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """The command line with a profile ``local`` holding the stack's URL and admin token."""
     runner = Cli(tmp_path_factory.mktemp("mail-proxy-home"))
-    added = runner("profile", "add", "local", "--url", local_stack.api_url, "--token", local_stack.admin_token)
+    added = runner("profile", "add", "local", "--url", local_stack.api_url, f"--token={local_stack.admin_token}")
     assert added.code == 0, added.output
     return runner
 

@@ -98,3 +98,9 @@ def test_start_local_refuses_a_directory_that_is_not_the_repository(tmp_path: Pa
 def test_stop_local_without_a_running_stack_says_so(cli: Cli) -> None:
     result = cli("stop", "local")
     assert result.code == 1 and "no local stack is running" in result.stderr
+
+
+def test_a_token_starting_with_a_dash_is_saved_when_given_with_equals(cli: Cli) -> None:
+    added = cli("profile", "add", "dash", "--url", "https://mail.example.com", "--token=-FtkTC3RPKtHSvQxHzl")
+    assert added.code == 0, added.output
+    assert json.loads((cli.home / "profiles.json").read_text())["profiles"]["dash"]["token"] == "-FtkTC3RPKtHSvQxHzl"

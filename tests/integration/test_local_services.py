@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from local.dev_secrets import SecretConfigError, load_dev_secrets
+from local.dev_secrets import SecretConfigError, load_dev_secrets, new_admin_token
 from local.event_filter import matches, matches_any
 from local.lambdas import FunctionMissing, FunctionTimedOut, LocalFunction, load_function
 from local.smtp_sink import SmtpSink
@@ -126,6 +126,10 @@ def test_generated_secrets_are_private_files_reused_on_restart(tmp_path: Path, m
     for name in ("admin_token", "encryption_key"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     assert "generated" in first.token_source and "read from" in second.token_source
+
+
+def test_generated_admin_tokens_never_look_like_a_command_line_option() -> None:
+    assert all(new_admin_token().startswith("adm_") for _ in range(200))
 
 
 def test_environment_and_option_take_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
