@@ -76,6 +76,23 @@ def alarm_metrics(alarm: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
             yield metric["Namespace"], metric["MetricName"], {d["Name"]: d["Value"] for d in metric["Dimensions"]}
 
 
+def deploy_gates(template: Template) -> set[str]:
+    """Alarms that only gate deploys (CodeDeploy rolls back when one fires); they notify nobody."""
+    return {lid for lid in template.logical_ids("AWS::CloudWatch::Alarm") if lid.endswith("DeployErrorsAlarm")}
+
+
+def operator_alarms(template: Template) -> dict[str, dict[str, Any]]:
+    gates = deploy_gates(template)
+    return {lid: alarm for lid, alarm in alarms(template).items() if lid not in gates}
+
+
+def log_group_of(template: Template, function: str) -> str:
+    """The log group resource that holds a function's logs: the one named as Lambda names it."""
+    [group] = [lid for lid in template.logical_ids("AWS::Logs::LogGroup")
+               if template.properties(lid)["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}]
+    return group
+
+
 def ids_of_type(template: Template, *types: str) -> set[str]:
     return set(template.logical_ids(*types))
 
@@ -180,14 +197,14 @@ def test_api_metrics_use_the_http_api_id_and_its_default_stage(template: Templat
 
 def test_the_alarm_widget_lists_every_alarm(template: Template) -> None:
     [widget] = [w for w in dashboard(template)["widgets"] if w["type"] == "alarm"]
-    assert set(widget["properties"]["alarms"]) == {f"<{lid}.Arn>" for lid in alarms(template)}
+    assert set(widget["properties"]["alarms"]) == {f"<{lid}.Arn>" for lid in operator_alarms(template)}
 
 
 # ------------------------------------------------------------------------------------------------ alarms
 
 
 def test_every_alarm_notifies_the_alarm_topic_when_it_fires_and_when_it_clears(template: Template) -> None:
-    for lid, alarm in alarms(template).items():
+    for lid, alarm in operator_alarms(template).items():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], lid
         assert alarm["OKActions"] == [{"Ref": "AlarmTopic"}], lid
 
@@ -284,8 +301,7 @@ def test_the_message_life_query_reads_every_function_that_handles_a_message(temp
     read = {g["Ref"] for g in life["LogGroupNames"]}
     for function in template.logical_ids("AWS::Serverless::Function"):
         if function != "AuthorizerFunction":  # it sees tokens, never messages
-            group = template.properties(function)["LoggingConfig"]["LogGroup"]["Ref"]
-            assert group in read, function
+            assert log_group_of(template, function) in read, function
     assert "tenant_id" in life["QueryString"] and "message_ids like" in life["QueryString"]
 
 
@@ -298,3 +314,19 @@ def test_the_log_messages_the_queries_filter_on_are_logged_by_the_code(template:
             assert f'"{text}"' in code, (lid, text)
         for key in re.findall(r"\b(reason_class|message_ids|stream_event_ids|sqs_message_id)\b", query["QueryString"]):
             assert f'"{key}"' in code or f"{key}=" in code, (lid, key)
+
+
+def test_every_function_logs_where_lambda_and_sam_logs_look(template: Template) -> None:
+    for function in template.logical_ids("AWS::Serverless::Function"):
+        group = template.properties(log_group_of(template, function))
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}, function
+        # no LoggingConfig elsewhere: the console's "View logs" and every tool find /aws/lambda/<name>
+        assert "LoggingConfig" not in template.properties(function), function
+
+
+def test_every_alarm_that_notifies_has_a_runbook_section(template: Template) -> None:
+    runbook = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    for lid, alarm in operator_alarms(template).items():
+        suffix = alarm["AlarmName"]["Fn::Sub"].removeprefix("mail-proxy-${Stage}-")
+        lane_pattern = re.sub(r"(immediate|high|medium|low)", "<lane>", suffix)
+        assert f"`{suffix}`" in runbook or f"`{lane_pattern}`" in runbook or suffix.startswith("send-dlq-"), lid
