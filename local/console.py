@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 from local.lambdas import running_function
@@ -108,6 +109,8 @@ def configure(verbose: bool, level: str | None = None) -> None:
         logging.getLogger("local").setLevel(QUIET_LOCAL_LEVEL)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Powertools says so at every invocation that adds no metric; metrics are off locally anyway
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 
 def quiet_handler_logs(verbose: bool, level: str | None = None) -> None:
