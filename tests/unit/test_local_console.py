@@ -105,3 +105,31 @@ def test_the_stand_in_application_refuses_what_is_not_a_report_and_leaves_other_
     assert app("POST", "/commands/add-messages", b"{}") is None
     assert app("POST", "/_local/application", b"{}") is None
     assert app.received == []
+
+
+class BatchProcessingError(Exception):
+    """Named as Powertools' batch processor names the error it raises when every record of a batch failed."""
+
+
+class _NoDeletes:
+    def delete_message_batch(self, **kwargs: object) -> dict[str, object]:
+        raise AssertionError("a failed batch deletes nothing")
+
+
+@pytest.mark.parametrize(("error", "traceback_logged"), [(BatchProcessingError("all records failed"), False),
+                                                         (KeyError("id"), True)])
+def test_a_batch_whose_records_all_failed_is_no_traceback_but_a_crash_is(
+        caplog: pytest.LogCaptureFixture, error: Exception, traceback_logged: bool) -> None:
+    from local.lambdas import LocalFunction
+    from local.poller import PolledQueue, SqsPoller
+
+    def handler(event: object, context: object) -> object:
+        raise error
+
+    queue = PolledQueue(url="http://127.0.0.1:1/queue", arn="arn:aws:sqs:us-east-1:123456789012:ReportQueue.fifo")
+    poller = SqsPoller(LocalFunction("local-ReporterFunction", handler), [queue])
+    message = {"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "{}"}
+    with caplog.at_level("DEBUG", logger="local.poller"):
+        poller._handle(_NoDeletes(), queue, [message])
+    assert any(record.exc_info for record in caplog.records) is traceback_logged
+    assert caplog.records, "the failure is logged either way"
