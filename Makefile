@@ -15,8 +15,13 @@ $(STAMP): requirements-dev.txt layers/mail_proxy/requirements.txt
 
 venv: $(STAMP)
 
-run: $(STAMP) ## the whole application locally: API on 127.0.0.1:8000, SMTP sink on 127.0.0.1:2525
-	exec $(BIN)/python -m local $(ARGS)
+# make run PORT=8080 SMTP_PORT=2526 VERBOSE=1 (or MAIL_PROXY_PORT / MAIL_PROXY_SMTP_PORT in the environment);
+# a PORT inherited from the environment is ignored: only one given on the command line counts.
+run: $(STAMP) ## the whole application locally: API on 127.0.0.1:8000, SMTP sink on 127.0.0.1:2525 unless told otherwise
+	exec env MAIL_PROXY_LOCAL_VIA=make \
+	  $(if $(filter command line,$(origin PORT)),MAIL_PROXY_PORT=$(PORT)) \
+	  $(if $(filter command line,$(origin SMTP_PORT)),MAIL_PROXY_SMTP_PORT=$(SMTP_PORT)) \
+	  $(BIN)/python -m local $(if $(VERBOSE),--verbose) $(ARGS)
 
 test: $(STAMP) ## every test (unit, integration against moto, end-to-end through the local stack)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

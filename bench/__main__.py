@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): the performance targets of DESIGN.md, each against a baseline
+"""``python -m bench`` (``make bench``): the performance targets of docs/design.md, each against a baseline
 measured in the same run, ending with one JSON line to compare runs over time.
 
 Sections (``--only`` runs one):

@@ -1,4 +1,4 @@
-"""End to end through the local stack (DESIGN.md "Targets"): ``python -m local`` in a subprocess on free
+"""End to end through the local stack (docs/design.md "Targets"): ``python -m local`` in a subprocess on free
 ports, N messages POSTed over HTTP in calls of 500, until every one is an ``.eml`` file in the stack's
 SMTP sink; counted by ``X-Mail-Proxy-ID`` (none lost, none twice). The rate runs from the first POST to
 the last file written.

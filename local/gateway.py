@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +41,8 @@ DEFAULT_ROUTES = (
 )
 HTTP_API_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 """Methods an HTTP API route can name; any other method matches no route, so API Gateway answers 404."""
+LOCAL_PREFIX = "/_local/"
+"""Paths the local stack answers itself (`local_paths`), never routed to the api function; not in AWS."""
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _API_ID = "local"
 
@@ -124,8 +126,11 @@ class HttpApiGateway:
         identity_header: str = "X-API-Token",
         auth_cache_seconds: float | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        local_paths: Callable[[str, str, bytes], GatewayResponse | None] | None = None,
     ) -> None:
+        """`local_paths(method, path, body)` answers requests under `LOCAL_PREFIX` (None: not its path)."""
         self.api = _as_function(api, "local-ApiFunction")
+        self.local_paths = local_paths
         self.authorizer = _as_function(authorizer, "local-AuthorizerFunction") if authorizer else None
         self.routes = sorted((_CompiledRoute(r) for r in routes), key=lambda r: r.sort_key)
         self.host = host
@@ -187,6 +192,10 @@ class HttpApiGateway:
         """Runs one request through route matching, the authorizer and the api function."""
         raw_path, _, raw_query = target.partition("?")
         raw_path = raw_path or "/"
+        if self.local_paths is not None and raw_path.startswith(LOCAL_PREFIX):
+            answered = self.local_paths(method, unquote(raw_path), body)
+            if answered is not None:
+                return answered
         matched = self._match(method, unquote(raw_path)) if method in HTTP_API_METHODS else None
         if matched is None:
             return _gateway_error(404, "Not Found")
@@ -419,7 +428,9 @@ def _make_request_handler(gateway: HttpApiGateway) -> type[BaseHTTPRequestHandle
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)
-            log.info(
+            # the stack's own paths (the stand-in application) log what they received instead
+            log.log(
+                logging.DEBUG if self.path.startswith(LOCAL_PREFIX) else logging.INFO,
                 "%s %s %d %.0fms",
                 self.command,
                 self.path,

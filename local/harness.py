@@ -125,8 +125,12 @@ def running_stack(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 90.0,
     stop_timeout: float = 15.0,
+    verbose: bool = True,
 ) -> Iterator[RunningStack]:
     """Starts the stack on free ports with its state, mail and log under `work_dir`; stops it on exit.
+
+    `verbose` (the default) logs every function's lines, so checks that no secret reaches the log read all
+    of it; `verbose=False` is the quiet console a developer sees.
 
     Raises `StackFailed` if it is not ready within `ready_timeout`, or does not exit 0 within
     `stop_timeout` of SIGTERM.
@@ -143,6 +147,7 @@ def running_stack(
         f"--mail-dir={mail_dir}",
         f"--api-token={new_admin_token()}",
         *([f"--template={template}"] if template is not None else []),
+        *(["--verbose"] if verbose else []),
         *args,
     ]
     with log_path.open("wb") as log_file:

@@ -216,6 +216,12 @@ _ENV_SCOPE: contextvars.ContextVar[FunctionEnvironment | None] = contextvars.Con
     "local_function_environment", default=None)
 
 
+def running_function() -> str | None:
+    """The template logical id of the function whose code runs in this context, whatever its template."""
+    scope = _ENV_SCOPE.get()
+    return scope.logical_id if scope is not None else None
+
+
 class _ScopedEnviron(os._Environ):
     """`os.environ` as the running function sees it; outside any function, the process environment.
 

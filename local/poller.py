@@ -71,6 +71,12 @@ def sqs_record(message: dict[str, Any], queue: PolledQueue, region: str = LOCAL_
     }
 
 
+def every_record_failed(error: BaseException) -> bool:
+    """Powertools' batch processor raises this when no record of a batch succeeded, after the handler logged
+    each failure; Lambda retries the batch as for any failed invocation, and so does the poller."""
+    return type(error).__name__ == "BatchProcessingError"
+
+
 def records_to_delete(records: Sequence[dict[str, Any]], result: Any, partial: bool) -> list[dict[str, Any]]:
     """The records Lambda deletes after a successful invocation.
 
@@ -182,7 +188,12 @@ class SqsPoller:
             self._on_batch(queue, wanted)
         try:
             result = self.function.invoke({"Records": wanted})
-        except Exception:
+        except Exception as error:
+            if every_record_failed(error):
+                # each record's failure is the handler's to log (a warning for a retry, a traceback for a fault)
+                log.debug("%s failed every record of a batch of %d from %s; nothing deleted", self.function.name,
+                          len(wanted), queue.arn.rsplit(":", 1)[-1])
+                return
             log.exception(
                 "%s failed on a batch of %d from %s; nothing deleted",
                 self.function.name,

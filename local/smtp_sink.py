@@ -58,7 +58,8 @@ class MailDirHandler:
         path = self._store(prefix + content)
         if self.echo:
             print(
-                f"MAIL from=<{envelope.mail_from}> to={recipients} size={len(content)} file={path}",
+                f"{time.strftime('%H:%M:%S')} MAIL from=<{envelope.mail_from}> to={recipients} "
+                f"size={len(content)} file={path}",
                 flush=True,
             )
         return "250 Message accepted for delivery"

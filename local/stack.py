@@ -8,6 +8,7 @@ tickers wired as the template wires them; an SMTP sink keeps every delivered mes
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -18,10 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local import console
+from local.client_app import PREFIX as STAND_IN_APP_PREFIX
+from local.client_app import StandInApplication
 from local.dev_secrets import DevSecrets, SecretConfigError, load_dev_secrets
 from local.gateway import DEFAULT_ROUTES, HttpApiGateway
 from local.lambdas import FunctionMissing, LocalFunction, load_function, missing_function
 from local.poller import PolledQueue, SqsPoller
+from local.ports import (
+    DEFAULT_PORT,
+    DEFAULT_SMTP_PORT,
+    PORT_VARIABLE,
+    SMTP_PORT_VARIABLE,
+    BusyPort,
+    PortConfigError,
+    busy_message,
+    busy_ports,
+    port_from_environment,
+)
 from local.resources import MotoServer, Provisioned, provision
 from local.streams import StreamPoller
 from local.template import DEFAULT_TEMPLATE, LOCAL_STAGE, REPO_ROOT, Template, TemplateError, physical_name
@@ -40,8 +55,8 @@ class StackOptions:
 
     template: Path = DEFAULT_TEMPLATE
     host: str = "127.0.0.1"
-    port: int = 8000
-    smtp_port: int = 2525
+    port: int = DEFAULT_PORT
+    smtp_port: int = DEFAULT_SMTP_PORT
     state_dir: Path = REPO_ROOT / ".local-stack"
     mail_dir: Path | None = None
     api_token: str | None = None
@@ -49,6 +64,7 @@ class StackOptions:
     sender_workers: int = 1
     schedule_seconds: float | None = None
     stage: str = LOCAL_STAGE
+    verbose: bool = False
 
     @property
     def resolved_mail_dir(self) -> Path:
@@ -59,6 +75,10 @@ def _priority_rank(logical_id: str) -> int:
     """Queues are polled Immediate, High, Medium, Low by name; others after them, in template order."""
     lowered = logical_id.lower()
     return next((rank for rank, word in enumerate(_PRIORITY_WORDS) if word in lowered), len(_PRIORITY_WORDS))
+
+
+class PortsBusy(OSError):
+    """The HTTP API's or the SMTP sink's port cannot be listened on; the message is the line to print."""
 
 
 @dataclass
@@ -77,6 +97,7 @@ class LocalStack:
     stream_pollers: list[StreamPoller] = field(default_factory=list)
     tickers: dict[str, ScheduleTicker] = field(default_factory=dict)
     loaded: set[str] = field(default_factory=set)
+    application: StandInApplication = field(default_factory=StandInApplication)
     notes: list[str] = field(default_factory=list)
     _saved_environ: dict[str, str] | None = field(default=None, repr=False)
 
@@ -127,12 +148,13 @@ class LocalStack:
 
         install_from_environment()  # tests check every AWS call a handler makes against its role
         self.secrets = load_dev_secrets(options.state_dir, options.api_token)
+        self._check_ports()
 
         self.sink = SmtpSink(options.resolved_mail_dir, host=options.host, port=options.smtp_port)
         try:
             self.sink.start()
         except OSError as error:
-            raise OSError(f"SMTP sink cannot listen on {options.host}:{options.smtp_port}: {error.strerror}") from error
+            raise self._busy("SMTP sink", options.smtp_port, error) from None
 
         self.moto = MotoServer(host="127.0.0.1", port=0)
         self.moto.start()
@@ -195,16 +217,27 @@ class LocalStack:
             host=self.options.host,
             port=self.options.port,
             identity_header=self.template.authorizer_identity_header(),
+            local_paths=self.application,
         )
         try:
             self.gateway.start()
             # links the functions build (large-file downloads) point at this front
             os.environ["PUBLIC_API_URL"] = self.gateway.url
         except OSError as error:
-            raise OSError(
-                f"HTTP API cannot listen on {self.options.host}:{self.options.port}: {error.strerror}"
-                " (another local stack running? use --port)"
-            ) from error
+            raise self._busy("HTTP API", self.options.port, error) from None
+
+    def _check_ports(self) -> None:
+        """Both ports at once, before anything starts: one message names every busy port."""
+        options = self.options
+        busy = busy_ports(options.host, {"HTTP API": options.port, "SMTP sink": options.smtp_port})
+        if busy:
+            raise PortsBusy(busy_message(options.host, options.port, options.smtp_port, busy))
+
+    def _busy(self, role: str, port: int, error: OSError) -> PortsBusy:
+        """A bind that failed although the check passed (a race, or a reason the check cannot see)."""
+        in_use = error.errno == errno.EADDRINUSE or "in use" in str(error)
+        busy = [BusyPort(role, port, error.strerror or str(error), in_use)]
+        return PortsBusy(busy_message(self.options.host, self.options.port, self.options.smtp_port, busy))
 
     def _start_event_sources(self) -> None:
         assert self.template is not None and self.provisioned is not None
@@ -307,6 +340,8 @@ class LocalStack:
             f"  SMTP sink    {options.host}:{self.smtp_port}   (any AUTH, no TLS: configure accounts with "
             f"host {options.host}, port {self.smtp_port}, tls none)",
             f"  Mail files   {options.resolved_mail_dir}",
+            f"  Reports      {self.api_url}{STAND_IN_APP_PREFIX}/<name>   (a stand-in application: give a tenant "
+            "this client_base_url; GET it to see what was reported)",
             f"  AWS (moto)   {os.environ.get('AWS_ENDPOINT_URL')}   tables: "
             + ", ".join(table.name for table in self.provisioned.tables.values()),
             f"  Admin token  {self.secrets.admin_token}   ({self.secrets.token_source})",
@@ -321,8 +356,13 @@ class LocalStack:
         if self.tickers:
             periods = ", ".join(f"{name} every {t.period_seconds:g}s" for name, t in self.tickers.items())
             lines.insert(6, f"  Schedules    {periods}")
-        if self.notes:
-            lines += ["  Notes:", *(f"    - {note}" for note in self.notes), ""]
+        # what the template sets but the local stack leaves out is detail; a missing or broken function is not
+        notes = [note for note in self.notes if options.verbose or "not set locally" not in note]
+        if notes:
+            lines += ["  Notes:", *(f"    - {note}" for note in notes), ""]
+        lines.append("  Quiet console: one line per request, mail and report, and any problem (--verbose for "
+                     "all the functions' logs).")
+        lines.append("")
         return "\n".join(lines)
 
 
@@ -333,8 +373,10 @@ class LocalStack:
 def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API and SMTP sink")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP API port (default 8000; 0 picks one)")
-    parser.add_argument("--smtp-port", type=int, default=2525, help="SMTP sink port (default 2525; 0 picks one)")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"HTTP API port (default {PORT_VARIABLE}, else {DEFAULT_PORT}; 0 picks one)")
+    parser.add_argument("--smtp-port", type=int, default=None,
+                        help=f"SMTP sink port (default {SMTP_PORT_VARIABLE}, else {DEFAULT_SMTP_PORT}; 0 picks one)")
     parser.add_argument("--mail-dir", type=Path, help="where received mail goes (default <state-dir>/mail)")
     parser.add_argument(
         "--state-dir",
@@ -356,32 +398,35 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
         type=float,
         help="period of every schedule (default MAIL_PROXY_LOCAL_SCHEDULE_SECONDS or the template)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="every function's log lines (JSON, as in CloudWatch) and the stack's details")
     args = parser.parse_args(argv)
+    try:
+        port = args.port if args.port is not None else port_from_environment(PORT_VARIABLE, DEFAULT_PORT)
+        smtp_port = (args.smtp_port if args.smtp_port is not None
+                     else port_from_environment(SMTP_PORT_VARIABLE, DEFAULT_SMTP_PORT))
+    except PortConfigError as error:
+        parser.error(str(error))
     return StackOptions(
         template=args.template,
         host=args.host,
-        port=args.port,
-        smtp_port=args.smtp_port,
+        port=port,
+        smtp_port=smtp_port,
         state_dir=args.state_dir,
         mail_dir=args.mail_dir,
         api_token=args.api_token,
         sender=not args.no_sender,
         sender_workers=max(1, args.sender_workers),
         schedule_seconds=args.schedule_seconds,
+        verbose=args.verbose,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs until SIGTERM or SIGINT, then stops everything; 0 on a clean stop, 1 if it could not start."""
     options = parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("MAIL_PROXY_LOCAL_LOG_LEVEL", "INFO").upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per SMTP command or AWS call would bury the handlers' own logs.
-    for noisy in ("mail.log", "botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    level = os.environ.get("MAIL_PROXY_LOCAL_LOG_LEVEL") or None
+    console.configure(options.verbose, level)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -397,9 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = LocalStack(options)
     try:
         stack.start()
+    except PortsBusy as busy:
+        print(busy, file=sys.stderr, flush=True)
+        return 1
     except (OSError, SecretConfigError, TemplateError) as error:
         print(f"local stack could not start: {error}", file=sys.stderr, flush=True)
         return 1
+    console.quiet_handler_logs(options.verbose, level)
     print(stack.banner(), flush=True)
     print(
         f"READY api={stack.api_url} smtp={options.host}:{stack.smtp_port} admin_token={stack.admin_token}",

@@ -19,6 +19,7 @@ import boto3
 
 from local.event_filter import matches_any
 from local.lambdas import LocalFunction
+from local.poller import every_record_failed
 from local.template import LOCAL_REGION
 
 log = logging.getLogger("local.streams")
@@ -162,7 +163,12 @@ class StreamPoller:
     def _invoke(self, records: list[dict[str, Any]]) -> str | None:
         try:
             result = self.function.invoke({"Records": records})
-        except Exception:
-            log.exception("%s failed on %d stream records; retrying the batch", self.function.name, len(records))
+        except Exception as error:
+            if every_record_failed(error):
+                log.debug("%s failed every one of %d stream records; retrying the batch", self.function.name,
+                          len(records))
+            else:
+                log.exception("%s failed on %d stream records; retrying the batch", self.function.name,
+                              len(records))
             return str(records[0]["dynamodb"]["SequenceNumber"])
         return retry_position(records, result, self.report_batch_item_failures)

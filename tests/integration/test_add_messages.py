@@ -1,4 +1,4 @@
-"""``add-messages`` rules (DESIGN.md): per-message rejection, rejected-with-id stored as error, replace while
+"""``add-messages`` rules (docs/design.md): per-message rejection, rejected-with-id stored as error, replace while
 waiting, "already sent", duplicates, unknown accounts, deferral, priorities, and whose tenant a message is in.
 
 The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants.

@@ -1,4 +1,4 @@
-"""AES-256-GCM for stored secrets (DESIGN.md "Security"): format, nonces, associated data, keys, rotation."""
+"""AES-256-GCM for stored secrets (docs/design.md "Security"): format, nonces, associated data, keys, rotation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Domain rules of tenants, accounts and messages (DESIGN.md "HTTP contract"), without AWS."""
+"""Domain rules of tenants, accounts and messages (docs/design.md "HTTP contract"), without AWS."""
 
 from __future__ import annotations
 

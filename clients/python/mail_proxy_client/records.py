@@ -1,4 +1,4 @@
-"""The shapes the proxy answers with (DESIGN.md, "HTTP contract"), as typed dictionaries.
+"""The shapes the proxy answers with (docs/design.md, "HTTP contract"), as typed dictionaries.
 
 They are plain ``dict`` at run time, so a field the proxy adds later is simply there; the types only help
 an editor and a type checker.

@@ -1,4 +1,4 @@
-"""The management API: routes of the HTTP contract (DESIGN.md), validated by Powertools and pydantic.
+"""The management API: routes of the HTTP contract (docs/design.md), validated by Powertools and pydantic.
 
 Domain errors become HTTP answers here and nowhere else. Every error body is ``{"detail": ...}``; a
 client error is never a 500, and a validation error never echoes the submitted values (they may be

@@ -1,6 +1,6 @@
 """``add-messages``: validate each message on its own, store it, queue the ones that are due.
 
-Rules (DESIGN.md): an invalid message is rejected with a reason while the others are queued; a rejected
+Rules (docs/design.md): an invalid message is rejected with a reason while the others are queued; a rejected
 message that has a usable id is stored as ``error`` (and so reported); a message still waiting is
 replaced; one already sent is rejected with "already sent"; at most 1,000 per call.
 
