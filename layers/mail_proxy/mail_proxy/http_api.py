@@ -736,6 +736,10 @@ def _forget_idempotency_key(persistence: Any, data: dict[str, Any], cause: Excep
 from mail_proxy.compat_api import router as _compat_router  # noqa: E402  (its routes call the ones above)
 
 app.include_router(_compat_router)
+
+from mail_proxy.dkim_api import router as _dkim_router  # noqa: E402  (its routes call services() above)
+
+app.include_router(_dkim_router)
 # genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
 # embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
 app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)

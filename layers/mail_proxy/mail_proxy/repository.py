@@ -238,6 +238,24 @@ class MailRepository:
                 return pk.removeprefix("TENANT#")
         return None
 
+    def replace_dkim_keys(self, tenant_id: str, expected: list[dict[str, Any]], keys: list[dict[str, Any]]
+                          ) -> bool:
+        """Write the tenant's DKIM keys (``dkim_keys``, a list on the tenant item, so the sender has them with
+        the tenant) only if the list is still ``expected``: False when a concurrent change (another
+        registration, a re-encryption) won; the caller reads again."""
+        condition = "attribute_exists(pk) AND " + ("#k = :old" if expected else "attribute_not_exists(#k)")
+        values: dict[str, Any] = {":u": {"S": clock.now_iso()}}
+        if expected:
+            values[":old"] = _serializer.serialize(_to_dynamo(expected))
+        if keys:
+            values[":new"] = _serializer.serialize(_to_dynamo(keys))
+        update = "SET #u = :u, #k = :new" if keys else "SET #u = :u REMOVE #k"
+        return self._write_if(
+            "update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), UpdateExpression=update,
+            ConditionExpression=condition, ExpressionAttributeNames={"#k": "dkim_keys", "#u": "updated_at"},
+            ExpressionAttributeValues=values,
+        ) is not None
+
     def change_suspended_batches(self, tenant_id: str, *, add: str | None = None, remove: str | None = None,
                                  clear: bool = False) -> list[str]:
         """Atomic set arithmetic on the tenant's suspended batch codes (``*`` means every batch)."""
