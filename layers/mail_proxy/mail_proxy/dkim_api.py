@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,12 +24,12 @@ DomainPath = Annotated[str, Path(max_length=253)]
 SelectorPath = Annotated[str, Path(max_length=63)]
 
 
-def _error(description: str) -> dict[str, Any]:
+def _error(description: str) -> OpenAPIResponse:
     return {"description": description, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"detail": {}}, "required": ["detail"]}}}}
 
 
-_COMMON = {401: _error("no valid token"), 403: _error("another tenant's token"),
+_COMMON: dict[int, OpenAPIResponse] = {401: _error("no valid token"), 403: _error("another tenant's token"),
            404: _error("tenant, domain or selector not found"), 422: _error("invalid input")}
 
 
