@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import dkim
 import pytest
 
@@ -240,3 +241,17 @@ def test_reencrypt_covers_dkim_keys_and_signing_goes_on_under_the_new_encryption
     raw = deliver_one(api, tenant, delivery, smtp, "m1")
     assert dkim.verify(raw, dnsfunc=dns.lookup)
 
+
+
+def test_a_key_that_does_not_decrypt_holds_the_message_back_instead_of_sending_it_unsigned(
+        api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack) -> None:
+    register(api, tenant, selector="s1")
+    foreign = key_ring().encrypt("not this key", context=dkim_key_context("beta", "example.com", "s1"))
+    boto3.client("dynamodb").update_item(
+        TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "#TENANT"}},
+        UpdateExpression="SET dkim_keys[0].private_key = :v", ExpressionAttributeValues={":v": {"S": foreign}})
+    submit(api, tenant, message("m1"))
+    delivery.drain()
+    rec = record(api, tenant, "m1")
+    assert rec["status"] == "deferred" and "DecryptionError" in rec["history"][-1]["description"]
+    assert smtp.messages == []
