@@ -38,10 +38,18 @@ from mail_proxy.accounts import password_context
 from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.blob_store import BlobMissing
+from mail_proxy.dkim_keys import sign_for_tenant
 from mail_proxy.domain import MAX_RECIPIENTS, RETENTION_SECONDS, MessageStatus, tenant_is_sending
 from mail_proxy.errors import ThrottledError
 from mail_proxy.message_content import MessageContent, PreparedContent
-from mail_proxy.mime import MalformedMessageError, build_email, envelope_recipients, envelope_sender, message_bytes
+from mail_proxy.mime import (
+    MalformedMessageError,
+    build_email,
+    envelope_recipients,
+    envelope_sender,
+    message_bytes,
+    parse_mailboxes,
+)
 from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.repository import MailRepository
@@ -277,6 +285,9 @@ class Dispatcher:
         item.warnings = prepared.warnings
         try:
             data, sender, recipients = self._render(tenant_id, item, prepared)
+            # signed last, as the bytes go to the server: the tenant's key for the From domain, if it has one
+            data = sign_for_tenant(tenant, parse_mailboxes(prepared.payload.get("from"), field="from")[0].domain,
+                                   data)
         except MalformedMessageError as exc:
             self._fail(tenant, item, f"malformed message: {exc}", failure_class=FailureClass.MALFORMED)
             return False

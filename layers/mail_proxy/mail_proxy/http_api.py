@@ -53,7 +53,7 @@ from mail_proxy.errors import (
     ThrottledError,
     UnauthorizedError,
 )
-from mail_proxy.messages import MessageDesk
+from mail_proxy.messages import MessageDesk, MessageSearch
 from mail_proxy.observability import logger
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
@@ -535,7 +535,11 @@ def add_messages(
                     body=AddMessagesResponse.model_validate(answer), headers=headers)
 
 
-@app.get("/messages")
+MAX_SEARCH_TS = 10**10 - 1  # epoch seconds in ten digits (until 2286)
+
+
+@app.get("/messages", summary="The tenant's messages, oldest first; filtered by status, recipient, subject, "
+                              "batch_code and creation time (docs/deliverability.md#search)")
 def list_messages(
     tenant_id: TenantIdQuery = None,
     status: Annotated[MessageStatus | None, Query()] = None,
@@ -543,10 +547,19 @@ def list_messages(
     include_history: Annotated[bool, Query()] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    recipient: Annotated[str | None, Query(min_length=3, max_length=254,
+                                           description="messages to this address (to, cc or bcc; any case)")] = None,
+    subject: Annotated[str | None, Query(min_length=1, max_length=200,
+                                         description="subject contains this text (case-insensitive)")] = None,
+    batch_code: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    since_ts: Annotated[int | None, Query(ge=0, le=MAX_SEARCH_TS, description="created at or after")] = None,
+    until_ts: Annotated[int | None, Query(ge=0, le=MAX_SEARCH_TS, description="created at or before")] = None,
 ) -> MessageList:
+    search = MessageSearch(recipient=recipient, subject=subject, batch_code=batch_code, since_ts=since_ts,
+                           until_ts=until_ts)
     records, next_cursor = services().messages.list_messages(
         principal(), tenant_id, status=status, active_only=active_only, include_history=include_history,
-        limit=limit, cursor=cursor)
+        limit=limit, cursor=cursor, search=search)
     return MessageList(messages=records, next_cursor=next_cursor)
 
 
@@ -736,6 +749,10 @@ def _forget_idempotency_key(persistence: Any, data: dict[str, Any], cause: Excep
 from mail_proxy.compat_api import router as _compat_router  # noqa: E402  (its routes call the ones above)
 
 app.include_router(_compat_router)
+
+from mail_proxy.dkim_api import router as _dkim_router  # noqa: E402  (its routes call services() above)
+
+app.include_router(_dkim_router)
 # genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
 # embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
 app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from mail_proxy.accounts import imap_password_context, password_context
 from mail_proxy.crypto import DecryptionError, KeyRing, is_encrypted, value_key_id
+from mail_proxy.dkim_keys import MAX_DKIM_KEYS, dkim_key_context
 from mail_proxy.errors import MailProxyError
 from mail_proxy.repository import MailRepository
 from mail_proxy.tenants import (
@@ -69,8 +70,16 @@ class StoredSecret:
 
 def tenant_secrets(tenant: dict[str, Any]) -> list[StoredSecret]:
     tid = tenant["tenant_id"]
-    return [StoredSecret(tid, None, path, kind, context(tid), value)
-            for path, kind, context in TENANT_SECRETS if (value := _at(tenant, path))]
+    found = [StoredSecret(tid, None, path, kind, context(tid), value)
+             for path, kind, context in TENANT_SECRETS if (value := _at(tenant, path))]
+    # DKIM private keys: bound to their domain and selector, so the context is read from each entry
+    for i, entry in enumerate((tenant.get("dkim_keys") or [])[:MAX_DKIM_KEYS]):
+        path: tuple[str | int, ...] = ("dkim_keys", i, "private_key")
+        if isinstance(entry, dict) and (value := _at(tenant, path)):
+            found.append(StoredSecret(tid, None, path, "DKIM private keys",
+                                      dkim_key_context(tid, entry.get("domain", ""), entry.get("selector", "")),
+                                      value))
+    return found
 
 
 def account_secrets(tenant_id: str, account: dict[str, Any]) -> list[StoredSecret]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy import audit, clock
@@ -22,6 +23,7 @@ from mail_proxy.reporting import sync_all_now, sync_now
 from mail_proxy.repository import MailRepository
 from mail_proxy.scheduling import ScheduleOutcome, enqueue_due
 from mail_proxy.send_queue import SendQueue
+from mail_proxy.submission import search_text
 from mail_proxy.tenants import acting_tenant
 
 MAX_LIST_LIMIT = 1000
@@ -29,6 +31,45 @@ MAX_DELETE_IDS = 1000
 MAX_PAGES_PER_LISTING = 20
 HELD_COUNT_SCAN = 10_000  # held messages read to count them
 PENDING_COUNT_SCAN = 2000  # newest messages read to count waiting ones; older waiting ones are in the due index
+
+
+SEARCH_READ_LIMIT = 2000  # state items a filtered GET /messages reads at most per call
+
+
+@dataclass(frozen=True)
+class MessageSearch:
+    """The filters of ``GET /messages`` beyond status: recipient (an address, exact, any case), subject (a
+    case-insensitive substring), ``batch_code`` (exact) and a creation-time range (epoch seconds, inclusive)."""
+
+    recipient: str | None = None
+    subject: str | None = None
+    batch_code: str | None = None
+    since_ts: int | None = None
+    until_ts: int | None = None
+
+    def check(self) -> None:
+        if self.since_ts is not None and self.until_ts is not None and self.since_ts > self.until_ts:
+            raise InvalidInputError("since_ts must not be after until_ts")
+        if self.recipient is not None and "@" not in self.recipient.strip("@"):
+            raise InvalidInputError("recipient must be an e-mail address")
+
+    @property
+    def from_ms(self) -> int | None:
+        return None if self.since_ts is None else self.since_ts * 1000
+
+    @property
+    def to_ms(self) -> int | None:
+        return None if self.until_ts is None else self.until_ts * 1000 + 999
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.recipient, self.subject, self.batch_code, self.since_ts,
+                                           self.until_ts))
+
+    def matches(self, state: dict[str, Any]) -> bool:
+        if self.batch_code is not None and state.get("batch_code") != self.batch_code:
+            return False
+        return self.subject is None or search_text(self.subject) in (state.get("search_subject") or "")
 
 
 def message_record(state: dict[str, Any], payload: dict[str, Any] | None, *, with_history: bool) -> MessageRecord:
@@ -68,27 +109,55 @@ class MessageDesk:
         self.payloads = payloads or PayloadStore(BlobStore(None))
 
     def list_messages(self, principal: Principal, tenant_id: str | None, *, status: MessageStatus | None,
-             active_only: bool, include_history: bool, limit: int, cursor: str | None
-             ) -> tuple[list[MessageRecord], str | None]:
+             active_only: bool, include_history: bool, limit: int, cursor: str | None,
+             search: MessageSearch | None = None) -> tuple[list[MessageRecord], str | None]:
+        """A page of the tenant's messages, oldest first, that match every filter given.
+
+        Bounded per call, whatever the tenant's history: the date range reads only that range of the
+        creation-time index, a recipient only that address's entries of the recipient index; status,
+        ``batch_code`` and subject are checked on the state items read: with any of these filters, at most
+        ``SEARCH_READ_LIMIT`` of them (or ``limit`` if larger) per call. A page may so hold fewer than
+        ``limit`` matches while ``next_cursor`` says there is more to look through.
+        """
         tid = acting_tenant(principal, self.repo, tenant_id)
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        search = search or MessageSearch()
+        search.check()
         selected: list[dict[str, Any]] = []
         next_cursor = cursor
+        # without a search filter the listing reads as it always has (up to MAX_PAGES_PER_LISTING pages)
+        budget = max(SEARCH_READ_LIMIT, limit) if search.active else None
         for _page in range(MAX_PAGES_PER_LISTING):
-            states, next_cursor = self.repo.list_message_states(tid, limit=limit - len(selected),
-                                                                cursor=next_cursor)
+            page = limit - len(selected) if budget is None else min(limit - len(selected), budget)
+            states, next_cursor = self._candidates(tid, search, page, next_cursor)
+            budget = None if budget is None else budget - page
             selected.extend(
                 s for s in states
                 if (status is None or s["status"] == status)
                 and (not active_only or s["status"] in WAITING_STATUSES)
+                and search.matches(s)
             )
-            if len(selected) >= limit or not next_cursor:
+            if len(selected) >= limit or not next_cursor or (budget is not None and budget <= 0):
                 break
         payloads = self.repo.get_payloads(tid, selected)
         records = [message_record(s, self._content(payloads.get(s["id"])), with_history=include_history)
                    for s in selected]
         return records, next_cursor
+
+    def _candidates(self, tenant_id: str, search: MessageSearch, limit: int, cursor: str | None
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of states from the narrowest index the search allows."""
+        if search.recipient is None:
+            return self.repo.list_message_states(tenant_id, limit=limit, cursor=cursor,
+                                                 created_from_ms=search.from_ms, created_to_ms=search.to_ms)
+        found, next_cursor = self.repo.messages_to_recipient(
+            tenant_id, search.recipient, limit=limit, cursor=cursor, created_from_ms=search.from_ms,
+            created_to_ms=search.to_ms)
+        states = self.repo.get_states(tenant_id, [mid for mid, _ in found])
+        # an entry of a message since deleted, or replaced under its id (another creation time), is stale
+        return [states[mid] for mid, created in found
+                if mid in states and states[mid].get("created_ms") == created], next_cursor
 
     def get(self, principal: Principal, message_id: str, tenant_id: str | None) -> MessageRecord:
         tid = acting_tenant(principal, self.repo, tenant_id)

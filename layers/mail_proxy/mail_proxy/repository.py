@@ -11,12 +11,17 @@ construction (and IAM ``dynamodb:LeadingKeys`` could enforce it). Items:
   stay cheap. Listed through ``ByTenant`` (``gsi1pk=TENANT#t#MSG``); waiting messages carry ``due_pk/due_sk``
   (sparse ``Due`` index) so the scheduler finds due, deferred and stale ones without scanning.
 - command log ``TENANT#t#LOG / <ms>#<uuid>`` (all tenants through ``ByTenant`` with ``gsi1pk=COMMANDS``).
+- recipient index ``TENANT#t#RCPT#<shard> / <address>#<created ms>#<message id>``: written at submission, one
+  per recipient (the first ``MAX_INDEXED_RECIPIENTS``), so ``GET /messages?recipient=`` reads one partition
+  range instead of the tenant's history; sixteen shards by address hash spread a large submission's writes
+  and let the tenant's deletion find them all. Expires with ``RECIPIENT_INDEX_TTL_SECONDS``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 import uuid
@@ -49,6 +54,11 @@ PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
 COMMAND_LOG_TTL_SECONDS = 400 * 24 * 3600
 MAX_LOG_MS = 10**13 - 1
 MAX_DUE_TS = 10**10 - 1
+MAX_CREATED_MS = 10**13 - 1
+ID_AFTER_ALL = "#\x7f"  # sorts after "#<any message id>" (ids are printable ASCII, up to "~")
+RECIPIENT_SHARDS = 16
+MAX_INDEXED_RECIPIENTS = 50
+RECIPIENT_INDEX_TTL_SECONDS = PAYLOAD_TTL_SECONDS + 7 * 24 * 3600  # as long as a message's content, and a week
 REPLACEABLE_STATUSES = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.ERROR)
 _THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
@@ -77,6 +87,16 @@ def held_pk(tenant_id: str) -> str:
     """Messages that wait for their tenant or batch to send again: in the Due index, outside the due partition,
     so any number of them never starves the scheduler's reading of what is due."""
     return f"TENANT#{tenant_id}#HELD"
+
+
+def recipient_index_pk(tenant_id: str, address: str) -> str:
+    shard = int(hashlib.sha256(address.encode("utf-8")).hexdigest()[:8], 16) % RECIPIENT_SHARDS
+    return f"TENANT#{tenant_id}#RCPT#{shard:02d}"
+
+
+def created_sk(created_ms: int) -> str:
+    """13 digits sort correctly until 2286; a bound beyond is clamped so it never grows a 14th digit."""
+    return f"{min(max(created_ms, 0), MAX_CREATED_MS):013d}"
 
 
 def _marshal(item: dict[str, Any]) -> dict[str, Any]:
@@ -120,18 +140,28 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
 
 
-def decode_cursor(cursor: str | None, *, expected_gsi1pk: str) -> dict[str, Any] | None:
-    """Cursors are opaque to clients; one made for another tenant's listing is refused."""
+def decode_cursor(cursor: str | None, *, expected_gsi1pk: str, bounds: tuple[str, str] | None = None
+                  ) -> dict[str, Any] | None:
+    """Cursors are opaque to clients; one made for another tenant's listing (or another date range) is
+    refused."""
+    return _decode_key_cursor(cursor, partition=("gsi1pk", expected_gsi1pk), sort_key="gsi1sk",
+                              fields={"pk", "sk", "gsi1pk", "gsi1sk"}, bounds=bounds)
+
+
+def _decode_key_cursor(cursor: str | None, *, partition: tuple[str, str], sort_key: str, fields: set[str],
+                       bounds: tuple[str, str] | None) -> dict[str, Any] | None:
     if not cursor:
         return None
     try:
         plain = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise InvalidInputError("cursor is malformed") from exc
-    if not isinstance(plain, dict) or plain.get("gsi1pk") != expected_gsi1pk:
+    if not isinstance(plain, dict) or plain.get(partition[0]) != partition[1]:
         raise InvalidInputError("cursor does not belong to this listing")
-    if set(plain) != {"pk", "sk", "gsi1pk", "gsi1sk"} or not all(isinstance(v, str) for v in plain.values()):
+    if set(plain) != fields or not all(isinstance(v, str) for v in plain.values()):
         raise InvalidInputError("cursor is malformed")
+    if bounds is not None and not bounds[0] <= plain[sort_key] <= bounds[1]:
+        raise InvalidInputError("cursor does not belong to this listing (its date range or recipient differ)")
     return {k: {"S": v} for k, v in plain.items()}
 
 
@@ -238,6 +268,24 @@ class MailRepository:
                 return pk.removeprefix("TENANT#")
         return None
 
+    def replace_dkim_keys(self, tenant_id: str, expected: list[dict[str, Any]], keys: list[dict[str, Any]]
+                          ) -> bool:
+        """Write the tenant's DKIM keys (``dkim_keys``, a list on the tenant item, so the sender has them with
+        the tenant) only if the list is still ``expected``: False when a concurrent change (another
+        registration, a re-encryption) won; the caller reads again."""
+        condition = "attribute_exists(pk) AND " + ("#k = :old" if expected else "attribute_not_exists(#k)")
+        values: dict[str, Any] = {":u": {"S": clock.now_iso()}}
+        if expected:
+            values[":old"] = _serializer.serialize(_to_dynamo(expected))
+        if keys:
+            values[":new"] = _serializer.serialize(_to_dynamo(keys))
+        update = "SET #u = :u, #k = :new" if keys else "SET #u = :u REMOVE #k"
+        return self._write_if(
+            "update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK), UpdateExpression=update,
+            ConditionExpression=condition, ExpressionAttributeNames={"#k": "dkim_keys", "#u": "updated_at"},
+            ExpressionAttributeValues=values,
+        ) is not None
+
     def change_suspended_batches(self, tenant_id: str, *, add: str | None = None, remove: str | None = None,
                                  clear: bool = False) -> list[str]:
         """Atomic set arithmetic on the tenant's suspended batch codes (``*`` means every batch)."""
@@ -284,6 +332,13 @@ class MailRepository:
             removed += self.delete_messages(tenant_id, ids)
             if not cursor:
                 break
+        for shard in range(RECIPIENT_SHARDS):  # the recipient index holds addresses: it goes with the tenant
+            for page in self._paginate_query(
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}#RCPT#{shard:02d}"}},
+                ProjectionExpression="pk, sk",
+            ):
+                keys.extend((i["pk"]["S"], i["sk"]["S"]) for i in page)
         # the tenant item last, so a failure half-way can be retried with the same call
         keys.sort(key=lambda k: k[1] == TENANT_SK)
         self._batch_delete(keys)
@@ -457,15 +512,68 @@ class MailRepository:
             result[mid] = json.loads(item["payload"])
         return result
 
-    def list_message_states(self, tenant_id: str, *, limit: int, cursor: str | None
+    def list_message_states(self, tenant_id: str, *, limit: int, cursor: str | None,
+                            created_from_ms: int | None = None, created_to_ms: int | None = None
                             ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of the tenant's messages, oldest first."""
+        """One page of the tenant's messages, oldest first; with a creation-time range (inclusive, in ms),
+        only that range of the ``ByTenant`` index is read."""
         gsi1pk = f"TENANT#{tenant_id}#MSG"
-        start = decode_cursor(cursor, expected_gsi1pk=gsi1pk)
-        keys, last = self._query_keys("ByTenant", "gsi1pk", gsi1pk, limit=limit, start=start)
+        if created_from_ms is None and created_to_ms is None:
+            start = decode_cursor(cursor, expected_gsi1pk=gsi1pk)
+            keys, last = self._query_keys("ByTenant", "gsi1pk", gsi1pk, limit=limit, start=start)
+        else:
+            # the bounds take in every message id created within the last millisecond
+            low = created_sk(created_from_ms or 0)
+            high = created_sk(MAX_CREATED_MS if created_to_ms is None else created_to_ms) + ID_AFTER_ALL
+            start = decode_cursor(cursor, expected_gsi1pk=gsi1pk, bounds=(low, high))
+            kwargs: dict[str, Any] = {
+                "IndexName": "ByTenant", "KeyConditionExpression": "gsi1pk = :p AND gsi1sk BETWEEN :lo AND :hi",
+                "ExpressionAttributeValues": {":p": {"S": gsi1pk}, ":lo": {"S": low}, ":hi": {"S": high}},
+                "Limit": limit,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self._call("query", **kwargs)
+            keys, last = resp.get("Items", []), resp.get("LastEvaluatedKey")
         order = [k["pk"]["S"] for k in keys]
         found = {s["pk"]: s for s in self._batch_get([(pk, STATE_SK) for pk in order])}
         return [found[pk] for pk in order if pk in found], encode_cursor(last)
+
+    def index_recipients(self, tenant_id: str, entries: Sequence[tuple[str, int, Sequence[str]]]) -> None:
+        """Index messages by recipient: (message id, created ms, addresses) each; addresses lower-cased, the
+        first ``MAX_INDEXED_RECIPIENTS`` of a message."""
+        expires_at = clock.now_ts() + RECIPIENT_INDEX_TTL_SECONDS
+        requests = []
+        for message_id, created_ms, addresses in entries:
+            for address in list(dict.fromkeys(a.lower() for a in addresses))[:MAX_INDEXED_RECIPIENTS]:
+                item = {"pk": recipient_index_pk(tenant_id, address),
+                        "sk": f"{address}#{created_sk(created_ms)}#{message_id}", "message_id": message_id,
+                        "created_ms": created_ms, "expires_at": expires_at}
+                requests.append({"PutRequest": {"Item": _marshal(item)}})
+        self._batch_write(requests)
+
+    def messages_to_recipient(self, tenant_id: str, address: str, *, limit: int, cursor: str | None,
+                              created_from_ms: int | None = None, created_to_ms: int | None = None
+                              ) -> tuple[list[tuple[str, int]], str | None]:
+        """(message id, created ms) of messages indexed for ``address``, oldest first, within a creation-time
+        range (inclusive, ms): one Query of one partition, never the tenant's history."""
+        address = address.lower()
+        pk = recipient_index_pk(tenant_id, address)
+        low = f"{address}#{created_sk(created_from_ms or 0)}"
+        high = f"{address}#{created_sk(MAX_CREATED_MS if created_to_ms is None else created_to_ms)}{ID_AFTER_ALL}"
+        start = _decode_key_cursor(cursor, partition=("pk", pk), sort_key="sk", fields={"pk", "sk"},
+                                   bounds=(low, high))
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":p": {"S": pk}, ":lo": {"S": low}, ":hi": {"S": high}},
+            "ProjectionExpression": "message_id, created_ms",
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        resp = self._call("query", **kwargs)
+        found = [(raw["message_id"]["S"], int(raw["created_ms"]["N"])) for raw in resp.get("Items", [])]
+        return found, encode_cursor(resp.get("LastEvaluatedKey"))
 
     def message_census(self, tenant_id: str, *, limit: int) -> tuple[list[tuple[str, str, int]], bool]:
         """(id, status, created_ms) of the tenant's oldest ``limit`` messages, and whether more may exist.

@@ -35,6 +35,7 @@ from mail_proxy.domain import (
     tenant_is_sending,
 )
 from mail_proxy.errors import ForbiddenError, InvalidInputError
+from mail_proxy.mime import MalformedMessageError, envelope_recipients
 from mail_proxy.observability import id_list, logger, metrics, tracer
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.principal import Principal
@@ -129,6 +130,7 @@ class MessageSubmission:
         seen: set[str] = set()
         entries: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
         accepted: list[tuple[dict[str, Any], bool]] = []  # (state, counts as queued)
+        recipients: dict[str, list[str]] = {}  # what the recipient index gets, by message id
 
         for seq, raw in enumerate(raws):
             raw_id = raw.get("id")
@@ -153,7 +155,7 @@ class MessageSubmission:
                 continue
             reason, message = self._validate(raw, tenant_id, accounts)
             if reason is None and message is not None:
-                payload = message.payload()
+                payload = payload_fields = message.payload()
                 limit = self.payloads.limit()
                 if len(json.dumps(payload, ensure_ascii=False).encode()) > limit:
                     reason = f"message too large: at most {limit // 1024} KB of fields, bodies and inline attachments"
@@ -186,11 +188,13 @@ class MessageSubmission:
                 # or held: the due index tells the scheduler when to look again
                 "due_ts": message.deferred_ts if deferred else None,
                 "content_hash": content_hash(message, priority),
+                "search_subject": search_text(message.subject),
             }
             if not tenant_is_sending(tenant, message.batch_code):
                 state["held"] = True  # waits among the held messages until the tenant or batch sends again
             entries.append((state, payload, old.get("payload_version") if old else None))
             accepted.append((state, True))
+            recipients[message.id] = _recipients(payload_fields)
 
         stored = self.repo.put_messages(tenant_id, entries)
         # a message claimed or sent between the read above and the write: what it is now decides the answer
@@ -215,6 +219,21 @@ class MessageSubmission:
         to_queue.sort()
         for mid in self.queue.enqueue(tenant_id, to_queue):
             self.repo.set_due(tenant_id, mid, now)  # not queued: the scheduler queues it on its next tick
+        self._index_recipients(tenant_id, [state for (state, counts), ok in zip(accepted, stored, strict=True)
+                                           if counts and ok], recipients)
+
+    def _index_recipients(self, tenant_id: str, states: list[dict[str, Any]], recipients: dict[str, list[str]]
+                          ) -> None:
+        """Last, once the messages are stored and queued: an index write that fails costs only the search
+        by recipient for these messages (logged and counted), never their delivery or the answer."""
+        entries = [(s["id"], s["created_ms"], recipients.get(s["id"], [])) for s in states]
+        try:
+            self.repo.index_recipients(tenant_id, entries)
+        except Exception as exc:
+            logger.error("recipient index not written; these messages are not found by recipient",
+                         extra={"tenant_id": tenant_id, "message_ids": id_list(s["id"] for s in states),
+                                "error": type(exc).__name__})
+            metrics.add_metric(name="RecipientIndexFailed", unit=MetricUnit.Count, value=len(states))
 
     def _same_as_accepted(self, raw: dict[str, Any], old: dict[str, Any], tenant_id: str, accounts: set[str],
                           default_priority: int) -> bool:
@@ -265,6 +284,21 @@ def content_hash(message: MessageIn, priority: int) -> str:
     canonical = json.dumps({"message": message.payload(), "priority": priority}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+SEARCH_SUBJECT_CHARS = 200  # of a subject kept on the state item for GET /messages?subject=
+
+
+def search_text(text: str) -> str:
+    """The form a subject is searched in: case-folded, whitespace runs as one space, the first 200 characters."""
+    return " ".join(text.casefold().split())[:SEARCH_SUBJECT_CHARS]
+
+
+def _recipients(payload: dict[str, Any]) -> list[str]:
+    try:
+        return envelope_recipients(payload)
+    except MalformedMessageError:
+        return []
 
 
 def _safe_payload(raw: dict[str, Any]) -> dict[str, Any]:
