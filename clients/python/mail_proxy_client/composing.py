@@ -71,9 +71,12 @@ def _part_attachment(part: email.message.Message, number: int) -> dict[str, Any]
     if data is None:
         return None
     filename = part.get_filename() or _fallback_name(part, number)
+    content_id = part.get("Content-ID")
     disposition = part.get_content_disposition()
-    return base64_attachment(filename, data, content_type, content_id=part.get("Content-ID"),
-                             disposition=disposition if disposition in ("inline", "attachment") else None)
+    implied = "inline" if content_id else "attachment"  # the proxy's default: only a different one is sent
+    return base64_attachment(filename, data, content_type, content_id=content_id,
+                             disposition=disposition if disposition in ("inline", "attachment") and
+                             disposition != implied else None)
 
 
 def _fallback_name(part: email.message.Message, number: int) -> str:
