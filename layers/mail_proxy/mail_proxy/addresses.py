@@ -36,6 +36,8 @@ def idna_domain(domain: str) -> str:
     stdlib codec, as Django's own mail code uses); raises UnicodeError for a domain IDNA cannot encode."""
     if domain.isascii():
         return domain
+    if any(label.startswith("-") or label.endswith("-") for label in domain.split(".")):
+        raise UnicodeError("a label starts or ends with a hyphen")  # STD 3, which the codec does not check
     return domain.encode("idna").decode("ascii")
 
 
