@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
+from mail_proxy.address_guard import AddressPolicy
+from mail_proxy.mime import build_email, message_bytes
+from mail_proxy.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
+LOOPBACK = AddressPolicy(allow_loopback=True)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 INNER = (b"From: Ada <ada@example.org>\r\nTo: shop@example.com\r\nSubject: Original question\r\n"
          b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
@@ -198,3 +202,34 @@ def test_a_django_message_with_only_bcc_an_inline_image_and_a_forwarded_message_
     assert rfc822["Content-Transfer-Encoding"] in ("7bit", "8bit")
     assert rfc822.get_filename() == "Original question.eml"
     assert rfc822.get_payload(0)["Subject"] == "Original question"
+
+
+# ------------------------------------------------------------------------------ the SMTP client on its own
+
+
+def utf8_message(reply_to: str) -> bytes:
+    return message_bytes(build_email({"from": "shop@example.com", "to": ["ada@example.org"], "reply_to": reply_to,
+                                      "subject": "Hi", "body": "x"}, tenant_id="t", message_id="m1"))
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_smtputf8_is_asked_for_when_only_a_header_address_is_utf8(pipelining: bool) -> None:
+    data = utf8_message("jürgen@example.org")
+    with ScriptedSmtpServer(smtputf8=True, pipelining=pipelining) as server, SmtpConnection(SmtpSettings(
+            "127.0.0.1", server.port, tls="none", timeout=5.0, address_policy=LOOPBACK)) as connection:
+        connection.send("shop@example.com", ["jürgen@xn--exmple-cua.org"], data)
+        [received] = server.wait_for_messages(1)
+    assert "SMTPUTF8" in received.mail_options and received.rcpt_tos == ("jürgen@xn--exmple-cua.org",)
+    assert "Reply-To: jürgen@example.org".encode() in received.data
+
+
+def test_a_server_without_smtputf8_gets_nothing_and_the_error_is_permanent() -> None:
+    data = utf8_message("jürgen@example.org")
+    with ScriptedSmtpServer() as server, SmtpConnection(SmtpSettings(
+            "127.0.0.1", server.port, tls="none", timeout=5.0, address_policy=LOOPBACK)) as connection:
+        with pytest.raises(SmtpPermanentError, match="SMTPUTF8"):
+            connection.send("shop@example.com", ["ada@example.org"], data)
+        connection.send("shop@example.com", ["ada@example.org"], message_bytes(build_email(
+            {"from": "shop@example.com", "to": ["ada@example.org"], "subject": "ok"}, tenant_id="t",
+            message_id="m2")))
+        assert [m.rcpt_tos for m in server.wait_for_messages(1)] == [("ada@example.org",)]
