@@ -490,7 +490,7 @@ def _rfc5322_date(value: str) -> None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"header Date {value!r} is not an RFC 5322 date (Mon, 01 Jan 2024 10:00:00 +0100)") from exc
-    if when.tzinfo is None:
+    if when.tzinfo is None and not value.rstrip().endswith("-0000"):  # -0000: UTC, zone unknown (RFC 5322 3.3)
         raise ValueError(f"header Date {value!r} has no time zone")
 
 
@@ -601,7 +601,6 @@ class MessageIn(Strict):
         if info.field_name == "reply_to":
             return ", ".join(parsed) or None
         return parsed
-
 
     @field_validator("subject", "message_id")
     @classmethod

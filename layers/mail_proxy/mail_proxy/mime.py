@@ -483,7 +483,9 @@ def _custom_date(value: str) -> datetime:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError) as exc:
         raise MalformedMessageError(f"headers: Date {value!r} is not an RFC 5322 date") from exc
-    if when is None or when.tzinfo is None:
+    if when.tzinfo is None and value.rstrip().endswith("-0000"):  # UTC, local zone unknown (RFC 5322 3.3)
+        return when.replace(tzinfo=UTC)
+    if when.tzinfo is None:
         raise MalformedMessageError(f"headers: Date {value!r} has no time zone")
     return when
 
