@@ -59,9 +59,9 @@ def test_an_eml_file_keeps_addresses_subject_bodies_and_attachments() -> None:
     assert message["message_id"] == "<given@example.com>" and composed.warnings == []
 
 
-def test_an_eml_copies_x_headers_but_never_the_ones_the_proxy_sets() -> None:
+def test_an_eml_copies_x_headers_and_its_date_but_never_the_ones_the_proxy_sets() -> None:
     message = message_from_eml(eml(), account_id="main").message
-    assert message["headers"] == {"X-Campaign": "spring"}
+    assert message["headers"] == {"Date": "Mon, 01 Jan 2024 00:00:00 +0000", "X-Campaign": "spring"}
     assert message["id"].startswith("eml-")
 
 

@@ -128,7 +128,7 @@ def test_custom_header_is_added() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["From", "to", "Bcc", "Date", "Message-ID", "X-Mail-Proxy-ID", "Subject", "Content-Type", "MIME-Version"]
+    "name", ["From", "to", "Bcc", "Message-ID", "X-Mail-Proxy-ID", "Subject", "Content-Type", "MIME-Version"]
 )
 def test_custom_header_overriding_a_proxy_or_field_header_is_rejected(name: str) -> None:
     with pytest.raises(MalformedMessageError, match="cannot be overridden"):
@@ -214,7 +214,7 @@ def test_no_recipients_is_malformed() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["not an address", "jo@", "@example.com", "jo@@example.com", "jo@exa mple.com", "Jo <jo@example.com", "jö@x.org"],
+    ["not an address", "jo@", "@example.com", "jo@@example.com", "jo@exa mple.com", "Jo <jo@example.com"],
 )
 def test_unparsable_recipient_is_malformed(address: str) -> None:
     with pytest.raises(MalformedMessageError, match="to"):

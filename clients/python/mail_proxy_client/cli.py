@@ -256,6 +256,9 @@ def tenant_parser(profile: str, tenant: str) -> Parser:
     send.add_argument("--html", help="an HTML body (with --body: both, as multipart/alternative)")
     send.add_argument("--from", dest="sender", help="default: the .eml's From, else the account's user")
     send.add_argument("--attach", action="append", type=Path, metavar="FILE", help="attach a file (repeat)")
+    send.add_argument("--inline", action="append", metavar="[CID=]FILE",
+                      help="an inline image the HTML shows as <img src=\"cid:CID\"> (CID default: the file "
+                           "name; repeat), e.g. --inline logo=logo.png")
     send.add_argument("--account", help="account id (default: the tenant's only account)")
     send.add_argument("--id", dest="message_id", help="message id (default: generated and printed)")
     send.add_argument("--priority", help="0-3 or immediate, high, medium, low")
@@ -589,8 +592,8 @@ def _compose(ctx: Context, account: str) -> ComposedMessage:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
         composed = message_from_eml(raw, account_id=account, message_id=args.message_id)
     else:
-        if not args.to or not args.subject or (args.body is None and args.html is None):
-            raise UsageError("give an .eml file, or --to, --subject and --body (or --html)")
+        if not (args.to or args.cc or args.bcc) or not args.subject or (args.body is None and args.html is None):
+            raise UsageError("give an .eml file, or --to (or --cc, --bcc), --subject and --body (or --html)")
         message: dict[str, Any] = {"id": args.message_id or new_message_id("cli"), "account_id": account,
                                    "to": _split(args.to), "subject": args.subject}
         if args.body is not None:
@@ -607,6 +610,14 @@ def _compose(ctx: Context, account: str) -> ComposedMessage:
     for path in args.attach or []:
         try:
             message.setdefault("attachments", []).append(base64_attachment(path.name, path.read_bytes()))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    for spec in args.inline or []:
+        content_id, _, name = spec.rpartition("=") if not Path(spec).exists() else ("", "", spec)
+        path = Path(name)
+        try:
+            message.setdefault("attachments", []).append(
+                base64_attachment(path.name, path.read_bytes(), content_id=content_id or path.name))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     for name, value in (("from", args.sender), ("priority", args.priority), ("batch_code", args.batch_code),

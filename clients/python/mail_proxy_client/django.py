@@ -2,7 +2,7 @@
 
     EMAIL_BACKEND = "mail_proxy_client.django.EmailBackend"
     MAIL_PROXY_URL = "https://mail.example.com"
-    MAIL_PROXY_TOKEN = env("MAIL_PROXY_TOKEN")     # the tenant's API key
+    MAIL_PROXY_TOKEN = os.environ["MAIL_PROXY_TOKEN"]  # the tenant's API key (import os)
     MAIL_PROXY_ACCOUNT = "main"                    # the SMTP account registered with the proxy
     MAIL_PROXY_TENANT = None                       # only with the admin token
     MAIL_PROXY_PRIORITY = None                     # 0-3 or immediate/high/medium/low; default medium

@@ -1,12 +1,18 @@
 """E-mail address and header-value checks, strict enough that a bad address is refused at the API and
-never reaches a retry loop."""
+never reaches a retry loop.
+
+The grammar is the one :mod:`mail_proxy.mime` builds from, so what the API accepts can be sent: a dot-atom
+local part, ASCII or UTF-8 (RFC 6531: sent with SMTPUTF8, and refused by a server that does not offer it),
+and a host name of two labels or more, ASCII or international (IDNA-encoded here, as in the envelope and
+headers, so ``user@exämple.org`` is kept as ``user@xn--exmple-cua.org``).
+"""
 
 from __future__ import annotations
 
 import re
 from email.utils import formataddr, getaddresses, parseaddr
 
-_LOCAL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"  # RFC 6531 adds UTF-8 to atext
 _LOCAL = rf"{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
@@ -25,15 +31,40 @@ def check_header_value(value: str, *, field: str) -> str:
     return value
 
 
+def idna_domain(domain: str) -> str:
+    """The domain as the envelope and headers carry it: ASCII, international labels IDNA-encoded (the
+    stdlib codec, as Django's own mail code uses); raises UnicodeError for a domain IDNA cannot encode."""
+    if domain.isascii():
+        return domain
+    if any(label.startswith("-") or label.endswith("-") for label in domain.split(".")):
+        raise UnicodeError("a label starts or ends with a hyphen")  # STD 3, which the codec does not check
+    return domain.encode("idna").decode("ascii")
+
+
 def check_addr_spec(addr: str, *, field: str) -> str:
-    if len(addr) > MAX_ADDRESS_LENGTH:
-        raise AddressError(f"{field}: address longer than {MAX_ADDRESS_LENGTH} characters")
+    """``addr`` if it is a valid address, with an international domain IDNA-encoded."""
     if "@" not in addr:
         raise AddressError(f"{field}: {addr!r} is not an e-mail address (missing @)")
-    local = addr.rsplit("@", 1)[0]
-    if len(local) > 64 or not _ADDR_SPEC.match(addr):
+    local, domain = addr.rsplit("@", 1)
+    try:
+        addr = f"{local}@{idna_domain(domain)}"
+    except UnicodeError as exc:
+        raise AddressError(f"{field}: {addr!r} has an invalid international domain") from exc
+    if len(addr.encode()) > MAX_ADDRESS_LENGTH:
+        raise AddressError(f"{field}: address longer than {MAX_ADDRESS_LENGTH} characters")
+    if len(local.encode()) > 64 or not _ADDR_SPEC.match(addr):
         raise AddressError(f"{field}: {addr!r} is not a valid e-mail address")
     return addr
+
+
+def _mailbox_text(name: str, addr: str) -> str:
+    """``Name <addr>``; ``formataddr`` refuses a UTF-8 local part, so the name is quoted by it alone."""
+    if not name:
+        return addr
+    if addr.isascii():
+        return formataddr((name, addr))
+    placeholder = "x@x.invalid"
+    return formataddr((name, placeholder))[: -len(placeholder) - 2] + f"<{addr}>"
 
 
 def parse_mailbox(value: str, *, field: str) -> str:
@@ -44,8 +75,7 @@ def parse_mailbox(value: str, *, field: str) -> str:
     name, addr = parseaddr(value)
     if not addr:
         raise AddressError(f"{field}: {value!r} is not a valid e-mail address")
-    check_addr_spec(addr, field=field)
-    return formataddr((name, addr)) if name else addr
+    return _mailbox_text(name, check_addr_spec(addr, field=field))
 
 
 def parse_address_list(value: str | list[str] | None, *, field: str) -> list[str]:
@@ -64,8 +94,7 @@ def parse_address_list(value: str | list[str] | None, *, field: str) -> list[str
         if not pairs or any(not addr for _, addr in pairs):
             raise AddressError(f"{field}: {item!r} is not a valid address list")
         for name, addr in pairs:
-            check_addr_spec(addr, field=field)
-            result.append(formataddr((name, addr)) if name else addr)
+            result.append(_mailbox_text(name, check_addr_spec(addr, field=field)))
     return result
 
 

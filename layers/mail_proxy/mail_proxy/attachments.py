@@ -151,7 +151,8 @@ class AttachmentFetcher:
             if expected_md5 and hashlib.md5(data, usedforsecurity=False).hexdigest() != expected_md5:
                 raise AttachmentPermanentError(f"{filename}: content does not match content_md5")
             self.cache.put(data)
-        return FetchedAttachment(filename, mime_type_for(filename, attachment.get("mime_type")), data)
+        return FetchedAttachment(filename, mime_type_for(filename, attachment.get("mime_type")), data,
+                                 attachment.get("content_id"), attachment.get("disposition"))
 
     def _fetch(self, mode: str, location: str, sources: TenantSources, deadline: float | None) -> bytes:
         if mode == "base64":

@@ -93,7 +93,7 @@ class DeliveryFeedback:
         """The original's recipients that bounced: those the bounce names (a DSN's are trusted even when
         the original's recipients are not at hand), or the original's only recipient."""
         try:
-            known = envelope_recipients(payload) if payload and payload.get("to") else []
+            known = envelope_recipients(payload) if payload else []  # to, cc or bcc
         except MalformedMessageError:
             known = []
         if not known:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -468,10 +469,11 @@ class SuppressionView(BaseModel):
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
-        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "X-Mail-Proxy-ID",
-        "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "Return-Path", "Sender",
+        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "X-Mail-Proxy-ID",
+        "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "Return-Path",
     )
 )
+CHECKED_HEADERS = frozenset({"date", "sender"})  # the application's own, carried once checked
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 _MESSAGE_ID = re.compile(r"<([!-;=?-~]+@[!-;=?-~]+)>|([!-;=?-~]+@[!-;=?-~]+)")  # as mime.build_email: <left@right>
 _HARD_MAX_LINE = 998  # RFC 5322 2.1.1: an ASCII word that cannot be folded must fit one line
@@ -483,6 +485,15 @@ def header_is_reserved(name: str) -> bool:
     return lower in RESERVED_HEADERS or lower.startswith("content-")
 
 
+def _rfc5322_date(value: str) -> None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"header Date {value!r} is not an RFC 5322 date (Mon, 01 Jan 2024 10:00:00 +0100)") from exc
+    if when.tzinfo is None and not value.rstrip().endswith("-0000"):  # -0000: UTC, zone unknown (RFC 5322 3.3)
+        raise ValueError(f"header Date {value!r} has no time zone")
+
+
 def _foldable(name: str, value: str, field: str) -> None:
     """The build folds ASCII values at spaces; a single word longer than a line can never be sent."""
     longest = _HARD_MAX_LINE - len(name) - 2
@@ -490,17 +501,42 @@ def _foldable(name: str, value: str, field: str) -> None:
         raise ValueError(f"{field}: a word longer than {longest} characters cannot be folded into a header line")
 
 
+_CONTENT_ID = re.compile(r"<?([!-;=?-~]{1,250})>?")
+
+
 class Attachment(Strict):
-    filename: str = Field(min_length=1, max_length=255)
-    storage_path: str = Field(min_length=1)
-    fetch_mode: Literal["base64", "http_url", "s3", "endpoint"] | None = None
-    mime_type: str | None = Field(default=None, max_length=255)
-    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    """A file sent with the message: its content travels inline (base64) or is fetched when sending."""
+
+    filename: str = Field(min_length=1, max_length=255, description="the name shown to the recipient")
+    storage_path: str = Field(min_length=1, description="the base64 data (fetch_mode base64), an http(s) URL, "
+                              "an s3 location or a path for the tenant's attachment endpoint")
+    fetch_mode: Literal["base64", "http_url", "s3", "endpoint"] | None = Field(
+        default=None, description="how storage_path is read; default: guessed from storage_path")
+    mime_type: str | None = Field(default=None, max_length=255, description="default: guessed from the filename; "
+                                  "message/rfc822 (a forwarded message) is sent in 7bit/8bit, never base64")
+    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$",
+                                    description="hex MD5 of the content, checked after fetching")
+    content_id: str | None = Field(
+        default=None, max_length=252, examples=["logo@example.com"],
+        description="makes the attachment an inline part that the HTML body shows as <img src=\"cid:...\">: sent "
+                    "as its Content-ID header, in a multipart/related part with the HTML; angle brackets optional")
+    disposition: Literal["attachment", "inline"] | None = Field(
+        default=None, description="Content-Disposition; default: inline with a content_id, else attachment")
 
     @field_validator("filename", "mime_type")
     @classmethod
     def _clean(cls, v: str | None) -> str | None:
         return _no_control(v, "attachment")
+
+    @field_validator("content_id")
+    @classmethod
+    def _content_id(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        found = _CONTENT_ID.fullmatch(v.strip())
+        if not found or "<" in found.group(1) or ">" in found.group(1):
+            raise ValueError("content_id must be printable ASCII without spaces, as in <img src=\"cid:logo\">")
+        return found.group(1)
 
 
 class MessageIn(Strict):
@@ -512,16 +548,21 @@ class MessageIn(Strict):
     tenant_id: TenantId | None = None
     account_id: AccountId
     from_: str = Field(alias="from")
-    to: list[str]
+    to: list[str] = Field(default_factory=list, description="recipients shown in To; a message needs at least "
+                          "one recipient in to, cc or bcc. International domains are IDNA-encoded; a non-ASCII "
+                          "local part needs a server offering SMTPUTF8")
     cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list, description="recipients in the envelope only, never in a header")
     reply_to: str | None = None
     return_path: str | None = None
     subject: str = Field(min_length=1, max_length=998)
     body: str = ""
     content_type: Literal["plain", "html"] = "plain"
     html_body: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict, examples=[{"X-Campaign": "spring", "Date": "Mon, 01 Jan 2024 10:00:00 +0100"}],
+        description="custom headers; not those built from the fields (From, To, Subject, Message-ID, Content-*, "
+                    "...). Date (an RFC 5322 date with its zone) and Sender (one address) are carried as given")
     message_id: str | None = Field(default=None, max_length=998)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     priority: int | str | None = None
@@ -561,13 +602,6 @@ class MessageIn(Strict):
             return ", ".join(parsed) or None
         return parsed
 
-    @field_validator("to")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one recipient is required")
-        return v
-
     @field_validator("subject", "message_id")
     @classmethod
     def _header(cls, v: str | None, info: Any) -> str | None:
@@ -583,6 +617,15 @@ class MessageIn(Strict):
                 raise ValueError(f"header {name!r} is set by the proxy from the message fields")
             _no_control(value, f"header {name}")
             _foldable(name, value, f"header {name!r}")
+            if name.lower() == "date":
+                _rfc5322_date(value)
+            elif name.lower() == "sender":
+                try:
+                    parse_mailbox(value, field="header Sender")
+                except AddressError as exc:
+                    raise ValueError(str(exc)) from exc
+        if len({name.lower() for name in v} & CHECKED_HEADERS) < len([n for n in v if n.lower() in CHECKED_HEADERS]):
+            raise ValueError("headers Date and Sender may each be given once")
         return v
 
     @field_validator("message_id")
@@ -625,6 +668,8 @@ class MessageIn(Strict):
     @model_validator(mode="after")
     def _recipient_count(self) -> MessageIn:
         count = len(self.to) + len(self.cc) + len(self.bcc)
+        if count == 0:
+            raise ValueError("at least one recipient is required in to, cc or bcc")
         if count > MAX_RECIPIENTS:
             raise ValueError(f"too many recipients: {count} in to, cc and bcc, at most {MAX_RECIPIENTS}")
         return self
@@ -632,7 +677,7 @@ class MessageIn(Strict):
     def payload(self) -> dict[str, Any]:
         """The submitted fields as stored and shown back (``from``, not ``from_``)."""
         data = self.model_dump(by_alias=True, exclude_none=True, exclude={"tenant_id", "priority"})
-        for empty in ("cc", "bcc", "headers", "attachments"):
+        for empty in ("to", "cc", "bcc", "headers", "attachments"):
             if not data.get(empty):
                 data.pop(empty, None)
         return data

@@ -3,9 +3,16 @@
 What every built message is guaranteed to carry: ``Date``, ``Message-ID`` (the payload's, else a fresh
 ``<uuid@sender-domain>``), ``X-Mail-Proxy-ID: <tenant>/<message id>``, ``MIME-Version``, and never a
 ``Bcc`` header. Every header is 7-bit on the wire (RFC 2047 for non-ASCII text, IDNA for non-ASCII
-domains) and every body part is ``7bit``, ``quoted-printable`` or ``base64``, so the bytes go through any
-SMTP server. A payload that can never be sent raises :class:`MalformedMessageError`; the sender treats it
-as a permanent failure.
+domains), except an address whose local part is UTF-8: such a message is an RFC 6532 message with UTF-8
+headers, which the SMTP client sends only with SMTPUTF8. Every body part is ``7bit``, ``quoted-printable``
+or ``base64``, but a ``message/rfc822`` attachment, which RFC 2046 allows only in ``7bit`` or ``8bit``.
+A payload that can never be sent raises :class:`MalformedMessageError`; the sender treats it as a
+permanent failure.
+
+Attachments with a ``content_id`` (inline images referenced as ``cid:`` from the HTML) go, with the HTML
+body, into a ``multipart/related`` part (RFC 2387) carrying their ``Content-ID``; other attachments follow
+in ``multipart/mixed``. ``Date`` and ``Sender`` may be given in the custom headers (a valid date, one
+address); the proxy's own ``Date`` is used otherwise.
 
 Custom ``headers`` cannot replace what the proxy sets or what has its own field: a custom header named
 like one of :data:`PROTECTED_HEADERS`, or any ``Content-*`` header, is *rejected* (not silently dropped),
@@ -24,14 +31,18 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
+from io import BytesIO
 from typing import Any, NamedTuple
 from urllib.parse import quote
+
+from mail_proxy.addresses import idna_domain
 
 __all__ = [
     "PROTECTED_HEADERS",
@@ -54,27 +65,30 @@ PROTECTED_HEADERS: frozenset[str] = frozenset(
         "bcc",
         "reply-to",
         "return-path",
-        "date",
         "message-id",
         "subject",
         "mime-version",
         "x-mail-proxy-id",
     }
 )
-"""Lower-case names a custom header may not use (nor any name starting with ``content-``)."""
+"""Lower-case names a custom header may not use (nor any name starting with ``content-``); ``Date`` and
+``Sender`` are allowed and checked (:data:`CHECKED_HEADERS`)."""
+CHECKED_HEADERS: frozenset[str] = frozenset({"date", "sender"})
 
 _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD
 _HARD_MAX_LINE = 998  # RFC 5322 2.1.1: MUST
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII but ':'
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_LOCAL_PART = re.compile(rf'{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^"\\\r\n]|\\[^\r\n])*"')
+_UTEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"  # RFC 6531: atext with UTF-8
+_LOCAL_PART = re.compile(rf'{_UTEXT}+(?:\.{_UTEXT}+)*|"(?:[^"\\\r\n]|\\[^\r\n])*"')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[!-Z^-~]+\]")
 _PLAIN_PHRASE = re.compile(rf"(?:{_ATEXT}|[ \u0080-\U0010ffff])+")
 # "addr" or "Name <addr>" without quotes, comments or escapes: most addresses, parsed without the slow path.
 _SIMPLE_MAILBOX = re.compile(r'([^"()<>\\]*?)\s*<([^"()<>\\\s]+)>|([^"()<>\\\s]+)')
 _MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII but '<' and '>'
+_CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")  # referenced as cid:<value> from HTML (RFC 2392)
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 _NEWLINES = re.compile(r"\r\n?")
 _UTF8 = "utf-8"
@@ -89,11 +103,17 @@ class MalformedMessageError(ValueError):
 
 
 class FetchedAttachment(NamedTuple):
-    """An attachment whose bytes the sender already fetched; a plain 3-tuple works too."""
+    """An attachment whose bytes the sender already fetched; a plain 3-tuple works too.
+
+    ``content_id`` (without angle brackets) makes it an inline part of the HTML body's
+    ``multipart/related``; ``disposition`` is ``inline`` or ``attachment`` (default: ``inline`` with a
+    ``content_id``, else ``attachment``)."""
 
     filename: str
     mime_type: str | None
     content: bytes
+    content_id: str | None = None
+    disposition: str | None = None
 
 
 class Mailbox(NamedTuple):
@@ -144,6 +164,7 @@ class _SmtpPolicy(EmailPolicy):
 
 
 _SMTP_POLICY = _SmtpPolicy(linesep="\r\n")
+_SMTPUTF8_POLICY = _SMTP_POLICY.clone(utf8=True)  # RFC 6532 headers: an address with a UTF-8 local part
 
 
 class _WireHeader(str):
@@ -346,16 +367,13 @@ def _addr_spec(text: str, field: str) -> str:
     local, at, domain = text.strip().rpartition("@")
     if not at or not local or not domain:
         raise MalformedMessageError(f"{field}: {text!r} is not an e-mail address")
-    if not local.isascii():
-        raise MalformedMessageError(f"{field}: {text!r} has a non-ASCII local part (SMTPUTF8 is not supported)")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise MalformedMessageError(f"{field}: {text!r} has an invalid international domain") from exc
+    try:
+        domain = idna_domain(domain)
+    except UnicodeError as exc:
+        raise MalformedMessageError(f"{field}: {text!r} has an invalid international domain") from exc
     if not _LOCAL_PART.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         raise MalformedMessageError(f"{field}: {text!r} is not a valid e-mail address")
-    if len(local) > 64 or len(local) + 1 + len(domain) > 254:
+    if len(local.encode()) > 64 or len(local.encode()) + 1 + len(domain) > 254:
         raise MalformedMessageError(f"{field}: {text!r} is too long")
     return f"{local}@{domain}"
 
@@ -452,7 +470,24 @@ def check_custom_headers(headers: Any) -> dict[str, str]:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise MalformedMessageError(f"headers: the value of {name!r} must be a string")
         checked[name] = _check_text(str(value), f"headers[{name!r}]")
+        if lower == "date":
+            _custom_date(checked[name])
+        elif lower == "sender":
+            _single_mailbox(checked[name], "headers['Sender']")
     return checked
+
+
+def _custom_date(value: str) -> datetime:
+    """An application's ``Date`` header: an RFC 5322 date-time with its zone (what mail clients write)."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise MalformedMessageError(f"headers: Date {value!r} is not an RFC 5322 date") from exc
+    if when.tzinfo is None and value.rstrip().endswith("-0000"):  # UTC, local zone unknown (RFC 5322 3.3)
+        return when.replace(tzinfo=UTC)
+    if when.tzinfo is None:
+        raise MalformedMessageError(f"headers: Date {value!r} has no time zone")
+    return when
 
 
 def _message_id(value: Any, sender: Mailbox) -> str:
@@ -500,10 +535,13 @@ def _fill_text(part: MIMEPart, text: str, subtype: str) -> None:
     part.set_payload(body)
 
 
-def _fill_multipart(part: MIMEPart, subtype: str, children: Sequence[MIMEPart]) -> None:
+def _fill_multipart(part: MIMEPart, subtype: str, children: Sequence[MIMEPart], *,
+                    type_param: str | None = None) -> None:
     # "=_" cannot occur in quoted-printable or base64 text, so the boundary cannot clash with them.
     boundary = f"=_{uuid.uuid4().hex}"
-    part["Content-Type"] = _raw_header("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')
+    extra = f'; type="{type_param}"' if type_param else ""
+    value = f'multipart/{subtype}; boundary="{boundary}"{extra}'
+    part["Content-Type"] = _WireHeader("Content-Type", value, _fold("Content-Type", value))
     for child in children:
         part.attach(child)
 
@@ -515,25 +553,62 @@ def _mime_param(name: str, value: str) -> str:
     return f"{name}*=utf-8''{quote(value, safe='')}"  # RFC 2231
 
 
+def _content_id(attachment: Sequence[Any]) -> str | None:
+    value = attachment[3] if len(attachment) > 3 else None
+    if value is None or value == "":
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not _CONTENT_ID.fullmatch(text):
+        raise MalformedMessageError(f"attachment content_id {value!r} is not printable ASCII without spaces or <>")
+    return text
+
+
 def _attachment_part(attachment: Sequence[Any]) -> MIMEPart:
-    filename, mime_type, content = attachment
+    filename, mime_type, content = attachment[:3]
     if not isinstance(filename, str) or not filename:
         raise MalformedMessageError("attachment filename must be a non-empty string")
     _check_text(filename, "attachment filename")
     if not isinstance(content, bytes | bytearray | memoryview):
         raise MalformedMessageError(f"attachment {filename!r} content must be bytes")
+    content_id = _content_id(attachment)
+    given_disposition = attachment[4] if len(attachment) > 4 else None
+    disposition_type = given_disposition or ("inline" if content_id else "attachment")
+    if disposition_type not in ("inline", "attachment"):
+        raise MalformedMessageError(f"attachment {filename!r} disposition must be 'inline' or 'attachment'")
     # An unusable declared type is not worth failing the message for: it becomes a generic binary part.
     content_type = mime_type.lower() if isinstance(mime_type, str) and _MIME_TYPE.fullmatch(mime_type) else None
     part = MIMEPart(policy=_SMTP_POLICY)
     type_value = f"{content_type or 'application/octet-stream'}; {_mime_param('name', filename)}"
-    disposition = f"attachment; {_mime_param('filename', filename)}"
+    disposition = f"{disposition_type}; {_mime_param('filename', filename)}"
     part["Content-Type"] = _WireHeader("Content-Type", type_value, _fold("Content-Type", type_value))
     part["Content-Disposition"] = _WireHeader(
         "Content-Disposition", disposition, _fold("Content-Disposition", disposition)
     )
-    part["Content-Transfer-Encoding"] = _raw_header("Content-Transfer-Encoding", "base64")
-    part.set_payload(base64.encodebytes(bytes(content)).decode("ascii"))
+    if content_id:
+        part["Content-ID"] = _WireHeader("Content-ID", f"<{content_id}>", _fold("Content-ID", f"<{content_id}>"))
+    if content_type == "message/rfc822":
+        transfer_encoding, text = _message_payload(filename, bytes(content))
+    else:
+        transfer_encoding, text = "base64", base64.encodebytes(bytes(content)).decode("ascii")
+    part["Content-Transfer-Encoding"] = _raw_header("Content-Transfer-Encoding", transfer_encoding)
+    part.set_payload(text)
     return part
+
+
+def _message_payload(filename: str, content: bytes) -> tuple[str, str]:
+    """A ``message/rfc822`` part as it is (RFC 2046 5.2.1: only 7bit, 8bit or binary, never base64), with
+    CRLF line ends; 8-bit bytes are carried as they are (surrogate escapes for the byte generator)."""
+    lines = _NEWLINES.sub("\n", content.decode("ascii", "surrogateescape")).split("\n")
+    if any(len(line.encode("ascii", "surrogateescape")) > _HARD_MAX_LINE for line in lines):
+        raise MalformedMessageError(
+            f"attachment {filename!r}: a message/rfc822 part with a line over {_HARD_MAX_LINE} characters cannot "
+            "be sent (RFC 2046 forbids encoding it); attach it as application/octet-stream")
+    text = "\r\n".join(lines)
+    if not text.endswith("\r\n"):
+        text += "\r\n"
+    return ("7bit" if content.isascii() else "8bit"), text
 
 
 def _fill_body(msg: EmailMessage, payload: Mapping[str, Any], attachments: Sequence[Any]) -> None:
@@ -547,7 +622,11 @@ def _fill_body(msg: EmailMessage, payload: Mapping[str, Any], attachments: Seque
     if html_body is not None and content_type == "html":
         raise MalformedMessageError("html_body is the HTML alternative of a plain body: content_type must be 'plain'")
 
-    content: MIMEPart = msg if not attachments else MIMEPart(policy=_SMTP_POLICY)
+    parts = [_attachment_part(item) for item in attachments]
+    has_html = html_body is not None or content_type == "html"
+    related = [part for part in parts if has_html and part["Content-ID"] is not None]
+    mixed = [part for part in parts if not (has_html and part["Content-ID"] is not None)]
+    content: MIMEPart = msg if not parts else MIMEPart(policy=_SMTP_POLICY)
     if html_body is None:
         _fill_text(content, body, content_type)
     else:
@@ -555,8 +634,12 @@ def _fill_body(msg: EmailMessage, payload: Mapping[str, Any], attachments: Seque
         _fill_text(plain, body, "plain")
         _fill_text(html, html_body, "html")
         _fill_multipart(content, "alternative", [plain, html])
-    if attachments:
-        _fill_multipart(msg, "mixed", [content, *(_attachment_part(item) for item in attachments)])
+    if related:  # the HTML and the images it shows as cid: (RFC 2387); its type names the root part
+        root_type = "multipart/alternative" if html_body is not None else "text/html"
+        root, content = content, (msg if not mixed else MIMEPart(policy=_SMTP_POLICY))
+        _fill_multipart(content, "related", [root, *related], type_param=root_type)
+    if mixed:
+        _fill_multipart(msg, "mixed", [content, *mixed])
 
 
 def build_email(
@@ -581,13 +664,19 @@ def build_email(
         raise MalformedMessageError("no recipients (to, cc and bcc are all empty)")
     reply_to = parse_mailboxes(payload.get("reply_to"), field="reply_to")
     custom = check_custom_headers(payload.get("headers"))
-    when = now or datetime.now(UTC)
+    given = {name.lower(): value for name, value in custom.items() if name.lower() in CHECKED_HEADERS}
+    when = _custom_date(given["date"]) if "date" in given else now or datetime.now(UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    on_behalf = _single_mailbox(given["sender"], "headers['Sender']") if "sender" in given else None
+    addresses = [sender, *to, *cc, *reply_to, *([on_behalf] if on_behalf else [])]
+    utf8 = any(not mailbox.addr_spec.isascii() for mailbox in addresses)
 
-    msg = EmailMessage(policy=_SMTP_POLICY)
+    msg = EmailMessage(policy=_SMTPUTF8_POLICY if utf8 else _SMTP_POLICY)
     msg["Date"] = _raw_header("Date", format_datetime(when))
     msg["From"] = _address_header("From", [sender])
+    if on_behalf is not None:
+        msg["Sender"] = _address_header("Sender", [on_behalf])
     if to:
         msg["To"] = _address_header("To", to)
     if cc:
@@ -599,12 +688,25 @@ def build_email(
     msg["Message-ID"] = _WireHeader("Message-ID", msg_id, _fold("Message-ID", msg_id))
     msg["X-Mail-Proxy-ID"] = _unstructured("X-Mail-Proxy-ID", f"{tenant_id}/{message_id}", "message id")
     for name, value in custom.items():
-        msg[name] = _unstructured(name, value, f"headers[{name!r}]")
+        if name.lower() not in CHECKED_HEADERS:
+            msg[name] = _unstructured(name, value, f"headers[{name!r}]")
     msg["MIME-Version"] = _raw_header("MIME-Version", "1.0")
     _fill_body(msg, payload, attachments)
     return msg
 
 
 def message_bytes(msg: EmailMessage) -> bytes:
-    """The message as SMTP ``DATA``: CRLF line ends, 7-bit headers (the SMTP client dot-stuffs)."""
-    return msg.as_bytes(policy=_SMTP_POLICY)
+    """The message as SMTP ``DATA``: CRLF line ends, 7-bit headers but UTF-8 addresses (the SMTP client
+    dot-stuffs, and asks for SMTPUTF8 when the headers are not ASCII)."""
+    out = BytesIO()
+    policy = msg.policy if isinstance(msg.policy, _SmtpPolicy) else _SMTP_POLICY
+    _WireGenerator(out, mangle_from_=False, policy=policy).flatten(msg, unixfrom=False)
+    return out.getvalue()
+
+
+class _WireGenerator(BytesGenerator):
+    """Writes an 8-bit ``message/rfc822`` payload (kept as surrogate escapes) back as its bytes; the
+    stdlib's generator would refuse it."""
+
+    def _encode(self, s: str) -> bytes:
+        return s.encode("ascii", "surrogateescape")

@@ -13,7 +13,8 @@ Classification happens in one place, :func:`classify_smtp_failure`:
   (a retry can still reach those).
 * permanent (:class:`SmtpPermanentError`, fail now): 5xx replies, authentication failures, TLS and
   certificate failures, a server without STARTTLS in ``starttls`` mode, every recipient refused with
-  5xx, a malformed envelope, a message over the server's SIZE, a host the address guard refuses.
+  5xx, a malformed envelope, a message over the server's SIZE, a host the address guard refuses, a
+  message that needs SMTPUTF8 (a UTF-8 address in the envelope or the headers) at a server without it.
 
 The host goes through :mod:`mail_proxy.address_guard` (resolved once, private/reserved addresses refused
 unless the settings' ``address_policy`` allows them, the socket connected to the checked address, TLS
@@ -415,18 +416,26 @@ class SmtpConnection:
         :class:`SmtpTemporaryError` or :class:`SmtpPermanentError` otherwise (a deadline reached is
         temporary: the connection is closed, the message may be retried).
         """
-        self._check_envelope(envelope_from, recipients, data)
-        options = ""
         smtp = self._smtp
+        utf8 = self._needs_smtputf8(envelope_from, recipients, data)
+        if utf8 and smtp is not None and not (smtp.does_esmtp and smtp.has_extn("smtputf8")):
+            raise SmtpPermanentError("the server does not offer SMTPUTF8, which an address with a non-ASCII "
+                                     "local part needs (RFC 6531); send to an ASCII address or through another "
+                                     "account")
+        self._check_envelope(envelope_from, recipients, data, utf8=utf8)
+        options = ""
         if smtp is not None and smtp.does_esmtp:
             if smtp.has_extn("size"):
                 options += f" SIZE={len(data)}"
             if not data.isascii() and smtp.has_extn("8bitmime"):
                 options += " BODY=8BITMIME"
+            if utf8:
+                options += " SMTPUTF8"
         try:
             if smtp is None or smtp.sock is None:
                 raise smtplib.SMTPServerDisconnected("the connection is not open")
             set_deadline(smtp.sock, deadline_after(self.settings.timeout, deadline))
+            smtp.command_encoding = "utf-8" if utf8 else "ascii"  # what smtplib's own sendmail does
             commands = [f"MAIL FROM:<{envelope_from}>{options}"]
             commands += [f"RCPT TO:<{recipient}>" for recipient in recipients]
             commands.append("DATA")
@@ -458,11 +467,20 @@ class SmtpConnection:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _check_envelope(self, envelope_from: str, recipients: Sequence[str], data: bytes) -> None:
+    @staticmethod
+    def _needs_smtputf8(envelope_from: str, recipients: Sequence[str], data: bytes) -> bool:
+        """A UTF-8 address in the envelope, or in the headers (which mime keeps 7-bit otherwise)."""
+        if not all(address.isascii() for address in (envelope_from, *recipients)):
+            return True
+        end = data.find(b"\r\n\r\n")
+        return not data[: end if end >= 0 else len(data)].isascii()
+
+    def _check_envelope(self, envelope_from: str, recipients: Sequence[str], data: bytes, *,
+                        utf8: bool = False) -> None:
         if not recipients:
             raise SmtpPermanentError("malformed envelope: no recipients")
         for address in (envelope_from, *recipients):
-            if not address.isascii() or _UNSAFE_IN_ADDRESS.search(address):
+            if (not utf8 and not address.isascii()) or _UNSAFE_IN_ADDRESS.search(address):
                 raise SmtpPermanentError(f"malformed envelope address {address!r} (ASCII without <, > or spaces)")
         if self.max_size is not None and len(data) > self.max_size:
             raise SmtpPermanentError(
