@@ -48,7 +48,7 @@ def test_tenant_commands_round_trip_with_parseable_json(stack_cli: Cli) -> None:
     key = stack_cli("local", "tenants", "api-key", tenant_id, "--json").json()["api_key"]
     assert key and key != created.json()["api_key"]
     assert stack_cli("local", "tenants", "api-key", tenant_id, "--revoke").code == 0
-    assert stack_cli("local", "tenants", "delete", tenant_id).code == 1  # no --yes, no terminal to ask on
+    assert stack_cli("local", "tenants", "delete", tenant_id).code == 2  # no --yes, no terminal to ask on
     assert stack_cli("local", "tenants", "delete", tenant_id, "--yes").code == 0
     assert stack_cli("local", "tenants", "show", tenant_id).code == 3
 
@@ -60,14 +60,14 @@ def test_a_tenant_profile_saved_at_creation_acts_for_that_tenant_only(stack_cli:
     assert added.code == 0 and "API key (shown only now)" in added.stdout
     assert stack_cli(tenant_id, tenant_id, "accounts", "list").code == 0
     refused = stack_cli(tenant_id, other, "accounts", "list")
-    assert refused.code == 2 and "may not act for tenant" in refused.stderr
-    assert stack_cli(tenant_id, "tenants", "list").code == 2
+    assert refused.code == 6 and "may not act for tenant" in refused.stderr
+    assert stack_cli(tenant_id, "tenants", "list").code == 6
 
 
-def test_a_bad_token_exits_2_with_a_clear_message(stack_cli: Cli, local_stack: RunningStack) -> None:
+def test_a_bad_token_exits_6_with_a_clear_message(stack_cli: Cli, local_stack: RunningStack) -> None:
     stack_cli("profile", "add", "wrong", "--url", local_stack.api_url, "--token", "not-the-token-at-all")
     result = stack_cli("wrong", "tenants", "list")
-    assert result.code == 2
+    assert result.code == 6
     assert "401" in result.stderr and "token" in result.stderr.lower() and result.stdout == ""
 
 
@@ -99,7 +99,7 @@ def test_accounts_add_reads_the_password_from_stdin_and_never_prints_it(stack_cl
 def test_accounts_add_without_a_terminal_asks_for_password_stdin(stack_cli: Cli, sink_tenant: SinkTenant) -> None:
     result = stack_cli("local", sink_tenant.tenant_id, "accounts", "add", "--id", "x", "--host", "smtp.example.com",
                        "--port", "587", "--user", "u@example.com")
-    assert result.code == 1 and "--password-stdin" in result.stderr
+    assert result.code == 2 and "--password-stdin" in result.stderr
 
 
 def test_the_password_prompt_does_not_echo(stack_cli: Cli, sink_tenant: SinkTenant) -> None:

@@ -52,7 +52,7 @@ class ProgressLine:
             self._done = done
         if note is not None:
             self._note = note
-        self._draw(force=force)
+        self._draw(force=force or (self._total is not None and self._done >= self._total))
 
     def advance(self, count: int = 1) -> None:
         self.update(self._done + count)
@@ -79,12 +79,11 @@ class ProgressLine:
             filled = min(BAR_WIDTH, BAR_WIDTH * self._done // self._total)
             bar = "#" * filled + "-" * (BAR_WIDTH - filled)
             percent = min(100, 100 * self._done // self._total)
-            text = f"{self._label} [{bar}] {self._done:,}/{self._total:,} ({percent}%)"
+            text = f"{self._label} [{bar}] {self._done:,}/{self._total:,} ({percent}%, {elapsed:.0f} s)"
         else:
-            text = f"{self._label} {self._done:,}" if self._done else self._label
-        text += f" {elapsed:.0f} s"
+            text = (f"{self._label}: {self._done:,}" if self._done else self._label) + f" ({elapsed:.0f} s)"
         if self._note:
-            text += f" {self._note}"
+            text += f": {self._note}"
         width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
         return text if len(text) <= width else text[: width - 1] + "…"
 
