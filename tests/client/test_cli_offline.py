@@ -199,7 +199,10 @@ def test_usage_errors_print_json_with_json(cli: Cli) -> None:
     for argv in (["--json", "tenats", "list"], ["profile", "add", "p", "--json"]):
         result = cli(*argv)
         assert result.code == 2 and result.json()["ok"] is False and result.json()["error"], argv
-    assert "did you mean 'tenants'" in cli("--json", "tenats").json()["error"]
+    assert cli("--json", "tenats").json()["error"] == "unknown command 'tenats'; did you mean 'tenants'? (see " \
+                                                     "mail-proxy --help)"
+    assert cli("--json").json()["error"] == "a command is required"
+    assert cli("--json", "profile", "ad").json()["error"].endswith("did you mean 'add'?")
 
 
 def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -335,6 +338,20 @@ def test_messages_list_all_counts_what_it_has_read_on_a_terminal(monkeypatch: py
     assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["a", "b", "c"]
 
 
+def test_send_wait_shows_the_status_it_waits_on_on_a_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               fake_api: FakeApi) -> None:
+    monkeypatch.setattr(cli_module, "MailProxyClient", NoWaitClient)
+    monkeypatch.setattr(progress, "REDRAW_SECONDS", 0.0)
+    fake_api.answer(200, {"tenant_id": "acme"}).answer(200, {"accounts": [{"id": "main"}]})
+    fake_api.answer(200, {"ok": True, "queued": 1, "rejected": []})
+    fake_api.answer(200, {"id": "w1", "status": "pending"}).answer(200, {"id": "w1", "status": "sent"})
+    result = run_in_process(["acme", "send", "--id", "w1", "--to", "a@example.org", "--subject", "s", "--body", "b",
+                             "--from", "s@example.com", "--wait", "30"], monkeypatch, tmp_path, terminal=True,
+                            env={"MAIL_PROXY_URL": fake_api.url, "MAIL_PROXY_TOKEN": "t"})
+    assert result.code == 0 and "Sent 'w1'" in result.stdout
+    assert "Waiting for 'w1' (0 s): pending" in result.stderr
+
+
 # ----------------------------------------------------------------------------- completion
 
 
@@ -439,6 +456,26 @@ def test_a_chunk_that_keeps_failing_stops_the_run_and_names_what_was_not_submitt
                             monkeypatch, tmp_path, env={"MAIL_PROXY_URL": fake_api.url, "MAIL_PROXY_TOKEN": "t"})
     assert result.code == 5
     assert "Queued 1 of 3" in result.stdout and "Not submitted 2, from 'm1' on: 500 broken." in result.stdout
+
+
+def test_a_chunk_too_large_for_the_proxy_is_split_in_halves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             fake_api: FakeApi) -> None:
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps({"messages": [{"id": f"m{n}", "account_id": "main", "from": "s@example.com",
+                                                 "to": ["a@example.org"], "subject": "s", "body": "b"}
+                                                for n in range(3)]}))
+    too_large, one = {"detail": "request body larger than 10 bytes"}, {"ok": True, "queued": 1, "rejected": []}
+    fake_api.answer(200, {"tenant_id": "acme"}).answer(413, too_large).answer(200, one)  # all three; then m0
+    fake_api.answer(413, too_large).answer(200, one).answer(413, too_large)  # m1 and m2; then m1; then m2
+    result = run_in_process(["acme", "send", "--file", str(listing), "--json"], monkeypatch, tmp_path,
+                            env={"MAIL_PROXY_URL": fake_api.url, "MAIL_PROXY_TOKEN": "t"})
+    chunks = [r for r in fake_api.requests if r.path.startswith("/commands/add-messages")]
+    assert [[m["id"] for m in r.json()["messages"]] for r in chunks] == [["m0", "m1", "m2"], ["m0"], ["m1", "m2"],
+                                                                          ["m1"], ["m2"]]
+    assert result.code == 4
+    summary = json.loads(result.stdout)
+    assert summary["queued"] == 2 and summary["rejected"] == [
+        {"id": "m2", "reason": "too large: request body larger than 10 bytes"}]
 
 
 def test_a_bad_messages_file_is_a_usage_error_naming_the_fault(cli: Cli, tmp_path: Path, fake_api: FakeApi) -> None:

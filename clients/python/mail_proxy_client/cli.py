@@ -1090,7 +1090,7 @@ def _known_profiles() -> list[str]:
 
 def _unknown_command(words: list[str]) -> UsageError:
     if not words:
-        return UsageError(top_parser().format_help())
+        return UsageError(f"{top_parser().format_help()}\nmail-proxy: error: a command is required")
     profiles = _known_profiles()
     pools = [(*TOP_COMMANDS, *PROFILE_COMMANDS, *TENANT_COMMANDS), (*PROFILE_COMMANDS, *TENANT_COMMANDS),
              TENANT_COMMANDS]
@@ -1206,9 +1206,11 @@ def dispatch(argv: Sequence[str], opened: list[Context] | None = None) -> Exit:
 
 
 def _fail_usage(message: str, wants_json: bool) -> Exit:
+    """A usage error on standard error; with --json also ``{"ok": false, "error": ...}`` on standard output
+    (the error line without its ``PROG: error:`` prefix)."""
     if wants_json:
-        print(as_json({"ok": False, "error": message.splitlines()[-1].removeprefix("mail-proxy: error: ")
-                       if message.strip() else message, "exit_code": int(Exit.USAGE)}))
+        lines = [line for line in message.splitlines() if ": error: " in line] or [message]
+        print(as_json({"ok": False, "error": lines[-1].split(": error: ", 1)[-1], "exit_code": int(Exit.USAGE)}))
     print(message, file=sys.stderr)
     return Exit.USAGE
 
