@@ -227,3 +227,28 @@ def test_suppressions_add_list_remove(stack_cli: Cli, sink_tenant: SinkTenant) -
     assert "gone@example.org" in stack_cli("local", tenant, "suppressions", "list").stdout
     assert stack_cli("local", tenant, "suppressions", "remove", "gone@example.org").code == 0
     assert stack_cli("local", tenant, "suppressions", "list", "--json").json() == []
+
+
+def test_a_csv_list_is_queued_through_the_stack_with_its_rejections_summarised(stack_cli: Cli, tmp_path: Path,
+                                                                               sink_tenant: SinkTenant) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("id,to,cc,subject,body,html\n"
+                       'bulk-1,"ada@example.org; ""Lovelace, Ada"" <ada2@example.org>",,One,first,\n'
+                       "bulk-2,bob@example.org,carol@example.org,Two,,<p>second</p>\n"
+                       "bulk-3,nobody,,Three,third,\n")
+    result = stack_cli("--json", "local", sink_tenant.tenant_id, "send", "--file", str(listing), "--from",
+                       "shop@example.com", "--batch-code", "bulk")
+    assert result.code == 4, result.output
+    summary = result.json()
+    assert summary["total"] == 3 and summary["queued"] == 2 and summary["chunks"] == 1
+    assert [item["id"] for item in summary["rejected"]] == ["bulk-3"]
+    listed = stack_cli("local", sink_tenant.tenant_id, "messages", "list", "--all", "--json").json()
+    statuses = {m["id"]: m["status"] for m in listed if m.get("batch_code") == "bulk"}
+    assert statuses["bulk-3"] == "error" and statuses["bulk-1"] != "error" and statuses["bulk-2"] != "error"
+
+
+def test_a_tenant_command_takes_its_connection_from_the_environment(stack_cli: Cli, local_stack: RunningStack,
+                                                                     sink_tenant: SinkTenant) -> None:
+    env = {"MAIL_PROXY_URL": local_stack.api_url, "MAIL_PROXY_TOKEN": sink_tenant.api_key}
+    listed = stack_cli(sink_tenant.tenant_id, "accounts", "list", "--json", env=env)
+    assert listed.code == 0 and [a["id"] for a in listed.json()] == ["sink"]
