@@ -109,7 +109,7 @@ GLOBAL_FLAGS = ("--json",)
 GLOBAL_VALUES = ("--url", "--token", "--timeout", "--retries")
 WAIT_SECONDS = 60.0
 COMPLETE_COMMAND = "__complete"
-INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'(?P<hint>.*?) \(choose from (.*)\)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -122,8 +122,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         mistyped = INVALID_CHOICE.search(message)
-        if mistyped:
-            message += suggestion(mistyped.group(1), re.findall(r"'([^']*)'", mistyped.group(2)))
+        if mistyped and "maybe you meant" not in mistyped.group("hint"):  # Python 3.14 may suggest itself
+            choices = [choice.strip().strip("'") for choice in mistyped.group(3).split(",")]
+            message += suggestion(mistyped.group(1), choices)
         raise UsageError(f"{self.format_usage().strip()}\n{self.prog}: error: {message}")
 
 
@@ -236,7 +237,8 @@ def top_parser(*, full: bool = True) -> Parser:
                     epilog=f"{CONNECTION_HELP}\n\n{EXIT_CODES}\n\n"
                            "Every command has --help with an example: mail-proxy PROFILE TENANT send --help.")
     parser.add_argument("--version", action="version", version=f"mail-proxy {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, help=argparse.SUPPRESS,
+                                     prog="mail-proxy")
     commands.add_parser("keygen", help="print a new encryption key (base64 of 32 random bytes)", parents=[_common()])
 
     start = commands.add_parser("start", help="run the local stack (python -m local in the repository)",
@@ -425,8 +427,12 @@ def command_help(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def with_examples(parser: Parser, path: tuple[str, ...] = ()) -> Parser:
-    """Adds each command's example (``EXAMPLES``) to the end of its help, through the whole tree."""
+    """Adds each command's example (``EXAMPLES``) to the end of its help, and its one-line help to the top,
+    through the whole tree."""
+    helps = command_help(parser)
     for name, child in subcommands(parser).items():
+        if not child.description and helps.get(name):
+            child.description = helps[name][:1].upper() + helps[name][1:] + "."
         example = EXAMPLES.get((*path, name))
         if example:
             text = "example" + ("s" if "\n" in example else "") + ":\n  " + example.replace("\n", "\n  ")
