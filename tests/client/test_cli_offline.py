@@ -262,6 +262,12 @@ def test_without_profile_or_environment_the_error_names_both(cli: Cli) -> None:
     assert result.code == 2 and "MAIL_PROXY_URL" in result.stderr and "PROFILE" in result.stderr
 
 
+def test_a_profile_without_a_tenant_before_a_tenant_command_is_told_to_name_the_tenant(cli: Cli) -> None:
+    cli("profile", "add", "prod", "--url", "http://127.0.0.1:1", "--token", "t0123456789")
+    result = cli("prod", "send", "--to", "a@example.org")
+    assert result.code == 2 and "'prod' is a profile: name the tenant after it" in result.stderr
+
+
 def test_a_tenant_command_with_the_environment_takes_the_first_word_as_the_tenant(cli: Cli, fake_api: FakeApi) -> None:
     fake_api.answer(200, {"tenant_id": "acme"}).answer(200, {"accounts": []})
     result = cli("acme", "accounts", "list", env={"MAIL_PROXY_URL": fake_api.url, "MAIL_PROXY_TOKEN": "t"})

@@ -1204,6 +1204,10 @@ def dispatch(argv: Sequence[str], opened: list[Context] | None = None) -> Exit:
         ctx = Context(args, connection(found.profile, args), prefix=prefix)
         opened.append(ctx)
         return PROFILE_HANDLERS[args.command](ctx)
+    if (found.profile is None and not os.environ.get("MAIL_PROXY_URL") and not os.environ.get("MAIL_PROXY_PROFILE")
+            and found.tenant in _known_profiles()):
+        raise UsageError(f"mail-proxy: error: '{found.tenant}' is a profile: name the tenant after it "
+                         f"(mail-proxy {found.tenant} TENANT {found.args[0]} ...)")
     args = with_examples(tenant_parser(found.profile or "", found.tenant or "")).parse_args(found.args)
     ctx = Context(args, connection(found.profile, args), found.tenant, prefix=prefix)
     opened.append(ctx)
