@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -390,18 +391,30 @@ def test_completion_follows_the_command_tree(monkeypatch: pytest.MonkeyPatch, tm
     assert cli_module.complete(["--json", "prod", "acme", "send"], "--ch") == ["--chunk-size"]
 
 
-def test_bash_completes_through_the_command(cli: Cli, tmp_path: Path) -> None:
+# Each shell's script loaded, the words of a half-typed command line given, and what it offers printed.
+SHELL_RUNS = {
+    "bash": ["bash", "-c", 'source "$1"; COMP_WORDS=(mail-proxy prod acme messages li); COMP_CWORD=4; '
+             '_mail_proxy_complete; printf "%s\\n" "${COMPREPLY[@]}"', "bash"],
+    "zsh": ["zsh", "-f", "-c", 'compdef() { :; }; compadd() { [[ $1 == -- ]] && shift; print -l -- "$@"; }; '
+            'source "$1"; words=(mail-proxy prod acme messages li); CURRENT=5; _mail_proxy', "zsh"],
+    "fish": ["fish", "-N", "-c", 'source $argv[1]; complete -C"mail-proxy prod acme messages li"'],
+}
+
+
+@pytest.mark.parametrize("shell", sorted(SHELL_RUNS))
+def test_each_shell_completes_through_the_command(cli: Cli, tmp_path: Path, shell: str) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
     cli("profile", "add", "prod", "--url", "https://mail.example.com", "--token", "t0123456789")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "mail-proxy"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m mail_proxy_client.cli "$@"\n')
     wrapper.chmod(0o755)
-    program = (f"{cli('completion', 'bash').stdout}\n"
-               "COMP_WORDS=(mail-proxy prod acme messages li); COMP_CWORD=4; _mail_proxy_complete\n"
-               'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    script = tmp_path / f"completion.{shell}"
+    script.write_text(cli("completion", shell).stdout)
     env = client_environment(cli.home, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    done = subprocess.run(["bash", "-c", program], env=env, text=True, capture_output=True, timeout=60)
+    done = subprocess.run([*SHELL_RUNS[shell], str(script)], env=env, text=True, capture_output=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == ["list"], done.stderr
 
 

@@ -754,7 +754,7 @@ def cmd_messages(ctx: Context) -> Exit:
             summary = fields(_message_row(record), skip=("message", "history", "detail"))
             submitted = dict(record.get("message") or {})
             if submitted.get("attachments"):
-                submitted["attachments"] = [attachment_line(a) for a in submitted["attachments"]]
+                submitted["attachments"] = "; ".join(attachment_line(a) for a in submitted["attachments"])
             content = fields(submitted, [k for k in ("from", "to", "cc", "subject", "attachments")
                                          if k in submitted])
             history = table(record.get("history") or [], HISTORY_COLUMNS)

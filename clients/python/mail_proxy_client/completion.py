@@ -60,7 +60,7 @@ function __mail_proxy_complete
     set -l candidates (mail-proxy __complete $words (commandline -ct) 2>/dev/null)
     if test "$candidates[1]" = "__files__"
         __fish_complete_path (commandline -ct)
-    else
+    else if set -q candidates[1]
         printf '%s\n' $candidates
     end
 end
