@@ -27,6 +27,10 @@ if not hasattr(tests.conftest, "local_stack"):
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SOURCE = REPO / "clients" / "python"
 CLI_TIMEOUT_SECONDS = 90
+# The connection variables of the command line: a test sets them itself, never inherits them.
+CONNECTION_VARIABLES = ("MAIL_PROXY_URL", "MAIL_PROXY_TOKEN", "MAIL_PROXY_PROFILE")
+if str(CLIENT_SOURCE) not in sys.path:  # in-process tests import this checkout's client, not an installed one
+    sys.path.insert(0, str(CLIENT_SOURCE))
 
 
 @dataclass
@@ -46,7 +50,7 @@ class CliResult:
 def client_environment(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a command-line run: its own profile directory, the client importable even
     without the editable install."""
-    environment = dict(os.environ)
+    environment = {name: value for name, value in os.environ.items() if name not in CONNECTION_VARIABLES}
     environment["MAIL_PROXY_HOME"] = str(home)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLIENT_SOURCE), environment.get("PYTHONPATH")]))
     environment.update(extra)
@@ -59,10 +63,11 @@ class Cli:
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    def __call__(self, *args: str, stdin: str | None = None, timeout: float = CLI_TIMEOUT_SECONDS) -> CliResult:
+    def __call__(self, *args: str, stdin: str | None = None, timeout: float = CLI_TIMEOUT_SECONDS,
+                 env: dict[str, str] | None = None) -> CliResult:
         done = subprocess.run([sys.executable, "-m", "mail_proxy_client.cli", *args], input=stdin if stdin is not None
                               else "", capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                              env=client_environment(self.home))
+                              env=client_environment(self.home, **(env or {})))
         return CliResult(done.returncode, done.stdout, done.stderr)
 
 

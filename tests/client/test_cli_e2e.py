@@ -48,7 +48,7 @@ def test_tenant_commands_round_trip_with_parseable_json(stack_cli: Cli) -> None:
     key = stack_cli("local", "tenants", "api-key", tenant_id, "--json").json()["api_key"]
     assert key and key != created.json()["api_key"]
     assert stack_cli("local", "tenants", "api-key", tenant_id, "--revoke").code == 0
-    assert stack_cli("local", "tenants", "delete", tenant_id).code == 1  # no --yes, no terminal to ask on
+    assert stack_cli("local", "tenants", "delete", tenant_id).code == 2  # no --yes, no terminal to ask on
     assert stack_cli("local", "tenants", "delete", tenant_id, "--yes").code == 0
     assert stack_cli("local", "tenants", "show", tenant_id).code == 3
 
@@ -60,14 +60,14 @@ def test_a_tenant_profile_saved_at_creation_acts_for_that_tenant_only(stack_cli:
     assert added.code == 0 and "API key (shown only now)" in added.stdout
     assert stack_cli(tenant_id, tenant_id, "accounts", "list").code == 0
     refused = stack_cli(tenant_id, other, "accounts", "list")
-    assert refused.code == 2 and "may not act for tenant" in refused.stderr
-    assert stack_cli(tenant_id, "tenants", "list").code == 2
+    assert refused.code == 6 and "may not act for tenant" in refused.stderr
+    assert stack_cli(tenant_id, "tenants", "list").code == 6
 
 
-def test_a_bad_token_exits_2_with_a_clear_message(stack_cli: Cli, local_stack: RunningStack) -> None:
+def test_a_bad_token_exits_6_with_a_clear_message(stack_cli: Cli, local_stack: RunningStack) -> None:
     stack_cli("profile", "add", "wrong", "--url", local_stack.api_url, "--token", "not-the-token-at-all")
     result = stack_cli("wrong", "tenants", "list")
-    assert result.code == 2
+    assert result.code == 6
     assert "401" in result.stderr and "token" in result.stderr.lower() and result.stdout == ""
 
 
@@ -99,7 +99,7 @@ def test_accounts_add_reads_the_password_from_stdin_and_never_prints_it(stack_cl
 def test_accounts_add_without_a_terminal_asks_for_password_stdin(stack_cli: Cli, sink_tenant: SinkTenant) -> None:
     result = stack_cli("local", sink_tenant.tenant_id, "accounts", "add", "--id", "x", "--host", "smtp.example.com",
                        "--port", "587", "--user", "u@example.com")
-    assert result.code == 1 and "--password-stdin" in result.stderr
+    assert result.code == 2 and "--password-stdin" in result.stderr
 
 
 def test_the_password_prompt_does_not_echo(stack_cli: Cli, sink_tenant: SinkTenant) -> None:
@@ -227,3 +227,28 @@ def test_suppressions_add_list_remove(stack_cli: Cli, sink_tenant: SinkTenant) -
     assert "gone@example.org" in stack_cli("local", tenant, "suppressions", "list").stdout
     assert stack_cli("local", tenant, "suppressions", "remove", "gone@example.org").code == 0
     assert stack_cli("local", tenant, "suppressions", "list", "--json").json() == []
+
+
+def test_a_csv_list_is_queued_through_the_stack_with_its_rejections_summarised(stack_cli: Cli, tmp_path: Path,
+                                                                               sink_tenant: SinkTenant) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("id,to,cc,subject,body,html\n"
+                       'bulk-1,"ada@example.org; ""Lovelace, Ada"" <ada2@example.org>",,One,first,\n'
+                       "bulk-2,bob@example.org,carol@example.org,Two,,<p>second</p>\n"
+                       "bulk-3,nobody,,Three,third,\n")
+    result = stack_cli("--json", "local", sink_tenant.tenant_id, "send", "--file", str(listing), "--from",
+                       "shop@example.com", "--batch-code", "bulk")
+    assert result.code == 4, result.output
+    summary = result.json()
+    assert summary["total"] == 3 and summary["queued"] == 2 and summary["chunks"] == 1
+    assert [item["id"] for item in summary["rejected"]] == ["bulk-3"]
+    listed = stack_cli("local", sink_tenant.tenant_id, "messages", "list", "--all", "--json").json()
+    statuses = {m["id"]: m["status"] for m in listed if m.get("batch_code") == "bulk"}
+    assert statuses["bulk-3"] == "error" and statuses["bulk-1"] != "error" and statuses["bulk-2"] != "error"
+
+
+def test_a_tenant_command_takes_its_connection_from_the_environment(stack_cli: Cli, local_stack: RunningStack,
+                                                                     sink_tenant: SinkTenant) -> None:
+    env = {"MAIL_PROXY_URL": local_stack.api_url, "MAIL_PROXY_TOKEN": sink_tenant.api_key}
+    listed = stack_cli(sink_tenant.tenant_id, "accounts", "list", "--json", env=env)
+    assert listed.code == 0 and [a["id"] for a in listed.json()] == ["sink"]

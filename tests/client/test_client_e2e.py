@@ -184,3 +184,13 @@ def test_a_suppressed_address_is_listed_until_removed(local_stack: RunningStack,
         ("gone@example.org", "manual", "asked to stop")]
     shop.remove_suppression("gone@example.org")
     assert list(shop.iter_suppressions()) == []
+
+
+def test_add_messages_with_the_admin_token_and_no_tenant_raises_like_get_message(local_stack: RunningStack,
+                                                                                 sink_tenant: SinkTenant) -> None:
+    admin = MailProxyClient(local_stack.api_url, local_stack.admin_token)
+    with pytest.raises(ValidationFailed, match="tenant_id is required"):
+        admin.get_message("anything")
+    with pytest.raises(ValidationFailed, match="tenant_id is required with the admin token: pass"):
+        admin.add_messages([message(unique("no-tenant"))])
+    assert admin.add_messages([message(unique("with-tenant"))], tenant_id=sink_tenant.tenant_id)["queued"] == 1

@@ -199,3 +199,25 @@ def test_retry_after_may_be_seconds_or_an_http_date() -> None:
 def test_a_base_url_without_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="http"):
         MailProxyClient("127.0.0.1:8000", "t")
+
+
+def test_add_messages_without_a_tenant_for_the_admin_token_raises_instead_of_answering_ok(fake_api: FakeApi) -> None:
+    reason = "tenant_id is required with the admin token"
+    fake_api.answer(200, {"ok": True, "queued": 0, "rejected": [{"id": "a", "reason": reason},
+                                                                {"id": "b", "reason": reason}]})
+    with pytest.raises(ValidationFailed, match="tenant_id is required with the admin token: pass add_messages"):
+        client(fake_api, Sleeps()).add_messages([{"id": "a"}, {"id": "b"}])
+
+
+def test_add_messages_with_a_tenant_returns_its_rejections(fake_api: FakeApi) -> None:
+    answer = {"ok": True, "queued": 0, "rejected": [{"id": "a", "reason": "to: 'x' is not an e-mail address"}]}
+    fake_api.answer(200, answer)
+    assert client(fake_api, Sleeps()).add_messages([{"id": "a"}], tenant_id="acme") == answer
+
+
+def test_each_retry_is_reported_before_its_wait(fake_api: FakeApi) -> None:
+    seen: list[tuple[int | None, int]] = []
+    fake_api.answer(503, {"detail": "busy"}).answer(429, {"detail": "slow"}).answer(200, {"status": "ok"})
+    api = MailProxyClient(fake_api.url, "t", sleep=Sleeps(),
+                          on_retry=lambda error, delay, number: seen.append((error.status, number)))
+    assert api.health() == {"status": "ok"} and seen == [(503, 1), (429, 2)]

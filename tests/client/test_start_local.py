@@ -52,7 +52,7 @@ def test_in_the_background_it_runs_once_and_stop_ends_it(tmp_path: Path) -> None
         assert is_stack_process(pid)
         assert cli("bg", "health").code == 0
         again = cli(*start)
-        assert again.code == 1 and "already running" in again.stderr
+        assert again.code == 2 and "already running" in again.stderr
     finally:
         stopped = cli("stop", "local", "--state-dir", str(state))
     assert stopped.code == 0, stopped.output

@@ -29,6 +29,7 @@ from mail_proxy_client.errors import (
     MailProxyError,
     ServerError,
     Throttled,
+    ValidationFailed,
     error_for_status,
 )
 from mail_proxy_client.records import (
@@ -81,6 +82,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/suppressions"): "add_suppression",
     ("DELETE", "/suppressions/{address}"): "remove_suppression",
 }
+# The reason the proxy gives for each message of an admin-token submission that names no tenant.
+ADMIN_WITHOUT_TENANT = "tenant_id is required with the admin token"
 # Routes a client program has no use for: the public download link that rewritten messages carry.
 NOT_CLIENT_ROUTES = frozenset({("GET", "/files/{token}")})
 
@@ -133,7 +136,8 @@ class MailProxyClient:
 
     def __init__(self, base_url: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
                  retries: int = DEFAULT_RETRIES, retry_policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_retry: Callable[[MailProxyError, float, int], None] | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -141,6 +145,8 @@ class MailProxyClient:
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy(retries=retries)
         self._sleep = sleep
+        # Told of each retry before its wait: the error, the seconds it waits, the retry's number (from 1).
+        self.on_retry = on_retry
 
     def __repr__(self) -> str:
         return f"MailProxyClient({self.base_url!r})"
@@ -254,11 +260,21 @@ class MailProxyClient:
         invalid ones while the others are queued, so check it. The call carries an ``Idempotency-Key``
         (a new UUID unless ``idempotency_key`` is given), which makes its retries safe: a repeated request
         gets the first answer. Give your own key to make a retry of the *whole call* safe across processes.
+
+        With the admin token, ``tenant_id`` (or a ``tenant_id`` in every message) is required: a call that
+        names no tenant raises ``ValidationFailed``, as ``get_message`` does, instead of answering with every
+        message rejected.
         """
         body = _without_none({"messages": [dict(m) for m in messages], "default_priority": default_priority})
         key = idempotency_key or uuid.uuid4().hex
         answer = self._call("POST", "/commands/add-messages", query={"tenant_id": tenant_id}, body=body,
                             headers={"Idempotency-Key": key})
+        rejected = answer.get("rejected") or []
+        if (tenant_id is None and not answer.get("queued") and rejected
+                and all(ADMIN_WITHOUT_TENANT in str(item.get("reason", "")) for item in rejected)):
+            raise ValidationFailed(f"{ADMIN_WITHOUT_TENANT}: pass add_messages(..., tenant_id=...) "
+                                   "(nothing was queued)", status=422, method="POST",
+                                   url=self.base_url + "/commands/add-messages")
         return cast(AddMessagesResult, answer)
 
     def list_messages(self, *, tenant_id: str | None = None, status: str | None = None, active_only: bool = False,
@@ -312,13 +328,17 @@ class MailProxyClient:
 
     def wait_for_message(self, message_id: str, *, tenant_id: str | None = None,
                          statuses: Iterable[str] = FINAL_STATUSES, timeout: float = 60.0,
-                         poll_seconds: float = 0.5) -> MessageRecord:
+                         poll_seconds: float = 0.5,
+                         on_poll: Callable[[MessageRecord], None] | None = None) -> MessageRecord:
         """Polls ``get_message`` until the status is one of ``statuses`` (by default a final one) or
-        ``timeout`` passes; returns the last record either way, so check its ``status``."""
+        ``timeout`` passes; returns the last record either way, so check its ``status``. ``on_poll`` sees
+        every record read (to show progress)."""
         wanted = set(statuses)
         deadline = time.monotonic() + timeout
         while True:
             record = self.get_message(message_id, tenant_id=tenant_id)
+            if on_poll is not None:
+                on_poll(record)
             if record.get("status") in wanted or time.monotonic() >= deadline:
                 return record
             self._sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
@@ -391,6 +411,8 @@ class MailProxyClient:
                 delay = self.retry_policy.delay(attempt, error) if retry_safe else None
                 if delay is None:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(error, delay, attempt + 1)
             self._sleep(delay)
             attempt += 1
 

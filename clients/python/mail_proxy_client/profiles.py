@@ -16,8 +16,10 @@ from pathlib import Path
 HOME_VARIABLE = "MAIL_PROXY_HOME"
 PROFILES_FILE = "profiles.json"
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# First words of the command line that are commands, so they cannot be profile names.
-RESERVED_NAMES = frozenset({"keygen", "start", "stop", "profile", "profiles", "help", "version"})
+# Words of the command line that are commands, so they cannot be profile names.
+RESERVED_NAMES = frozenset({"keygen", "start", "stop", "profile", "profiles", "help", "version", "completion",
+                            "tenants", "status", "health", "command-log", "accounts", "messages", "send",
+                            "suppressions", "run-now", "suspend", "activate"})
 
 
 class ProfileError(ValueError):
