@@ -196,7 +196,7 @@ def test_a_list_scoped_unsubscribe_stops_only_that_batch(
     assert record(api, token, "m3")["status"] == "sent" and record(api, token, "m4")["status"] == "sent"
     # a second list adds to the entry; a manual entry for every message replaces it
     send(api, delivery, token, message("m5", batch_code="offers"))
-    offers = [m for m in delivered(smtp, 4) if m["X-Mail-Proxy-ID"] == "acme/m5"][0]
+    [offers] = [m for m in delivered(smtp, 4) if m["X-Mail-Proxy-ID"] == "acme/m5"]
     assert post_form(api, link_path(offers)).status == 200
     assert suppressions(api, token)[0]["lists"] == ["news", "offers"]
     assert api.post("/suppressions", token=token, body={"address": "rcpt@example.org"}).status == 201
