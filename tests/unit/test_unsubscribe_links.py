@@ -89,6 +89,18 @@ def test_no_link_for_several_recipients_and_mailto_alone_is_not_one_click() -> N
     assert mailto == ListUnsubscribe(("mailto:leave+x@acme.example?subject=unsubscribe",), one_click=False)
 
 
+def test_a_link_too_long_for_a_header_line_is_left_out_and_the_message_still_builds() -> None:
+    huge = {**PAYLOAD, "to": ["a" * 64 + "@" + ("d" * 60 + ".") * 3 + "ex"]}  # 250 characters
+    long_id = '"\\' * 64  # 128 characters, each escaped in the token
+    assert headers_for({}, huge) is not None  # a long but fitting link
+    unsubscribe = list_unsubscribe_for({"tenant_id": "t" * 64, "unsubscribe": {"mailto": "u@acme.example",
+                                                                           "per_batch": True}},
+                                       long_id, {**huge, "batch_code": "b" * 64},
+                                       public_url="https://api.example", ring=KeyRing(NEW), now=1_000)
+    assert unsubscribe == ListUnsubscribe(("mailto:u@acme.example?subject=unsubscribe",), one_click=False)
+    build_email(huge, tenant_id="t", message_id="m1", list_unsubscribe=unsubscribe)
+
+
 def test_the_built_message_carries_both_headers_and_not_the_payloads_own() -> None:
     uri = "https://api.example/unsubscribe/" + "t" * 700
     payload = {**PAYLOAD, "headers": {"List-Unsubscribe": "<https://old.example>", "X-Campaign": "c1"}}

@@ -25,9 +25,11 @@ from urllib.parse import quote
 
 from mail_proxy.crypto import KeyRing
 from mail_proxy.mime import ListUnsubscribe, MalformedMessageError, envelope_recipients
+from mail_proxy.observability import logger
 
 LINK_DAYS = 365  # how long a link in a delivered message keeps working
 MAX_TOKEN_CHARS = 2048
+MAX_LINK_CHARS = 900  # "List-Unsubscribe: <link>," must fit one header line (998 characters)
 _MAC_BYTES = 16
 
 
@@ -99,7 +101,13 @@ def list_unsubscribe_for(tenant: Mapping[str, Any], message_id: str, payload: Ma
         link = UnsubscribeLink(tenant_id=str(tenant["tenant_id"]), address=recipients[0],
                                list_id=payload.get("batch_code") if config.get("per_batch") else None,
                                message_id=message_id, expires_ts=now + LINK_DAYS * 86400)
-        uris.append(f"{public_url.rstrip('/')}/unsubscribe/{make_token(ring, link)}")
+        uri = f"{public_url.rstrip('/')}/unsubscribe/{make_token(ring, link)}"
+        if len(uri) <= MAX_LINK_CHARS:
+            uris.append(uri)
+        else:  # a header line holds at most 998 characters: the message goes without the link, never fails
+            logger.warning("unsubscribe link too long for a header line; left out",
+                           extra={"tenant_id": link.tenant_id, "message_id": message_id, "length": len(uri)})
     if config.get("mailto"):
         uris.append(f"mailto:{quote(str(config['mailto']), safe='@+')}?subject=unsubscribe")
-    return ListUnsubscribe(tuple(uris), one_click=bool(public_url)) if uris else None
+    one_click = bool(uris) and not uris[0].startswith("mailto:")
+    return ListUnsubscribe(tuple(uris), one_click=one_click) if uris else None
