@@ -3,20 +3,24 @@ the GET that never does, refused tokens, list-scoped unsubscribes, and the event
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 
 import pytest
 
+from local.lambdas import LocalFunction
 from mail_proxy import clock
-from tests.conftest import ApiClient, ApiResponse, Stack, message, reset_caches
+from tests.conftest import ApiClient, ApiResponse, Stack, load_function_module, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
+SAMPLE_EVENT = Path(__file__).resolve().parents[2] / "events" / "api_unsubscribe_one_click.json"
 PUBLIC_URL = "http://api.test"
 FORM_TYPE = "application/x-www-form-urlencoded"
 FORM = b"List-Unsubscribe=One-Click"
@@ -236,3 +240,19 @@ def test_the_routes_need_no_token_and_are_documented(api: ApiClient, acme: str) 
     assert set(operations) == {"get", "post"}
     assert {"200", "404", "410"} <= set(operations["post"]["responses"]) and "400" in operations["post"]["responses"]
     assert operations["get"]["tags"] == ["Unsubscribe"]
+
+
+def test_the_sample_event_a_base64_form_post_as_api_gateway_sends_it_unsubscribes_with_a_real_token(
+        api: ApiClient, acme: str, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
+    api_function = LocalFunction("local-ApiFunction", load_function_module("api").lambda_handler, timeout_seconds=30)
+    sample = json.loads(SAMPLE_EVENT.read_text())
+    assert sample["isBase64Encoded"] is True
+    forged = api_function.invoke(sample)
+    assert forged["statusCode"] == 404 and "not valid" in forged["body"]
+    send(api, delivery, acme, message("m1", unsubscribe=True))
+    path = link_path(delivered(smtp, 1)[0])
+    sample.update(rawPath=path, pathParameters={"token": path.rpartition("/")[2]})
+    sample["requestContext"]["http"]["path"] = path
+    answer = api_function.invoke(sample)
+    assert answer["statusCode"] == 200, answer
+    assert [e["address"] for e in suppressions(api, acme)] == ["rcpt@example.org"]
