@@ -16,7 +16,7 @@ import html
 from email.parser import BytesParser
 from email.policy import HTTP
 from functools import lru_cache
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import Response
@@ -25,13 +25,17 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from mail_proxy.errors import NotFoundError
-from mail_proxy.unsubscribe import OneClickUnsubscribe, UnsubscribeLinkExpired
-from mail_proxy.unsubscribe_links import MAX_TOKEN_CHARS, UnsubscribeLink
+
+if TYPE_CHECKING:
+    from mail_proxy.unsubscribe import OneClickUnsubscribe
+    from mail_proxy.unsubscribe_links import UnsubscribeLink
 
 router = APIGatewayHttpRouter()
 TAGS = ["Unsubscribe"]
 
-TokenPath = Annotated[str, Path(max_length=MAX_TOKEN_CHARS)]
+# the use case is imported on first use: it brings the MIME and returned-mail modules, which the api's
+# cold start should not pay for
+TokenPath = Annotated[str, Path(max_length=2048)]
 _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
 _STYLE = "body{font-family:sans-serif;max-width:32em;margin:4em auto;padding:0 1em}button{font-size:1em}"
@@ -59,6 +63,7 @@ _RESPONSES: dict[int, OpenAPIResponse] = {
 @lru_cache(maxsize=1)
 def _unsubscribes() -> OneClickUnsubscribe:
     from mail_proxy.http_api import services  # the resolver includes this router at its end
+    from mail_proxy.unsubscribe import OneClickUnsubscribe
 
     return OneClickUnsubscribe(services().repo, services().suppressions)
 
@@ -68,6 +73,8 @@ def reset_unsubscribes() -> None:
 
 
 def _read(token: str) -> UnsubscribeLink | Response[str]:
+    from mail_proxy.unsubscribe import UnsubscribeLinkExpired
+
     try:
         return _unsubscribes().read(token)
     except UnsubscribeLinkExpired:

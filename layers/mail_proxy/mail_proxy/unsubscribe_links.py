@@ -28,7 +28,7 @@ from mail_proxy.mime import ListUnsubscribe, MalformedMessageError, envelope_rec
 from mail_proxy.observability import logger
 
 LINK_DAYS = 365  # how long a link in a delivered message keeps working
-MAX_TOKEN_CHARS = 2048
+MAX_TOKEN_CHARS = 2048  # as the route's path limit (unsubscribe_api)
 MAX_LINK_CHARS = 900  # "List-Unsubscribe: <link>," must fit one header line (998 characters)
 _MAC_BYTES = 16
 
