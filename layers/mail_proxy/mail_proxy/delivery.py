@@ -57,6 +57,7 @@ from mail_proxy.scheduling import settle_abandoned
 from mail_proxy.secrets_config import decrypt
 from mail_proxy.send_queue import SendQueue, new_event_id
 from mail_proxy.smtp_client import ConnectionCache, SendOutcome, SmtpDeliveryError, SmtpPermanentError, SmtpSettings
+from mail_proxy.suppressions import suppression_applies
 
 LEASE_SECONDS = 180  # longer than the sender's 60 s timeout: a live sender never loses its claim
 STOP_MARGIN_MS = 15_000  # no new SMTP transaction with less than this left, so outcomes are always written
@@ -368,7 +369,7 @@ class Dispatcher:
             domain = sender.rpartition("@")[2] or "mail-proxy.invalid"
             payload = {**payload, "message_id": f"<{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"}
         email = build_email(payload, tenant_id=tenant_id, message_id=item.message_id, now=clock.now_datetime(),
-                            attachments=prepared.attachments)
+                            attachments=prepared.attachments, list_unsubscribe=prepared.list_unsubscribe)
         return message_bytes(email), sender, envelope_recipients(payload)
 
     # ------------------------------------------------------------------------------------------ returned mail
@@ -390,12 +391,13 @@ class Dispatcher:
                 recipients[index] = []  # rendering fails it with the reason
         wanted = {a.lower() for addresses in recipients.values() for a in addresses}
         has_list = tenant.get("has_suppressions")  # a tenant that never had one costs no read at all
-        suppressed = set(self.repo.suppressed(tenant["tenant_id"], wanted)) if wanted and has_list else set()
+        suppressed = self.repo.suppressed(tenant["tenant_id"], wanted) if wanted and has_list else {}
         if not suppressed:
             return group
         sendable = []
         for index, item in enumerate(group):
-            blocked = [a.lower() for a in recipients[index] if a.lower() in suppressed]
+            blocked = [a.lower() for a in recipients[index]
+                       if suppression_applies(suppressed.get(a.lower()), item.seen.batch_code)]
             if blocked and len(blocked) == len(recipients[index]):
                 self._fail(tenant, item, "suppressed", attempted=False, failure_class=FailureClass.SUPPRESSED,
                            metadata={"suppressed": blocked[: life.REFUSALS_KEPT]})

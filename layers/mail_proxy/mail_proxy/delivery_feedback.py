@@ -53,6 +53,12 @@ class DeliveryFeedback:
         self.repo = repo
         self.suppressions = suppressions
 
+    def append_event(self, tenant_id: str, message_id: str, event: dict[str, Any], key: str) -> Applied:
+        """An event about a sent message from elsewhere (an unsubscribe click), once per ``key``, on the
+        message's event list and so on the report path; the message's status is left as it is."""
+        outcome, _payload = self._append(tenant_id, message_id, event, key, lambda _status: None)
+        return outcome
+
     # -------------------------------------------------------------------------------------- bounces
 
     def apply_bounce(self, tenant_id: str, bounce: Bounce, key: str) -> Applied:

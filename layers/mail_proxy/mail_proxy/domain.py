@@ -169,6 +169,23 @@ class LargeFileConfig(Strict):
     file_ttl_days: int = Field(default=30, ge=1, le=90)
 
 
+class UnsubscribeConfig(Strict):
+    """One-click unsubscribe (RFC 8058) for the tenant's messages: which get the ``List-Unsubscribe`` headers,
+    what a click suppresses, and the tenant's own ``mailto:`` alternative."""
+
+    default: bool = Field(default=False, description="every message with one recipient gets the headers unless "
+                                                      "it says \"unsubscribe\": false")
+    per_batch: bool = Field(default=False, description="a click suppresses the address for the message's "
+                                                        "batch_code (the list) only; messages without one: all")
+    mailto: str | None = Field(default=None, max_length=254,
+                               description="an address of the tenant's that also takes unsubscribe requests")
+
+    @field_validator("mailto")
+    @classmethod
+    def _mailto(cls, v: str | None) -> str | None:
+        return _bare_address(v, "mailto")
+
+
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -242,6 +259,7 @@ class TenantFields(Strict):
     bounce_imap: BounceMailbox | None = Field(default=None, description="IMAP mailbox polled for bounces")
     return_path: str | None = Field(default=None, max_length=254,
                                     description="envelope sender of messages that give none (the bounce address)")
+    unsubscribe: UnsubscribeConfig | None = Field(default=None, description="one-click unsubscribe links")
 
     @field_validator("name")
     @classmethod
@@ -324,6 +342,7 @@ class TenantView(View):
     s3_buckets: list[str] = Field(default_factory=list)
     bounce_imap: MailboxView | None = None
     return_path: str | None = None
+    unsubscribe: UnsubscribeConfig | None = None
     suspended_batches: list[str] = Field(default_factory=list)
     admin_suspended: bool = Field(default=False, description="suspended by an administrator (POST "
                                   "/tenant/{id}/suspend): its token is refused and its messages wait")
@@ -458,10 +477,13 @@ class SuppressionCreate(Strict):
 class SuppressionView(BaseModel):
     address: str
     reason: str | None = None
-    source: str = Field(description="manual, or hard_bounce")
+    source: str = Field(description="manual, hard_bounce, or unsubscribe")
     created_ts: int
     expires_ts: int | None = None
-    message_id: str | None = Field(default=None, description="the bounced message, for a hard_bounce entry")
+    message_id: str | None = Field(default=None, description="the bounced message, for a hard_bounce entry; "
+                                                             "the message unsubscribed from, for unsubscribe")
+    lists: list[str] | None = Field(default=None, description="suppressed only for messages of these batch codes "
+                                                              "(an unsubscribe from one list); absent: all")
 
 
 # -------------------------------------------------------------------------------------------- messages
@@ -568,6 +590,8 @@ class MessageIn(Strict):
     priority: int | str | None = None
     deferred_ts: int | None = Field(default=None, ge=0)
     batch_code: str | None = Field(default=None, pattern=BATCH_CODE_PATTERN)
+    unsubscribe: bool | None = Field(default=None, description="true: one-click unsubscribe headers (the message "
+                                     "needs exactly one recipient); false: none even if the tenant's default")
 
     @model_validator(mode="before")
     @classmethod
@@ -672,6 +696,16 @@ class MessageIn(Strict):
             raise ValueError("at least one recipient is required in to, cc or bcc")
         if count > MAX_RECIPIENTS:
             raise ValueError(f"too many recipients: {count} in to, cc and bcc, at most {MAX_RECIPIENTS}")
+        return self
+
+    @model_validator(mode="after")
+    def _unsubscribe(self) -> MessageIn:
+        """An unsubscribe link names the one recipient who clicks it, and replaces the message's own."""
+        if self.unsubscribe:
+            if len(self.to) + len(self.cc) + len(self.bcc) != 1:
+                raise ValueError("unsubscribe: the message must have exactly one recipient (the link names it)")
+            if any(name.lower().startswith("list-unsubscribe") for name in self.headers):
+                raise ValueError("unsubscribe: the proxy sets List-Unsubscribe; do not give it in headers too")
         return self
 
     def payload(self) -> dict[str, Any]:

@@ -118,7 +118,10 @@ def services() -> Services:
 
 
 def reset_services() -> None:
+    from mail_proxy.unsubscribe_api import reset_unsubscribes
+
     services.cache_clear()
+    reset_unsubscribes()
     _idempotent_add_messages.cache_clear()
     forget_tenant_keys()
 
@@ -753,6 +756,10 @@ app.include_router(_compat_router)
 from mail_proxy.dkim_api import router as _dkim_router  # noqa: E402  (its routes call services() above)
 
 app.include_router(_dkim_router)
+
+from mail_proxy.unsubscribe_api import router as _unsubscribe_router  # noqa: E402  (it uses services() above)
+
+app.include_router(_unsubscribe_router)
 # genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
 # embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
 app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)

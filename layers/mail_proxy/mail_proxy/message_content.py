@@ -1,18 +1,21 @@
 """Everything the sender needs to turn a stored message into bytes: its payload, wherever it is stored,
-and its attachments, fetched and passed through the tenant's large-file policy."""
+its attachments, fetched and passed through the tenant's large-file policy, and its one-click unsubscribe
+link."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from mail_proxy import clock
 from mail_proxy.attachments import DEFAULT_ATTACHMENT_PATH, AttachmentFetcher, TenantSources
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.client_auth import client_auth_headers
 from mail_proxy.large_files import LargeFilePolicy, apply_policy
-from mail_proxy.mime import FetchedAttachment
+from mail_proxy.mime import FetchedAttachment, ListUnsubscribe
 from mail_proxy.payload_store import PayloadStore
 from mail_proxy.secrets_config import key_ring
+from mail_proxy.unsubscribe_links import list_unsubscribe_for, wants_list_unsubscribe
 
 
 @dataclass
@@ -20,6 +23,7 @@ class PreparedContent:
     payload: dict[str, Any]
     attachments: list[FetchedAttachment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    list_unsubscribe: ListUnsubscribe | None = None
 
 
 class MessageContent:
@@ -44,9 +48,11 @@ class MessageContent:
                 deadline: float | None = None) -> PreparedContent:
         """Raises AttachmentTemporaryError / AttachmentPermanentError when an attachment cannot be had;
         attachment fetches end by ``deadline`` (``time.monotonic()``)."""
+        unsubscribe = list_unsubscribe_for(tenant, message_id, payload, public_url=self.public_url, ring=key_ring(),
+                                           now=clock.now_ts()) if wants_list_unsubscribe(tenant, payload) else None
         specs = payload.get("attachments") or []
         if not specs:
-            return PreparedContent(payload)
+            return PreparedContent(payload, list_unsubscribe=unsubscribe)
         base = (tenant.get("client_base_url") or "").rstrip("/")
         sources = TenantSources(
             tenant_id=tenant["tenant_id"],
@@ -57,4 +63,4 @@ class MessageContent:
         fetched = self.fetcher.fetch_all(sources, specs, deadline=deadline)
         rewritten = apply_policy(LargeFilePolicy.of(tenant), payload, fetched, tenant_id=tenant["tenant_id"],
                                  message_id=message_id, blobs=self.blobs, ring=key_ring(), public_url=self.public_url)
-        return PreparedContent(rewritten.payload, rewritten.attachments, rewritten.warnings)
+        return PreparedContent(rewritten.payload, rewritten.attachments, rewritten.warnings, unsubscribe)

@@ -30,6 +30,7 @@ import binascii
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.generator import BytesGenerator
 from email.header import Header
@@ -642,6 +643,25 @@ def _fill_body(msg: EmailMessage, payload: Mapping[str, Any], attachments: Seque
         _fill_multipart(msg, "mixed", [content, *mixed])
 
 
+@dataclass(frozen=True)
+class ListUnsubscribe:
+    """The ``List-Unsubscribe`` URIs of one message (RFC 2369), the HTTPS one first; ``one_click`` adds
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058: a POST to the first URI unsubscribes)."""
+
+    uris: tuple[str, ...]
+    one_click: bool = True
+
+
+def _list_unsubscribe_headers(msg: EmailMessage, unsubscribe: ListUnsubscribe) -> None:
+    for uri in unsubscribe.uris:
+        if not uri.isascii() or _CONTROL.search(uri) or any(c in uri for c in " <>,"):
+            raise MalformedMessageError("List-Unsubscribe URI is not a plain ASCII URI")
+    value = ", ".join(f"<{uri}>" for uri in unsubscribe.uris)
+    msg["List-Unsubscribe"] = _WireHeader("List-Unsubscribe", value, _fold("List-Unsubscribe", value))
+    if unsubscribe.one_click:
+        msg["List-Unsubscribe-Post"] = _raw_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+
+
 def build_email(
     payload: Mapping[str, Any],
     *,
@@ -649,12 +669,14 @@ def build_email(
     message_id: str,
     now: datetime | None = None,
     attachments: Sequence[FetchedAttachment] = (),
+    list_unsubscribe: ListUnsubscribe | None = None,
 ) -> EmailMessage:
     """The email to send for ``payload`` (the submitted message fields), as the proxy's message
     ``message_id`` of ``tenant_id``.
 
     ``now`` is the ``Date`` (a naive value is taken as UTC). ``attachments`` are parts the sender has
     already fetched; the payload's own ``attachments`` (storage pointers) are not read here.
+    ``list_unsubscribe``: the one-click unsubscribe headers, replacing any the payload's ``headers`` give.
     Raises :class:`MalformedMessageError` when the payload can never be sent.
     """
     sender = _single_mailbox(payload.get("from"), "from")
@@ -687,6 +709,9 @@ def build_email(
     msg_id = _message_id(payload.get("message_id"), sender)
     msg["Message-ID"] = _WireHeader("Message-ID", msg_id, _fold("Message-ID", msg_id))
     msg["X-Mail-Proxy-ID"] = _unstructured("X-Mail-Proxy-ID", f"{tenant_id}/{message_id}", "message id")
+    if list_unsubscribe is not None and list_unsubscribe.uris:
+        custom = {k: v for k, v in custom.items() if not k.lower().startswith("list-unsubscribe")}
+        _list_unsubscribe_headers(msg, list_unsubscribe)
     for name, value in custom.items():
         if name.lower() not in CHECKED_HEADERS:
             msg[name] = _unstructured(name, value, f"headers[{name!r}]")

@@ -1006,14 +1006,34 @@ class MailRepository:
     def put_suppression(self, tenant_id: str, entry: dict[str, Any], *, keep_longer: bool = False) -> None:
         """Add or refresh a suppressed address (``expires_at`` is the table's TTL attribute).
 
-        ``keep_longer``: an entry that already lasts longer (a manual one) is left as it is.
+        ``keep_longer``: an entry for every message that already lasts longer (a manual one) is left as it
+        is; an entry scoped to lists is replaced (this one blocks every message).
         """
         item = _marshal({**entry, "pk": tenant_pk(tenant_id), "sk": SUPPRESSION_PREFIX + entry["address"].lower()})
         if not keep_longer:
             self._call("put_item", Item=item)
             return
-        self._write_if("put_item", Item=item, ConditionExpression="attribute_not_exists(pk) OR expires_at < :e",
+        self._write_if("put_item", Item=item,
+                       ConditionExpression="attribute_not_exists(pk) OR expires_at < :e OR attribute_exists(lists)",
                        ExpressionAttributeValues={":e": {"N": str(entry["expires_at"])}})
+
+    def add_suppressed_list(self, tenant_id: str, entry: dict[str, Any], list_id: str) -> None:
+        """Suppress an address for the messages of one more list (``lists``, a string set), unless a live
+        entry already blocks every message; an expired entry is replaced, its lists forgotten."""
+        pk, sk = tenant_pk(tenant_id), SUPPRESSION_PREFIX + entry["address"].lower()
+        fields = {k: v for k, v in entry.items() if k != "address" and v is not None}
+        now = {":now": {"N": str(clock.now_ts())}}
+        added = self._write_if(
+            "update_item", Key=_key(pk, sk),
+            UpdateExpression="ADD lists :l SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+            ConditionExpression="attribute_exists(lists) AND expires_at >= :now",
+            ExpressionAttributeNames={f"#f{i}": name for i, name in enumerate(fields)},
+            ExpressionAttributeValues={":l": {"SS": [list_id]}, **now,
+                                       **{f":f{i}": v for i, v in enumerate(_marshal(fields).values())}})
+        if added is None:
+            self._write_if("put_item", Item=_marshal({**entry, "lists": {list_id}, "pk": pk, "sk": sk}),
+                           ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                           ExpressionAttributeValues=now)
 
     def list_suppressions(self, tenant_id: str, *, limit: int, after: str | None
                           ) -> tuple[list[dict[str, Any]], str | None]:

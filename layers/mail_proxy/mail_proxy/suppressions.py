@@ -1,6 +1,9 @@
 """The per-tenant suppression list: addresses the tenant's messages are not sent to.
 
-A hard bounce adds the bounced address; the tenant adds and removes entries through the API. Every entry
+A hard bounce adds the bounced address; a one-click unsubscribe adds the recipient who clicked, for all the
+tenant's messages or, when the link names a list, only for messages of that ``batch_code`` (the entry's
+``lists``; a later entry for all messages replaces it); the tenant adds and removes entries through the
+API. Every entry
 expires (default ``MAIL_PROXY_SUPPRESSION_DAYS``, 365 days; the table's TTL deletes it later, and reads
 ignore it from the moment it expires). The sender checks a batch's recipients with one BatchGetItem.
 """
@@ -20,12 +23,23 @@ DEFAULT_SUPPRESSION_DAYS = 365
 MAX_LIST_LIMIT = 1000
 SOURCE_MANUAL = "manual"
 SOURCE_HARD_BOUNCE = "hard_bounce"
+SOURCE_UNSUBSCRIBE = "unsubscribe"
 
 
 def suppression_view(item: dict[str, Any]) -> SuppressionView:
     return SuppressionView(address=item["address"], reason=item.get("reason"), source=item.get("source", "manual"),
                            created_ts=int(item.get("created_ts") or 0), expires_ts=item.get("expires_at"),
-                           message_id=item.get("message_id"))
+                           message_id=item.get("message_id"),
+                           lists=sorted(item["lists"]) if item.get("lists") else None)
+
+
+def suppression_applies(entry: dict[str, Any] | None, batch_code: str | None) -> bool:
+    """Whether a live suppression entry blocks a message of ``batch_code``: every message, or, for an entry
+    scoped to lists, the messages of those batch codes."""
+    if entry is None:
+        return False
+    lists = entry.get("lists")
+    return not lists or (batch_code is not None and batch_code in lists)
 
 
 class SuppressionList:
@@ -80,3 +94,17 @@ class SuppressionList:
                                       keep_longer=True)
             count += 1
         return count
+
+    # -------------------------------------------------------------------------------------- unsubscribes
+
+    def suppress_unsubscribed(self, tenant_id: str, address: str, *, list_id: str | None, message_id: str) -> None:
+        """A recipient's one-click unsubscribe: for every message of the tenant, or for the list's only
+        (an entry for every message already there stays as it is). Repeating it changes nothing but the expiry."""
+        now = clock.now_ts()
+        self.repo.mark_has_suppressions(tenant_id)
+        entry = {"address": address.lower(), "reason": "unsubscribed (one-click)", "source": SOURCE_UNSUBSCRIBE,
+                 "created_ts": now, "expires_at": now + self.seconds, "message_id": message_id}
+        if list_id is None:
+            self.repo.put_suppression(tenant_id, entry, keep_longer=True)
+        else:
+            self.repo.add_suppressed_list(tenant_id, entry, list_id)

@@ -18,6 +18,7 @@ from mail_proxy.domain import (
     TenantSuspension,
     TenantUpdate,
     TenantView,
+    UnsubscribeConfig,
     check_literal_host,
 )
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
@@ -140,6 +141,7 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
                                 has_password=bool(item["bounce_imap"].get("password")))
         if item.get("bounce_imap") else None,
         return_path=item.get("return_path"),
+        unsubscribe=UnsubscribeConfig(**item["unsubscribe"]) if item.get("unsubscribe") else None,
         suspended_batches=sorted(item.get("suspended_batches") or []),
         admin_suspended=bool(item.get("admin_suspended")),
         admin_suspended_reason=item.get("admin_suspended_reason"),
