@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mail_proxy.errors import ThrottledError
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, bounce_mailbox, event_types, record, submit
@@ -219,3 +220,18 @@ def test_thresholds_are_the_administrators_to_set(api: ApiClient, stack: Stack) 
     assert ok.status == 200, ok.text
     thresholds = api.get("/tenant/acme", token=token).json["reputation"]["thresholds"]
     assert thresholds["bounce_pause"] == 0.2 and thresholds["bounce_warn"] == 0.05
+
+
+def test_a_reputation_counter_that_cannot_be_written_never_holds_up_a_delivery(
+        api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, imap: ImapTestServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    token = make_tenant(api, smtp, imap, "acme")
+    repo = harness.sender_module.dispatcher().repo
+
+    def throttled(*_args: Any, **_kwargs: Any) -> None:
+        raise ThrottledError("the table is busy, retry shortly", retry_after=2)
+
+    monkeypatch.setattr(repo, "add_reputation_counts", throttled)
+    send(api, harness, token, message("m1"))
+    assert record(api, token, "m1")["status"] == "sent" and len(smtp.messages) == 1
+    assert api.get("/tenant/acme", token=token).json["reputation"]["rates"]["sent"] == 0
