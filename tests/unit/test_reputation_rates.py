@@ -69,6 +69,8 @@ def test_a_warn_threshold_above_its_pause_threshold_is_refused() -> None:
         ReputationThresholds(bounce_warn=0.2, bounce_pause=0.1)
     with pytest.raises(ValidationError):
         ReputationThresholds(window_hours=0)
+    with pytest.raises(ValidationError):  # a number DynamoDB cannot store is refused before it is written
+        ReputationThresholds(complaint_warn=1e-200)
 
 
 def test_stored_thresholds_fill_in_the_defaults() -> None:

@@ -227,6 +227,9 @@ class MailboxView(BaseModel):
     has_password: bool = False
 
 
+MIN_RATE = 0.00001  # a threshold below 0.001% means nothing, and DynamoDB numbers end at 1E-130
+
+
 class ReputationThresholds(Strict):
     """When the reputation guard warns about a tenant and when it pauses its sending (SES-like defaults).
 
@@ -234,10 +237,10 @@ class ReputationThresholds(Strict):
     nothing is judged before ``min_sends`` messages were sent in that window. Only an administrator sets them.
     """
 
-    bounce_warn: float = Field(default=0.05, gt=0, le=1, description="hard-bounce rate that raises a warning")
-    bounce_pause: float = Field(default=0.10, gt=0, le=1, description="hard-bounce rate that pauses sending")
-    complaint_warn: float = Field(default=0.001, gt=0, le=1, description="complaint rate that raises a warning")
-    complaint_pause: float = Field(default=0.005, gt=0, le=1, description="complaint rate that pauses sending")
+    bounce_warn: float = Field(default=0.05, ge=MIN_RATE, le=1, description="hard-bounce rate that raises a warning")
+    bounce_pause: float = Field(default=0.10, ge=MIN_RATE, le=1, description="hard-bounce rate that pauses sending")
+    complaint_warn: float = Field(default=0.001, ge=MIN_RATE, le=1, description="complaint rate that raises a warning")
+    complaint_pause: float = Field(default=0.005, ge=MIN_RATE, le=1, description="complaint rate that pauses sending")
     min_sends: int = Field(default=100, ge=1, le=1_000_000, description="messages sent in the window before "
                                                                           "any rate is judged")
     window_hours: int = Field(default=24, ge=1, le=168, description="the rolling window, in whole hours")

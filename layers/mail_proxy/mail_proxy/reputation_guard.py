@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
@@ -51,7 +51,7 @@ def rates_view(counts: Counts) -> ReputationRates:
                            bounce_rate=round(counts.bounce_rate, 6), complaint_rate=round(counts.complaint_rate, 6))
 
 
-def state_of(tenant: dict[str, Any]) -> str:
+def state_of(tenant: dict[str, Any]) -> Literal["ok", "warning", "paused"]:
     if tenant.get("reputation_paused"):
         return "paused"
     return "warning" if tenant.get("reputation_warning") else "ok"
@@ -59,7 +59,7 @@ def state_of(tenant: dict[str, Any]) -> str:
 
 def stored_view(tenant: dict[str, Any]) -> ReputationView:
     """The guard's state as the tenant item keeps it (no rates: those cost a query)."""
-    return ReputationView(state=state_of(tenant), paused_reason=tenant.get("reputation_paused_reason"),  # type: ignore[arg-type]
+    return ReputationView(state=state_of(tenant), paused_reason=tenant.get("reputation_paused_reason"),
                           paused_at=tenant.get("reputation_paused_at"), warning=tenant.get("reputation_warning"),
                           thresholds=thresholds_of(tenant))
 
