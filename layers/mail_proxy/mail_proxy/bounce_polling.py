@@ -1,5 +1,8 @@
 """Polling the mailboxes where mail comes back: each tenant's bounce mailbox and each PEC account's.
 
+A tenant's bounce mailbox receives bounces and complaints (ARF feedback reports, when the tenant registers
+its bounce address with the providers' feedback loops); a mail that is a feedback report is a complaint.
+
 For every mailbox the table keeps (UIDVALIDITY, last UID processed). A poll reads the messages above that
 UID in order and moves the position after each one, so a restart resumes exactly after the last message
 handled; a changed UIDVALIDITY starts the folder over, which is safe because a returned mail is applied
@@ -34,6 +37,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mail_proxy.accounts import imap_password_context, password_context
 from mail_proxy.address_guard import AddressPolicy
 from mail_proxy.bounce_parser import parse_bounce
+from mail_proxy.complaint_parser import parse_complaint
 from mail_proxy.delivery_feedback import Applied, DeliveryFeedback, receipt_key
 from mail_proxy.imap_mailbox import ImapMailbox, ImapTls, MailboxSettings, MailboxUnavailable
 from mail_proxy.inbound_mail import UnreadableMail
@@ -237,10 +241,17 @@ class MailboxPoller:
     # ------------------------------------------------------------------------------------- handlers
 
     def _bounce(self, tenant_id: str, raw: bytes, key: str) -> Applied:
+        """A mail in the bounce mailbox: a complaint (ARF feedback report), a bounce, or neither."""
         try:
-            bounce = parse_bounce(raw)
+            complaint = parse_complaint(raw)
+            bounce = parse_bounce(raw) if complaint is None else None
         except _UNREADABLE as exc:
             raise _refused(exc) from None
+        if complaint is not None:
+            outcome = self.feedback.apply_complaint(tenant_id, complaint, key)
+            if outcome is Applied.APPLIED:
+                metrics.add_metric(name="ComplaintsRecorded", unit=MetricUnit.Count, value=1)
+            return outcome
         if bounce is None:
             return Applied.IGNORED
         outcome = self.feedback.apply_bounce(tenant_id, bounce, key)

@@ -53,6 +53,8 @@ from mail_proxy.mime import (
 from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.repository import MailRepository
+from mail_proxy.reputation import SENT
+from mail_proxy.reputation_guard import ReputationGuard
 from mail_proxy.scheduling import settle_abandoned
 from mail_proxy.secrets_config import decrypt
 from mail_proxy.send_queue import SendQueue, new_event_id
@@ -138,6 +140,7 @@ class Dispatcher:
         self._tenants: dict[str, dict[str, Any] | None] = {}
         self._accounts: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._unrecorded: list[_Unrecorded] = []
+        self.reputation = ReputationGuard(repo)
         self.sleep: Callable[[float], None] = time.sleep
 
     def new_invocation(self) -> None:
@@ -251,6 +254,7 @@ class Dispatcher:
                         self._guarded(item, self._retry_or_fail, tenant, item, _internal(exc), None)
         finally:
             self._give_back_slots(tenant_id, account, slots, slots_used=sent)
+            self.reputation.record(tenant_id, account_id, SENT, sent)  # the guard's denominator
         return []
 
     def _resolve_content(self, tenant: dict[str, Any], item: _Pending) -> None:

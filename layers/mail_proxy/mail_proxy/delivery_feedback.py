@@ -2,6 +2,11 @@
 
 - A bounce adds a ``bounce`` event (``bounce_type`` hard|soft, ``bounce_code``, the reason as description);
   a hard bounce makes a sent message ``bounced`` and suppresses the address that bounced.
+- A complaint (ARF feedback report) adds a ``complaint`` event (``feedback_type``, ``user_agent``, the
+  recipients named) without changing the status, and suppresses the complaining address (source
+  ``complaint``): the one the report names, else the original's only recipient.
+- Hard bounces and complaints are counted for the reputation guard, which then judges the tenant's rates
+  (``reputation_guard``); a returned mail applied twice is counted once.
 - A PEC receipt adds ``pec_acceptance``, ``pec_delivery`` or ``pec_error``; a PEC message with no receipt
   within the acceptance timeout gets ``pec_timeout``.
 - Only the mailbox owner's messages are touched: a bounce naming another tenant's message is ignored and
@@ -21,12 +26,15 @@ from typing import Any
 
 from mail_proxy import clock
 from mail_proxy.bounce_parser import Bounce
+from mail_proxy.complaint_parser import Complaint
 from mail_proxy.domain import MessageStatus
 from mail_proxy.mime import MalformedMessageError, envelope_recipients
 from mail_proxy.observability import logger
 from mail_proxy.pec_parser import PecReceipt
 from mail_proxy.repository import MailRepository
-from mail_proxy.suppressions import SuppressionList
+from mail_proxy.reputation import BOUNCED, COMPLAINED
+from mail_proxy.reputation_guard import ReputationGuard
+from mail_proxy.suppressions import SOURCE_COMPLAINT, SuppressionList
 
 PEC_SETTLING_EVENTS = frozenset({"pec_acceptance", "pec_delivery", "pec_error", "pec_timeout"})
 MAX_ATTEMPTS = 3
@@ -44,14 +52,21 @@ def receipt_key(raw: bytes) -> str:
     return "mail:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
+def _account_of(payload: dict[str, Any] | None) -> str | None:
+    account = (payload or {}).get("account_id")
+    return account if isinstance(account, str) and account else None
+
+
 def event_id_for(key: str, tenant_id: str, message_id: str) -> str:
     return hashlib.sha256(f"{key}|{tenant_id}|{message_id}".encode()).hexdigest()[:16]
 
 
 class DeliveryFeedback:
-    def __init__(self, repo: MailRepository, suppressions: SuppressionList) -> None:
+    def __init__(self, repo: MailRepository, suppressions: SuppressionList,
+                 guard: ReputationGuard | None = None) -> None:
         self.repo = repo
         self.suppressions = suppressions
+        self.guard = guard or ReputationGuard(repo)
 
     def append_event(self, tenant_id: str, message_id: str, event: dict[str, Any], key: str) -> Applied:
         """An event about a sent message from elsewhere (an unsubscribe click), once per ``key``, on the
@@ -92,7 +107,62 @@ class DeliveryFeedback:
         if outcome is Applied.APPLIED:
             logger.info("bounce recorded", extra={"tenant_id": tenant_id, "message_id": ref.message_id,
                                                   "bounce_type": bounce.bounce_type, "bounce_code": bounce.code})
+            if hard:
+                self.guard.record(tenant_id, _account_of(payload), BOUNCED)
+                self.guard.judge(tenant_id)
         return outcome
+
+    # -------------------------------------------------------------------------------------- complaints
+
+    def apply_complaint(self, tenant_id: str, complaint: Complaint, key: str) -> Applied:
+        """A feedback report about one of the tenant's messages: named by its X-Mail-Proxy-ID, or by the
+        Message-ID the proxy keeps for it (PEC messages)."""
+        message_id: str | None = None
+        ref = complaint.reference
+        if ref is not None:
+            if ref.tenant_id != tenant_id:
+                logger.warning("complaint names another tenant's message; ignored",
+                               extra={"tenant_id": tenant_id, "named_tenant_id": ref.tenant_id,
+                                      "message_id": ref.message_id})
+                return Applied.IGNORED
+            message_id = ref.message_id
+        elif complaint.original_message_id:
+            message_id = self.repo.message_id_for_header(tenant_id, complaint.original_message_id)
+        if message_id is None:
+            logger.info("complaint names no message of this tenant; ignored",
+                        extra={"tenant_id": tenant_id, "feedback_type": complaint.feedback_type})
+            return Applied.IGNORED
+        metadata = {"feedback_type": complaint.feedback_type, "user_agent": complaint.user_agent,
+                    "recipients": list(complaint.recipients)[:20] or None, "arrival_date": complaint.arrival_date,
+                    "reported_by": complaint.reporting}
+        event = {"type": "complaint",
+                 "description": f"complaint ({complaint.feedback_type})"
+                                + (f" reported by {complaint.reporting}" if complaint.reporting else ""),
+                 "metadata": {k: v for k, v in metadata.items() if v is not None}}
+        outcome, payload = self._append(tenant_id, message_id, event, key, lambda _status: None)
+        if outcome in (Applied.APPLIED, Applied.ALREADY):
+            addresses = self._complaining_addresses(complaint, payload)
+            self.suppressions.suppress_bounced(tenant_id, addresses, message_id=message_id,
+                                               reason=f"complaint ({complaint.feedback_type})",
+                                               source=SOURCE_COMPLAINT)
+        if outcome is Applied.APPLIED:
+            logger.info("complaint recorded", extra={"tenant_id": tenant_id, "message_id": message_id,
+                                                     "feedback_type": complaint.feedback_type})
+            self.guard.record(tenant_id, _account_of(payload), COMPLAINED)
+            self.guard.judge(tenant_id)
+        return outcome
+
+    @staticmethod
+    def _complaining_addresses(complaint: Complaint, payload: dict[str, Any] | None) -> list[str]:
+        """The original's recipients the report names, or its only recipient when the report redacts them
+        (an address the original was not sent to is never suppressed on a report's word)."""
+        try:
+            known = envelope_recipients(payload) if payload and payload.get("to") else []
+        except MalformedMessageError:
+            known = []
+        by_key = {a.lower(): a for a in known}
+        named = [by_key[a.lower()] for a in complaint.recipients if a.lower() in by_key]
+        return named or (known if len(known) == 1 else [])
 
     @staticmethod
     def _bounced_addresses(bounce: Bounce, payload: dict[str, Any] | None) -> list[str]:

@@ -78,10 +78,10 @@ def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
 
 
 def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """Messages of an inactive tenant, a tenant suspended by an administrator, or a suspended batch wait;
-    they are not queued."""
+    """Messages of an inactive tenant, a tenant suspended by an administrator or paused by the reputation
+    guard, or a suspended batch wait; they are not queued."""
     return (bool(tenant.get("active", True)) and not tenant.get("admin_suspended")
-            and not batch_is_suspended(tenant, batch_code))
+            and not tenant.get("reputation_paused") and not batch_is_suspended(tenant, batch_code))
 
 
 TENANT_SUSPENDED_DETAIL = "tenant suspended by an administrator"
@@ -245,6 +245,54 @@ class MailboxView(BaseModel):
     has_password: bool = False
 
 
+MIN_RATE = 0.00001  # a threshold below 0.001% means nothing, and DynamoDB numbers end at 1E-130
+
+
+class ReputationThresholds(Strict):
+    """When the reputation guard warns about a tenant and when it pauses its sending (SES-like defaults).
+
+    Rates are hard bounces and complaints per message sent, over the tenant's last ``window_hours`` hours;
+    nothing is judged before ``min_sends`` messages were sent in that window. Only an administrator sets them.
+    """
+
+    bounce_warn: float = Field(default=0.05, ge=MIN_RATE, le=1, description="hard-bounce rate that raises a warning")
+    bounce_pause: float = Field(default=0.10, ge=MIN_RATE, le=1, description="hard-bounce rate that pauses sending")
+    complaint_warn: float = Field(default=0.001, ge=MIN_RATE, le=1, description="complaint rate that raises a warning")
+    complaint_pause: float = Field(default=0.005, ge=MIN_RATE, le=1, description="complaint rate that pauses sending")
+    min_sends: int = Field(default=100, ge=1, le=1_000_000, description="messages sent in the window before "
+                                                                          "any rate is judged")
+    window_hours: int = Field(default=24, ge=1, le=168, description="the rolling window, in whole hours")
+    pause: bool = Field(default=True, description="false: the guard only warns")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReputationThresholds:
+        if self.bounce_warn > self.bounce_pause or self.complaint_warn > self.complaint_pause:
+            raise ValueError("a warn threshold must not be above its pause threshold")
+        return self
+
+
+class ReputationRates(View):
+    sent: int = Field(description="messages sent in the window")
+    bounced: int = Field(description="hard bounces recorded in the window")
+    complained: int = Field(description="complaints recorded in the window")
+    bounce_rate: float
+    complaint_rate: float
+
+
+class ReputationView(View):
+    """The reputation guard's state for a tenant, and its rates over the window (``GET /tenant/{id}``)."""
+
+    state: Literal["ok", "warning", "paused"]
+    paused_reason: str | None = Field(default=None, description="why sending is paused (until an "
+                                                                "administrator's POST /tenant/{id}/resume)")
+    paused_at: str | None = None
+    warning: str | None = Field(default=None, description="the threshold crossed, while above a warn threshold")
+    thresholds: ReputationThresholds
+    judged: bool = Field(default=False, description="the window holds at least min_sends messages sent")
+    rates: ReputationRates | None = Field(default=None, description="the tenant's rates over the window")
+    accounts: dict[str, ReputationRates] = Field(default_factory=dict, description="rates per SMTP account")
+
+
 class TenantFields(Strict):
     name: str | None = Field(default=None, max_length=200)
     client_base_url: str | None = Field(default=None, max_length=2048)
@@ -260,6 +308,8 @@ class TenantFields(Strict):
     return_path: str | None = Field(default=None, max_length=254,
                                     description="envelope sender of messages that give none (the bounce address)")
     unsubscribe: UnsubscribeConfig | None = Field(default=None, description="one-click unsubscribe links")
+    reputation_thresholds: ReputationThresholds | None = Field(
+        default=None, description="when the reputation guard warns and pauses (admin only; default: SES-like)")
 
     @field_validator("name")
     @classmethod
@@ -348,6 +398,8 @@ class TenantView(View):
                                   "/tenant/{id}/suspend): its token is refused and its messages wait")
     admin_suspended_reason: str | None = None
     admin_suspended_at: str | None = None
+    reputation: ReputationView | None = Field(default=None, description="the reputation guard: state, "
+                                              "thresholds, and (for one tenant) its rates")
     has_api_key: bool = False
     created_at: str | None = None
     updated_at: str | None = None
@@ -477,11 +529,11 @@ class SuppressionCreate(Strict):
 class SuppressionView(BaseModel):
     address: str
     reason: str | None = None
-    source: str = Field(description="manual, hard_bounce, or unsubscribe")
+    source: str = Field(description="manual, hard_bounce, unsubscribe, or complaint")
     created_ts: int
     expires_ts: int | None = None
-    message_id: str | None = Field(default=None, description="the bounced message, for a hard_bounce entry; "
-                                                             "the message unsubscribed from, for unsubscribe")
+    message_id: str | None = Field(default=None, description="the message bounced, complained about, or "
+                                                             "unsubscribed from")
     lists: list[str] | None = Field(default=None, description="suppressed only for messages of these batch codes "
                                                               "(an unsubscribe from one list); absent: all")
 

@@ -236,6 +236,9 @@ class TenantStatus(BaseModel):
     tenant_id: str
     active: bool
     admin_suspended: bool = Field(default=False, description="suspended by an administrator")
+    reputation_paused: bool = Field(default=False, description="sending paused by the reputation guard: messages "
+                                    "wait until an administrator's POST /tenant/{id}/resume")
+    reputation_paused_reason: str | None = Field(default=None, description="the rate and threshold that paused it")
     suspended_batches: list[str]
     messages: dict[str, int] = Field(description="messages counted, by status")
     counted: int = Field(description="how many of the tenant's messages were counted, oldest first")
@@ -429,6 +432,8 @@ def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> 
     return TenantStatus(
         tenant_id=tenant["tenant_id"], active=bool(tenant.get("active", True)),
         admin_suspended=bool(tenant.get("admin_suspended")),
+        reputation_paused=bool(tenant.get("reputation_paused")),
+        reputation_paused_reason=tenant.get("reputation_paused_reason"),
         suspended_batches=sorted(tenant.get("suspended_batches") or []), messages=counts, counted=len(found),
         oldest_waiting_id=oldest[1] if oldest else None,
         oldest_waiting_age_seconds=max(0, clock.now_ts() - oldest[0] // 1000) if oldest else None,
@@ -470,7 +475,8 @@ def suspend_tenant(tenant_id: TenantPath, request: Annotated[TenantSuspension | 
     return Ok()
 
 
-@app.post("/tenant/<tenant_id>/resume", summary="Lift an administrator's suspension (admin)")
+@app.post("/tenant/<tenant_id>/resume",
+          summary="Lift an administrator's suspension and a reputation guard's pause (admin)")
 def resume_tenant(tenant_id: TenantPath) -> Ok:
     services().tenants.resume(principal(), tenant_id)
     return Ok()

@@ -10,6 +10,8 @@ construction (and IAM ``dynamodb:LeadingKeys`` could enforce it). Items:
   transition rewrites, and an immutable ``PAYLOAD#<version>`` item with the submitted fields, so updates
   stay cheap. Listed through ``ByTenant`` (``gsi1pk=TENANT#t#MSG``); waiting messages carry ``due_pk/due_sk``
   (sparse ``Due`` index) so the scheduler finds due, deferred and stale ones without scanning.
+- reputation counters ``TENANT#t / REPUTATION#<hour start>`` (sends, hard bounces, complaints; see
+  ``reputation``)
 - command log ``TENANT#t#LOG / <ms>#<uuid>`` (all tenants through ``ByTenant`` with ``gsi1pk=COMMANDS``).
 - recipient index ``TENANT#t#RCPT#<shard> / <address>#<created ms>#<message id>``: written at submission, one
   per recipient (the first ``MAX_INDEXED_RECIPIENTS``), so ``GET /messages?recipient=`` reads one partition
@@ -48,6 +50,7 @@ SUPPRESSION_PREFIX = "SUPPRESS#"
 MAILBOX_PREFIX = "#MAILBOX#"
 PEC_WAIT_PREFIX = "PECWAIT#"
 PEC_MSGID_PREFIX = "PECMSGID#"
+REPUTATION_PREFIX = "REPUTATION#"
 TENANTS_GSI1 = "TENANTS"
 COMMANDS_GSI1 = "COMMANDS"
 PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
@@ -1149,6 +1152,50 @@ class MailRepository:
                           ConsistentRead=True)
         item = resp.get("Item")
         return item["message_id"]["S"] if item else None
+
+    # ``REPUTATION#<hour start>`` items under the tenant's partition: the reputation guard's counters for one
+    # hour (``sent``, ``bounced``, ``complained``, and ``<kind>@<account id>``), expired by the table's TTL.
+
+    def add_reputation_counts(self, tenant_id: str, bucket: int, counters: dict[str, int], *,
+                              expires_at: int) -> None:
+        """Add to one hour's counters (atomic ``ADD``: every sender and poller adds to the same item)."""
+        names = {f"#c{i}": name for i, name in enumerate(counters)}
+        values = {f":n{i}": {"N": str(int(n))} for i, n in enumerate(counters.values())}
+        self._call("update_item", Key=_key(tenant_pk(tenant_id), f"{REPUTATION_PREFIX}{bucket:010d}"),
+                   UpdateExpression="ADD " + ", ".join(f"#c{i} :n{i}" for i in range(len(counters)))
+                   + " SET expires_at = :e",
+                   ExpressionAttributeNames=names, ExpressionAttributeValues={**values, ":e": {"N": str(expires_at)}})
+
+    def reputation_buckets(self, tenant_id: str, since: int) -> list[dict[str, Any]]:
+        """The hour items from ``since`` on (one Query; a window is at most 169 small items), each with its
+        start as ``bucket``."""
+        found: list[dict[str, Any]] = []
+        for page in self._paginate_query(
+            KeyConditionExpression="pk = :p AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":p": {"S": tenant_pk(tenant_id)},
+                                       ":lo": {"S": f"{REPUTATION_PREFIX}{max(since, 0):010d}"},
+                                       ":hi": {"S": f"{REPUTATION_PREFIX}{MAX_DUE_TS:010d}"}},
+            ConsistentRead=True,
+        ):
+            for raw in page:
+                item = _unmarshal(raw)
+                item["bucket"] = int(item.pop("sk").removeprefix(REPUTATION_PREFIX))
+                for attr in ("pk", "expires_at"):
+                    item.pop(attr, None)
+                found.append(item)
+        return found
+
+    def update_tenant_unless_set(self, tenant_id: str, changes: dict[str, Any], attribute: str) -> bool:
+        """Write ``changes`` only while ``attribute`` is absent from the tenant: True when this call set it, so
+        what follows a state change (a metric, an audit entry) happens once however many pollers judge."""
+        names = {f"#f{i}": k for i, k in enumerate(changes)} | {"#flag": attribute}
+        values = {f":v{i}": _serializer.serialize(_to_dynamo(v)) for i, v in enumerate(changes.values())}
+        return self._write_if(
+            "update_item", Key=_key(tenant_pk(tenant_id), TENANT_SK),
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#flag)",
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+        ) is not None
 
     # ------------------------------------------------------------------------------------ command log
 

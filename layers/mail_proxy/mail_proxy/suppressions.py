@@ -24,6 +24,7 @@ MAX_LIST_LIMIT = 1000
 SOURCE_MANUAL = "manual"
 SOURCE_HARD_BOUNCE = "hard_bounce"
 SOURCE_UNSUBSCRIBE = "unsubscribe"
+SOURCE_COMPLAINT = "complaint"
 
 
 def suppression_view(item: dict[str, Any]) -> SuppressionView:
@@ -80,8 +81,10 @@ class SuppressionList:
 
     # -------------------------------------------------------------------------------------- bounces
 
-    def suppress_bounced(self, tenant_id: str, addresses: Iterable[str], *, message_id: str, reason: str) -> int:
-        """Suppress hard-bounced addresses; a longer-lasting entry (a manual one) is kept as it is."""
+    def suppress_bounced(self, tenant_id: str, addresses: Iterable[str], *, message_id: str, reason: str,
+                         source: str = SOURCE_HARD_BOUNCE) -> int:
+        """Suppress hard-bounced (or complaining, ``source="complaint"``) addresses; a longer-lasting entry
+        (a manual one) is kept as it is."""
         now = clock.now_ts()
         count = 0
         wanted = list(dict.fromkeys(a.lower() for a in addresses))
@@ -89,7 +92,7 @@ class SuppressionList:
             self.repo.mark_has_suppressions(tenant_id)
         for address in wanted:
             self.repo.put_suppression(tenant_id, {"address": address, "reason": reason[:500],
-                                                  "source": SOURCE_HARD_BOUNCE, "created_ts": now,
+                                                  "source": source, "created_ts": now,
                                                   "expires_at": now + self.seconds, "message_id": message_id},
                                       keep_longer=True)
             count += 1

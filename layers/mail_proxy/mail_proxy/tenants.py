@@ -27,6 +27,7 @@ from mail_proxy.payload_store import files_prefix, payload_prefix
 from mail_proxy.principal import Principal
 from mail_proxy.report_signing import new_signing_secret
 from mail_proxy.repository import MailRepository
+from mail_proxy.reputation_guard import ReputationGuard, stored_view
 from mail_proxy.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.settings import get_settings
 from mail_proxy.tokens import generate_token, hash_token, hashes_match
@@ -96,7 +97,7 @@ def _stored_client_auth(tenant_id: str, auth: ClientAuth) -> dict[str, Any]:
 def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict[str, Any]:
     data = fields.model_dump(exclude_unset=True,
                              exclude={"tenant_id", "token", "client_auth", "rate_limits", "large_file_config",
-                                      "bounce_imap"})
+                                      "bounce_imap", "reputation_thresholds"})
     if "bounce_imap" in fields.model_fields_set:
         mailbox = fields.bounce_imap.model_dump() if fields.bounce_imap else None
         if mailbox:
@@ -110,6 +111,9 @@ def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict
         data["client_auth"] = _stored_client_auth(tenant_id, fields.client_auth) if fields.client_auth else None
     if "rate_limits" in fields.model_fields_set:
         data["rate_limits"] = fields.rate_limits.model_dump(exclude_none=True) if fields.rate_limits else None
+    if "reputation_thresholds" in fields.model_fields_set:
+        thresholds = fields.reputation_thresholds
+        data["reputation_thresholds"] = thresholds.model_dump() if thresholds else None
     return data
 
 
@@ -146,6 +150,7 @@ def tenant_view(item: dict[str, Any]) -> TenantView:
         admin_suspended=bool(item.get("admin_suspended")),
         admin_suspended_reason=item.get("admin_suspended_reason"),
         admin_suspended_at=item.get("admin_suspended_at"),
+        reputation=stored_view(item),
         has_api_key=bool(item.get("token_hash")),
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
@@ -229,12 +234,17 @@ class TenantAdmin:
 
     def get(self, principal: Principal, tenant_id: str) -> TenantView:
         principal.require_self_or_admin(tenant_id)
-        return tenant_view(self.repo.require_tenant(tenant_id))
+        item = self.repo.require_tenant(tenant_id)
+        view = tenant_view(item)
+        view.reputation = ReputationGuard(self.repo).view(item)
+        return view
 
     def update(self, principal: Principal, tenant_id: str, request: TenantUpdate) -> None:
         principal.require_self_or_admin(tenant_id)
         if "s3_buckets" in request.model_fields_set and not principal.is_admin:
             raise ForbiddenError("only the admin token may change s3_buckets")
+        if "reputation_thresholds" in request.model_fields_set and not principal.is_admin:
+            raise ForbiddenError("only the admin token may change reputation_thresholds")
         _refuse_deployment_bucket(request.s3_buckets)
         changes = _fields_to_item(tenant_id, request)
         removals = [k for k, v in changes.items() if v is None]
@@ -270,9 +280,13 @@ class TenantAdmin:
                      message=f"Tenant '{tenant_id}' suspended by an administrator")
 
     def resume(self, principal: Principal, tenant_id: str) -> None:
+        """Lift an administrator's suspension and a reputation guard's pause (the guard counts afresh)."""
         principal.require_admin()
-        self.repo.update_tenant(tenant_id, {},
-                                ["admin_suspended", "admin_suspended_reason", "admin_suspended_at"])
+        tenant = self.repo.require_tenant(tenant_id)
+        changes, removals = ReputationGuard(self.repo).resume_changes(tenant) if tenant.get("reputation_paused") \
+            else ({}, [])
+        self.repo.update_tenant(tenant_id, changes,
+                                ["admin_suspended", "admin_suspended_reason", "admin_suspended_at", *removals])
         forget_tenant_keys(tenant_id)
         audit.record(self.repo, command="resume_tenant", tenant_id=tenant_id, payload={},
                      message=f"Tenant '{tenant_id}' resumed by an administrator")
