@@ -66,6 +66,11 @@ def makefile_variables(text: str) -> dict[str, str]:
     return {m[1]: m[2].strip() for m in re.finditer(r"^([A-Z_]+) *[:?]?= *(.*)$", joined, re.MULTILINE)}
 
 
+def requirements_txt() -> list[Requirement]:
+    lines = (layer_dir() / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return [Requirement(line.split("#", 1)[0].strip()) for line in lines if line.split("#", 1)[0].strip()]
+
+
 @pytest.fixture(scope="module")
 def lock() -> dict[str, tuple[str, list[str]]]:
     return lock_entries((layer_dir() / "requirements.lock").read_text(encoding="utf-8"))
@@ -118,11 +123,7 @@ def test_the_lock_has_no_botocore_nor_anything_else_the_runtime_provides(
 
 
 def test_the_lock_has_every_version_requirements_txt_names(lock: dict[str, tuple[str, list[str]]]) -> None:
-    for line in (layer_dir() / "requirements.txt").read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        requirement = Requirement(line)
+    for requirement in requirements_txt():
         name = canonicalize_name(requirement.name)
         assert name in lock, f"{requirement.name} is in requirements.txt but not in the lock: make lock"
         assert requirement.specifier.contains(lock[name][0], prereleases=True), (
@@ -143,9 +144,7 @@ def _needs(name: str, extras: set[str]) -> set[str]:
 
 def test_the_lock_holds_everything_its_packages_need(lock: dict[str, tuple[str, list[str]]]) -> None:
     """pip installs the lock with --no-deps, so a dependency missing from it would be missing in Lambda."""
-    extras = {canonicalize_name(Requirement(line).name): set(Requirement(line).extras)
-              for line in (layer_dir() / "requirements.txt").read_text(encoding="utf-8").splitlines()
-              if line.split("#", 1)[0].strip()}
+    extras = {canonicalize_name(requirement.name): set(requirement.extras) for requirement in requirements_txt()}
     for name in lock:
         missing = _needs(name, extras.get(name, set())) - set(lock) - RUNTIME_PROVIDED
         assert not missing, f"{name} needs {sorted(missing)}, which the lock lacks: make -C layers/mail_proxy lock"
