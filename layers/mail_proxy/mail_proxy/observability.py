@@ -12,11 +12,11 @@ Log lines never carry a message body, a password, a token or a token hash; trace
 and every handler is traced with ``capture_response=False`` so no answer (bodies, API keys) reaches X-Ray.
 
 The layer ships without the X-Ray SDK (docs/layer.md): importing it builds a recorder whose sampler creates
-an X-Ray client, a second botocore session, at every cold start, and it needs a botocore of its own. Lambda's
-active tracing still records each invocation. Without the SDK the tracer is Powertools' own ``Tracer`` over
-a provider that records nothing, so every ``@tracer.capture_*`` and ``tracer.put_annotation`` stays valid;
-a layer built with the SDK (``aws-lambda-powertools[tracer]`` in requirements.txt) gets the X-Ray tracer
-again, with subsegments and annotations, and no code changes.
+an X-Ray client (a second botocore session) at every cold start, and pip brings a botocore along with it.
+Lambda's active tracing still records each invocation. Without the SDK, or outside Lambda, the tracer is
+Powertools' own ``Tracer`` over a provider that records nothing, so every ``@tracer.capture_*`` and
+``put_annotation`` stays valid. A layer built with the SDK (``aws-lambda-powertools[tracer]`` in
+requirements.txt) gets the X-Ray tracer again, with subsegments and annotations, and no code changes.
 """
 
 from __future__ import annotations
@@ -87,14 +87,15 @@ class NoXRayProvider(BaseProvider):
         pass
 
 
-def make_tracer(xray_sdk: bool | None = None) -> Tracer:
-    """Powertools' Tracer: on the X-Ray SDK when it can be imported, else on :class:`NoXRayProvider`.
+def make_tracer() -> Tracer:
+    """Powertools' Tracer: on the X-Ray SDK when it can be imported and tracing is on, else on
+    :class:`NoXRayProvider`.
 
-    Without the SDK the tracer must not be "disabled": Powertools disables a tracer through the SDK itself.
+    Tracing is off outside Lambda (tests, the local stack) and with POWERTOOLS_TRACE_DISABLED, by Powertools'
+    own rule; there the SDK is not even imported, as its import alone builds an X-Ray client. The no-op
+    tracer must not be "disabled": Powertools disables a tracer through the SDK itself.
     """
-    if xray_sdk is None:
-        xray_sdk = importlib.util.find_spec("aws_xray_sdk") is not None
-    if xray_sdk:
+    if importlib.util.find_spec("aws_xray_sdk") is not None and not Tracer._is_tracer_disabled():
         return Tracer(service=SERVICE)
     return Tracer(service=SERVICE, disabled=False, auto_patch=False, provider=NoXRayProvider())
 
