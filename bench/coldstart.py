@@ -5,21 +5,31 @@ Each measurement is a fresh interpreter running ``python -X importtime -c "impor
 directory and the layer on ``sys.path`` (as ``/var/task`` and ``/opt/python`` are in Lambda) and the
 function's environment from template.yaml; the total is the sum of every module's own ("self") import
 time, byte code cached (in a private ``PYTHONPYCACHEPREFIX``) for both sides. Compiling our own source,
-which Lambda does at every cold start because the built layer ships no .pyc for it, is timed apart.
+which Lambda did at every cold start while the layer shipped no .pyc (before its Makefile), is timed apart.
 Runs are interleaved (baseline, api, authorizer, ... then again) so drift hits all alike; the median of the
 repetitions counts.
+
+A second part measures the layer as Lambda gets it, with python3.12: the layer built by its Makefile for this
+machine's architecture (the same lock, byte code and all) against the old way (``pip install -r
+requirements.txt``, as ``BuildMethod: python3.12`` did: no byte code at all), each with the runtime's boto3
+and botocore after it on the path (as ``/var/runtime`` is) and no byte code written (``/opt`` is
+read-only), so a module without a .pyc is compiled at every cold start, as in Lambda.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from bench.common import FUNCTIONS_DIR, LAYER_DIR, ROOT, load_average
@@ -44,13 +54,16 @@ def _environment(logical_id: str | None) -> dict[str, str]:
     return env
 
 
-def measure(code: str, path: list[str], env: dict[str, str], pycache: str) -> tuple[float, dict[str, float]]:
+def measure(code: str, path: list[str], env: dict[str, str], pycache: str | None,
+            python: str = sys.executable) -> tuple[float, dict[str, float]]:
     """Total import time (seconds) and each top-level package's share (its modules' own import time).
 
-    Byte code is cached under ``pycache`` (``PYTHONPYCACHEPREFIX``), never in the repository.
+    Byte code is cached under ``pycache`` (``PYTHONPYCACHEPREFIX``), never in the repository; with None, no
+    byte code is written and only the .pyc files found beside the sources are used (a read-only layer).
     """
-    command = [sys.executable, "-X", "importtime", "-c", code]
-    env = {**env, "PYTHONPATH": os.pathsep.join(path), "PYTHONPYCACHEPREFIX": pycache}
+    command = [python, "-X", "importtime", "-c", code]
+    env = {**env, "PYTHONPATH": os.pathsep.join(path)}
+    env.update({"PYTHONPYCACHEPREFIX": pycache} if pycache else {"PYTHONDONTWRITEBYTECODE": "1"})
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{code!r} failed: {done.stderr[-2000:]}")
@@ -82,9 +95,78 @@ def run_coldstart(repetitions: int = 5) -> dict[str, Any]:
         _measure_all(repetitions, runs, packages, envs, base_env, paths, pycache)
     _print(runs, packages)
     seconds = compile_seconds()
-    print(f"  not included above: compiling our own source, which a `sam build` layer ships without .pyc "
-          f"(pip compiles the dependencies, not our package): +{1000 * seconds:.0f} ms per cold start")
-    return {**_summary(runs), "cold_start_compile_ms": round(1000 * seconds, 1)}
+    print(f"  not included above: compiling our own source, which a layer without .pyc (BuildMethod "
+          f"python3.12; the Makefile precompiles) costs every cold start: +{1000 * seconds:.0f} ms")
+    return {**_summary(runs), "cold_start_compile_ms": round(1000 * seconds, 1),
+            **run_built_layer(repetitions)}
+
+
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six")
+
+
+def _python312() -> str | None:
+    found = shutil.which("python3.12")
+    candidates = sorted(Path(os.path.expanduser("~/.pyenv/versions")).glob("3.12.*/bin/python3.12"), reverse=True)
+    for candidate in [*([found] if found else []), *map(str, candidates)]:
+        check = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        if check.returncode == 0:
+            return candidate
+    return None
+
+
+def _pip_install(python: str, target: Path, *args: str) -> None:
+    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
+               "--target", str(target), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install failed: {done.stderr[-2000:]}")
+
+
+def build_layers(python: str, work: Path) -> dict[str, Path]:
+    """The layer as its Makefile builds it, the layer as ``BuildMethod: python3.12`` built it, and a stand-in
+    for the runtime's own packages, all for this machine's architecture."""
+    machine = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
+    made = subprocess.run(["make", "-s", "-C", str(LAYER_DIR), "build-MailProxyLayer",
+                           f"ARTIFACTS_DIR={work / 'made'}", f"PLATFORM=manylinux2014_{machine}", f"PYTHON={python}"],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if made.returncode != 0:
+        raise RuntimeError(f"the layer's Makefile failed: {made.stderr[-2000:]}")
+    old = work / "old" / "python"
+    _pip_install(python, old, "--no-compile", "-r", str(LAYER_DIR / "requirements.txt"))
+    shutil.copytree(LAYER_DIR / "mail_proxy", old / "mail_proxy", ignore=shutil.ignore_patterns("__pycache__"))
+    runtime = work / "runtime"  # the runtime ships its packages compiled
+    _pip_install(python, runtime, "--no-deps",
+                 *(f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_PACKAGES))
+    return {"made": work / "made" / "python", "old": old, "runtime": runtime}
+
+
+def run_built_layer(repetitions: int) -> dict[str, Any]:
+    """Cold-start import of each handler against the layer as built, old way and new, with python3.12."""
+    python = _python312()
+    if python is None:
+        print("  built layer: skipped (no python3.12 found)")
+        return {}
+    print(f"\n== Cold start with the built layer ({python}, no byte code written; median of {repetitions})")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-layer-") as tmp:
+        layers = build_layers(python, Path(tmp))
+        for label in ("old", "made"):
+            size = sum(p.stat().st_size for p in layers[label].rglob("*") if p.is_file())
+            print(f"  {label:4s} layer: {size / 1e6:.1f} MB")
+        runs: dict[tuple[str, str], list[float]] = defaultdict(list)
+        envs = {name: _environment(logical_id) for name, logical_id in HANDLERS.items()}
+        for _ in range(repetitions):
+            for name in HANDLERS:
+                for label in ("old", "made"):
+                    path = [str(FUNCTIONS_DIR / name), str(layers[label]), str(layers["runtime"])]
+                    total, _packages = measure("import app", path, envs[name], None, python)
+                    runs[(name, label)].append(total)
+        for name in HANDLERS:
+            old, made = (statistics.median(runs[(name, label)]) for label in ("old", "made"))
+            results[name] = {"old_ms": round(1000 * old, 1), "made_ms": round(1000 * made, 1)}
+            print(f"  {name:11s} old layer {1000 * old:5.0f} ms   built layer {1000 * made:5.0f} ms   "
+                  f"({100 * (made - old) / old:+.0f}%)")
+    return {"built_layer_cold_start": results}
 
 
 def compile_seconds(repetitions: int = 3) -> float:
