@@ -241,7 +241,8 @@ def run_schemathesis(target: Target, caller: str, workdir: Any) -> SchemathesisR
                "--no-color", "--request-timeout", "30", "-H", f"X-API-Token: {target.tokens[caller]}",
                *SCOPES[caller]]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_SECONDS, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_SECONDS, check=False,
+                          cwd=workdir)  # its cache directory goes there, not into the repository
     return SchemathesisRun(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
 
 
