@@ -104,3 +104,11 @@ def test_true_is_not_taken_for_an_integer(api: ApiClient) -> None:
     assert resp.status == 422 and resp.json["detail"][0]["loc"] == ["older_than_seconds"]
     assert api.post("/commands/add-messages", token=token,
                     body={"messages": [], "default_priority": False}).status == 422
+
+
+def test_the_documented_add_messages_example_is_queued(api: ApiClient, document: dict[str, Any]) -> None:
+    token = api.create_tenant("example")
+    api.create_account(token)  # the example names account smtp1
+    example = document["components"]["schemas"]["AddMessagesRequest"]["examples"][0]
+    resp = api.post("/commands/add-messages", token=token, body=example)
+    assert resp.status == 200 and resp.json["queued"] == 1, resp.json
