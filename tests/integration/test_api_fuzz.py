@@ -60,6 +60,7 @@ def target(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Target]:  # noqa: 
         api.create_account(token)
         assert api.post("/commands/add-messages", token=token, body={"messages": [message("m1")]}).status == 200
         tokens.setdefault(caller, token)
+    tokens["rival"] = api.create_tenant("fuzzrival")  # a tenant that must see nothing of the others
     # API Gateway caches the authorizer's answer per token (AuthorizerCacheSeconds); half the cost of a request
     gateway = HttpApiGateway(api=api.api.lambda_handler, authorizer=api.authorizer.lambda_handler,
                              routes=load_template().http_routes("ApiFunction"), port=0, auth_cache_seconds=300)
@@ -171,6 +172,7 @@ def test_no_generated_request_gets_a_5xx(target: Target, caller: str) -> None:
 # ------------------------------------------------------------------------------------ Schemathesis, every check
 
 SCHEMATHESIS_EXAMPLES = int(os.environ.get("MAIL_PROXY_SCHEMATHESIS_EXAMPLES", "3"))  # fuzzing cases per operation
+SCHEMATHESIS_STATEFUL_EXAMPLES = int(os.environ.get("MAIL_PROXY_SCHEMATHESIS_STATEFUL_EXAMPLES", "25"))
 SCHEMATHESIS_SECONDS = 240  # the run stops well before this on a busy machine; the test fails if it does not
 CHECKS = "all"
 PHASES = "examples,coverage,fuzzing,stateful"
@@ -183,6 +185,7 @@ SEMANTIC_422 = [
     "POST /account", "POST /accounts/add", "POST /accounts/add_pec",  # SMTP/IMAP host names
     "POST /tenant", "PUT /tenant/{tenant_id}", "POST /tenants/add", "POST /tenants/update",  # paths, addresses
     "POST /suppressions", "POST /messages/add",  # e-mail addresses
+    "POST /tenant/{tenant_id}/suspend",  # a reason without control characters
     "GET /messages", "GET /suppressions",  # cursor
 ]
 POSITIVE_STATUSES = '["2xx", "3xx", "401", "403", "404", "409", "422", "429"]'
@@ -193,10 +196,16 @@ COVERED_BY_REST = ["POST /tenants/add", "POST /tenants/update", "POST /accounts/
                    "POST /messages/add_batch"]
 
 
-def schemathesis_config(tenant_id: str) -> str:
+def schemathesis_config(tenant_id: str, auth_file: Any) -> str:
     """schemathesis.toml for one caller: its own tenant in every tenant_id, and the exceptions above."""
     lines = [
         "seed = 1",
+        # the caller's token; a rival tenant's as its peer, for object_level_authorization (what the caller
+        # creates, the rival must not read)
+        "[auth.wfc]",
+        f'path = "{auth_file}"',
+        'user = "caller"',
+        'peers = ["caller", "rival"]',
         "[generation]",
         f"max-examples = {SCHEMATHESIS_EXAMPLES}",
         "database = \"none\"",
@@ -204,6 +213,8 @@ def schemathesis_config(tenant_id: str) -> str:
         # API Gateway answers TRACE and QUERY itself (404: an HTTP API route cannot name them); the function
         # never sees them, so a 405 with Allow is asked of the api for the methods it can be sent
         'unexpected-methods = ["get", "put", "post", "delete", "patch", "options"]',
+        "[phases.stateful.generation]",  # sequences through the inferred links (create, then read or delete)
+        f"max-examples = {SCHEMATHESIS_STATEFUL_EXAMPLES}",
         "[parameters]",
         f'tenant_id = "{tenant_id}"',  # query and path: the caller's own tenant, to reach past 403 and 404
     ]
@@ -234,12 +245,15 @@ class SchemathesisRun:
 
 def run_schemathesis(target: Target, caller: str, workdir: Any) -> SchemathesisRun:
     """One Schemathesis run as ``caller``, with its command line, as a user would run it."""
+    auth = workdir / f"auth-{caller}.json"
+    auth.write_text(json.dumps({"auth": [
+        {"name": name, "fixedHeaders": [{"name": "X-API-Token", "value": token}]}
+        for name, token in (("caller", target.tokens[caller]), ("rival", target.tokens["rival"]))]}))
     config = workdir / f"schemathesis-{caller}.toml"
-    config.write_text(schemathesis_config(TENANTS[caller]))
+    config.write_text(schemathesis_config(TENANTS[caller], auth))
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"{target.url}/openapi.json", "--checks", CHECKS, "--phases", PHASES, "--workers", "1",
-               "--no-color", "--request-timeout", "30", "-H", f"X-API-Token: {target.tokens[caller]}",
-               *SCOPES[caller]]
+               "--no-color", "--request-timeout", "30", *SCOPES[caller]]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_SECONDS, check=False,
                           cwd=workdir)  # its cache directory goes there, not into the repository
