@@ -36,7 +36,8 @@ SWAGGER_UI_BASE_URL_VARIABLE = "MAIL_PROXY_SWAGGER_UI_BASE_URL"
 
 def swagger_ui_base_url() -> str | None:
     """Where /docs loads Swagger UI's script and style from (``<base>/swagger-ui-bundle.min.js`` and
-    ``<base>/swagger-ui.min.css``); unset, Powertools' default: the copy it ships, embedded in the page."""
+    ``<base>/swagger-ui.min.css``, the names of the files Powertools ships); unset, Powertools' default: its
+    copy, embedded in the page (about 1.7 MB, and nothing to fetch from elsewhere)."""
     return os.environ.get(SWAGGER_UI_BASE_URL_VARIABLE, "").strip().rstrip("/") or None
 
 
