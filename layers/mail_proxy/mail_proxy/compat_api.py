@@ -19,14 +19,25 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mail_proxy.api_docs import (
+    BODY_ERRORS,
+    NOT_A_BOOLEAN,
+    PRIORITY_SCHEMA,
+    TOKEN,
+    TOKEN_ERRORS,
+    DescribedAs,
+    PathId,
+    answers,
+)
 from mail_proxy.domain import (
     TENANT_ID_PATTERN,
     AccountCreate,
     AccountView,
+    MessageIn,
     MessageRecord,
     TenantCreate,
     TenantUpdate,
@@ -37,6 +48,7 @@ from mail_proxy.errors import InvalidInputError, NotFoundError
 router = APIGatewayHttpRouter()
 COMPAT_TAGS = ["genro-mail-proxy"]  # in /openapi.json: routes for upstream's clients (docs/compat.md)
 
+PROMETHEUS_TEXT = {"text/plain": {"schema": {"type": "string", "description": "Prometheus text exposition format"}}}
 COMPAT_LIST_MAX = 1000  # records in one bare-list answer (upstream's lists have no paging)
 DEFAULT_CLEANUP_SECONDS = 86400  # upstream's default for GET /messages/cleanup
 
@@ -89,13 +101,15 @@ def message_record(record: MessageRecord) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- instance
 
 
-@router.get("/instance/health", tags=COMPAT_TAGS, summary="genro-mail-proxy: health with a token")
+@router.get("/instance/health", tags=COMPAT_TAGS, summary="genro-mail-proxy: health with a token",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS))
 def instance_health() -> dict[str, Any]:
     _http().principal().require_authenticated()
     return {"status": "ok", "ok": True}
 
 
-@router.get("/instance/status", tags=COMPAT_TAGS, summary="genro-mail-proxy: the same answer as GET /status")
+@router.get("/instance/status", tags=COMPAT_TAGS, summary="genro-mail-proxy: the same answer as GET /status",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def instance_status(tenant_id: TenantQ = None) -> dict[str, Any]:
     return dict(_http().status(tenant_id).model_dump(mode="json"))
 
@@ -106,10 +120,11 @@ class TenantOptional(_Body):
 
 class TenantBatch(_Body):
     tenant_id: str | None = Field(default=None, max_length=64)
-    batch_code: str | None = Field(default=None, max_length=64)
+    batch_code: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-@router.post("/instance/run_now", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/run-now")
+@router.post("/instance/run_now", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/run-now",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def instance_run_now(request: Annotated[TenantOptional | None, Body()] = None) -> dict[str, Any]:
     h = _http()
     h.services().messages.run_now(h.principal(), request.tenant_id if request else None)
@@ -128,12 +143,16 @@ def _activate(request: TenantBatch) -> dict[str, Any]:
                                                                request.batch_code)).model_dump(mode="json"))
 
 
-@router.post("/instance/suspend", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend")
+@router.post("/instance/suspend", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="Every batch is already suspended"))
 def instance_suspend(request: TenantBatch) -> dict[str, Any]:
     return _suspend(request)
 
 
-@router.post("/instance/activate", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate")
+@router.post("/instance/activate", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="Every batch is suspended: activate all batches first"))
 def instance_activate(request: TenantBatch) -> dict[str, Any]:
     return _activate(request)
 
@@ -146,7 +165,8 @@ class TenantKey(_Body):
 
 
 class NewApiKeyRequest(TenantKey):
-    expires_at: int | None = None
+    # accepted only as null (answered with a reason otherwise): keys here do not expire, they are revoked
+    expires_at: Annotated[int | None, DescribedAs({"type": "null", "description": "keys here do not expire"})] = None
 
 
 class TenantUpdateRequest(TenantUpdate):
@@ -154,7 +174,9 @@ class TenantUpdateRequest(TenantUpdate):
 
 
 @router.post("/tenants/add", tags=COMPAT_TAGS,
-             summary="genro-mail-proxy: POST /tenant, or PUT /tenant/{id} if it exists")
+             summary="genro-mail-proxy: POST /tenant, or PUT /tenant/{id} if it exists",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="The token asked for is in use"))
 def tenants_add(request: TenantCreate) -> dict[str, Any]:
     """Upstream's add is an upsert: a new tenant is created (its key in the answer), an existing one updated."""
     h = _http()
@@ -173,20 +195,23 @@ def tenants_add(request: TenantCreate) -> dict[str, Any]:
     return tenant_record(svc.tenants.get(who, request.tenant_id))
 
 
-@router.get("/tenants/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenant/{id}")
+@router.get("/tenants/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenant/{id}",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def tenants_get(tenant_id: RequiredTenantQ) -> dict[str, Any]:
     h = _http()
     return tenant_record(h.services().tenants.get(h.principal(), tenant_id))
 
 
-@router.get("/tenants/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenants, as a bare list")
+@router.get("/tenants/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /tenants, as a bare list",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def tenants_list(active_only: Annotated[bool, Query()] = False) -> Response[Any]:
     h = _http()
     return _json([tenant_record(v) for v in h.services().tenants.list_tenants(h.principal(),
                                                                               active_only=active_only)])
 
 
-@router.post("/tenants/update", tags=COMPAT_TAGS, summary="genro-mail-proxy: PUT /tenant/{id}")
+@router.post("/tenants/update", tags=COMPAT_TAGS, summary="genro-mail-proxy: PUT /tenant/{id}",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def tenants_update(request: TenantUpdateRequest) -> dict[str, Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -195,32 +220,39 @@ def tenants_update(request: TenantUpdateRequest) -> dict[str, Any]:
     return tenant_record(svc.tenants.get(who, request.tenant_id))
 
 
-@router.post("/tenants/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}")
+@router.post("/tenants/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def tenants_delete(request: TenantKey) -> Response[Any]:
     h = _http()
     h.services().tenants.delete(h.principal(), request.tenant_id)
     return _json(True)
 
 
-@router.post("/tenants/suspend_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend")
+@router.post("/tenants/suspend_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/suspend",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="Every batch is already suspended"))
 def tenants_suspend_batch(request: TenantBatch) -> dict[str, Any]:
     return _suspend(request)
 
 
-@router.post("/tenants/activate_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate")
+@router.post("/tenants/activate_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/activate",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="Every batch is suspended: activate all batches first"))
 def tenants_activate_batch(request: TenantBatch) -> dict[str, Any]:
     return _activate(request)
 
 
 @router.get("/tenants/get_suspended_batches", tags=COMPAT_TAGS,
-            summary="genro-mail-proxy: suspended_batches of GET /tenant/{id}")
+            summary="genro-mail-proxy: suspended_batches of GET /tenant/{id}",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def tenants_get_suspended_batches(tenant_id: RequiredTenantQ) -> dict[str, Any]:
     h = _http()
     view = h.services().tenants.get(h.principal(), tenant_id)
     return {"ok": True, "tenant_id": view.tenant_id, "suspended_batches": view.suspended_batches}
 
 
-@router.post("/tenants/create_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /tenant/{id}/api-key")
+@router.post("/tenants/create_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /tenant/{id}/api-key",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def tenants_create_api_key(request: NewApiKeyRequest) -> dict[str, Any]:
     if request.expires_at is not None:
         raise InvalidInputError("expires_at: keys here do not expire; revoke a key to end it")
@@ -230,7 +262,9 @@ def tenants_create_api_key(request: NewApiKeyRequest) -> dict[str, Any]:
             "message": "Save this API key: it is shown only once."}
 
 
-@router.post("/tenants/revoke_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}/api-key")
+@router.post("/tenants/revoke_api_key", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /tenant/{id}/api-key",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               conflict="The tenant has no API key"))
 def tenants_revoke_api_key(request: TenantKey) -> dict[str, Any]:
     h = _http()
     h.services().tenants.revoke_api_key(h.principal(), request.tenant_id)
@@ -245,7 +279,8 @@ class AccountKey(_Body):
     account_id: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/accounts/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account")
+@router.post("/accounts/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def accounts_add(request: AccountCreate) -> dict[str, Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -253,8 +288,9 @@ def accounts_add(request: AccountCreate) -> dict[str, Any]:
     return account_record(svc.accounts.get(who, request.id, request.tenant_id))
 
 
-@router.post("/accounts/add_pec", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account with is_pec")
-def accounts_add_pec(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+@router.post("/accounts/add_pec", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /account with is_pec",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
+def accounts_add_pec(request: Annotated[dict[str, Any], DescribedAs(AccountCreate), Body()]) -> dict[str, Any]:
     try:
         account = AccountCreate.model_validate({**request, "is_pec": True})
     except ValidationError as exc:
@@ -262,19 +298,22 @@ def accounts_add_pec(request: Annotated[dict[str, Any], Body()]) -> dict[str, An
     return accounts_add(account)
 
 
-@router.get("/accounts/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /account/{id}")
+@router.get("/accounts/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /account/{id}",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def accounts_get(account_id: IdQ, tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     return account_record(h.services().accounts.get(h.principal(), account_id, tenant_id))
 
 
-@router.get("/accounts/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /accounts, as a bare list")
+@router.get("/accounts/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /accounts, as a bare list",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def accounts_list(tenant_id: TenantQ = None) -> Response[Any]:
     h = _http()
     return _json([account_record(a) for a in h.services().accounts.list_accounts(h.principal(), tenant_id)])
 
 
-@router.post("/accounts/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /account/{id}")
+@router.post("/accounts/delete", tags=COMPAT_TAGS, summary="genro-mail-proxy: DELETE /account/{id}",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def accounts_delete(request: AccountKey) -> Response[Any]:
     h = _http()
     h.services().accounts.delete(h.principal(), request.account_id, request.tenant_id)
@@ -285,8 +324,8 @@ def accounts_delete(request: AccountKey) -> Response[Any]:
 
 
 class AddBatchRequest(_Body):
-    messages: list[Any]
-    default_priority: int | str | None = None
+    messages: list[Annotated[Any, DescribedAs(MessageIn, or_anything=True)]]
+    default_priority: Annotated[int | str | None, NOT_A_BOOLEAN, DescribedAs(PRIORITY_SCHEMA)] = None
 
 
 class DeleteBatchRequest(_Body):
@@ -295,11 +334,12 @@ class DeleteBatchRequest(_Body):
 
 
 class DeleteOneRequest(_Body):
-    message_pk: str = Field(min_length=3, max_length=200)
+    message_pk: str = Field(min_length=3, max_length=200, pattern="^[^:]+:.+$", description="<tenant_id>:<id>")
 
 
-@router.post("/messages/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: one message of POST /commands/add-messages")
-def messages_add(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+@router.post("/messages/add", tags=COMPAT_TAGS, summary="genro-mail-proxy: one message of POST /commands/add-messages",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
+def messages_add(request: Annotated[dict[str, Any], DescribedAs(MessageIn), Body()]) -> dict[str, Any]:
     h = _http()
     who = h.principal()
     who.require_authenticated()
@@ -310,7 +350,8 @@ def messages_add(request: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     return {"id": request["id"], "pk": message_pk(str(tenant_id), request["id"])}
 
 
-@router.post("/messages/add_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/add-messages")
+@router.post("/messages/add_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/add-messages",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def messages_add_batch(request: AddBatchRequest) -> dict[str, Any]:
     h = _http()
     who = h.principal()
@@ -319,7 +360,8 @@ def messages_add_batch(request: AddBatchRequest) -> dict[str, Any]:
     return {"ok": True, "queued": result.queued, "rejected": result.rejected}
 
 
-@router.get("/messages/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages, as a bare list")
+@router.get("/messages/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages, as a bare list",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def messages_list(tenant_id: TenantQ = None, active_only: Annotated[bool, Query()] = False,
                   include_history: Annotated[bool, Query()] = False) -> Response[Any]:
     h = _http()
@@ -329,7 +371,8 @@ def messages_list(tenant_id: TenantQ = None, active_only: Annotated[bool, Query(
     return _json([message_record(r) for r in records])
 
 
-@router.get("/messages/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages/{id}")
+@router.get("/messages/get", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /messages/{id}",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def messages_get(message_id: IdQ, tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     return message_record(h.services().messages.get(h.principal(), message_id, tenant_id))
@@ -341,13 +384,15 @@ def _delete(tenant_id: str | None, ids: list[str]) -> dict[str, Any]:
     return {"ok": True, **outcome}
 
 
-@router.post("/messages/delete_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/delete-messages")
+@router.post("/messages/delete_batch", tags=COMPAT_TAGS, summary="genro-mail-proxy: POST /commands/delete-messages",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def messages_delete_batch(request: DeleteBatchRequest) -> dict[str, Any]:
     return _delete(request.tenant_id, request.ids)
 
 
 @router.post("/messages/delete", tags=COMPAT_TAGS,
-             summary="genro-mail-proxy: delete one message by its pk (tenant_id:id)")
+             summary="genro-mail-proxy: delete one message by its pk (tenant_id:id)",
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def messages_delete(request: DeleteOneRequest) -> Response[Any]:
     tenant_id, sep, message_id = request.message_pk.partition(":")
     if not sep or not tenant_id or not message_id:
@@ -356,7 +401,8 @@ def messages_delete(request: DeleteOneRequest) -> Response[Any]:
 
 
 @router.get("/messages/cleanup", tags=COMPAT_TAGS,
-            summary="genro-mail-proxy: POST /commands/cleanup-messages (a GET, as upstream)")
+            summary="genro-mail-proxy: POST /commands/cleanup-messages (a GET, as upstream)",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def messages_cleanup(tenant_id: TenantQ = None,
                      older_than_seconds: Annotated[int, Query(ge=0)] = DEFAULT_CLEANUP_SECONDS) -> dict[str, Any]:
     h = _http()
@@ -364,7 +410,8 @@ def messages_cleanup(tenant_id: TenantQ = None,
 
 
 @router.get("/messages/count_active", tags=COMPAT_TAGS,
-            summary="genro-mail-proxy: messages waiting (the caller's tenant, or all)")
+            summary="genro-mail-proxy: messages waiting (the caller's tenant, or all)",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def messages_count_active() -> Response[Any]:
     h = _http()
     who, svc = h.principal(), h.services()
@@ -374,7 +421,8 @@ def messages_count_active() -> Response[Any]:
 
 
 @router.get("/messages/count_pending_for_tenant", tags=COMPAT_TAGS,
-            summary="genro-mail-proxy: pending_messages of a tenant")
+            summary="genro-mail-proxy: pending_messages of a tenant",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def messages_count_pending_for_tenant(tenant_id: TenantQ = None,
                                       batch_code: Annotated[str | None, Query(max_length=64)] = None
                                       ) -> Response[Any]:
@@ -383,8 +431,9 @@ def messages_count_pending_for_tenant(tenant_id: TenantQ = None,
 
 
 @router.get("/messages/<message_id>/events", tags=COMPAT_TAGS,
-            summary="A message's events, oldest first (genro-mail-proxy docs)")
-def message_events(message_id: Annotated[str, Path(max_length=384)], tenant_id: TenantQ = None) -> dict[str, Any]:
+            summary="A message's events, oldest first (genro-mail-proxy docs)",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
+def message_events(message_id: PathId, tenant_id: TenantQ = None) -> dict[str, Any]:
     h = _http()
     record = h.services().messages.get(h.principal(), h.path_id(message_id, "message_id"), tenant_id)
     events = [{**e.model_dump(mode="json"), "event_data": e.metadata or {}} for e in record.history or []]
@@ -416,7 +465,8 @@ def _commands(tenant_id: str | None, since_ts: int | None, until_ts: int | None,
     return entries
 
 
-@router.get("/command_log/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /command-log, as a bare list")
+@router.get("/command_log/list", tags=COMPAT_TAGS, summary="genro-mail-proxy: GET /command-log, as a bare list",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def command_log_list(tenant_id: TenantQ = None, since_ts: Annotated[int | None, Query(ge=0)] = None,
                      until_ts: Annotated[int | None, Query(ge=0)] = None,
                      endpoint_filter: Annotated[str | None, Query(max_length=100)] = None,
@@ -426,7 +476,8 @@ def command_log_list(tenant_id: TenantQ = None, since_ts: Annotated[int | None, 
 
 
 @router.get("/command_log/get", tags=COMPAT_TAGS,
-            summary="genro-mail-proxy: one command-log entry (among the latest 1000)")
+            summary="genro-mail-proxy: one command-log entry (among the latest 1000)",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def command_log_get(command_id: Annotated[str, Query(min_length=1, max_length=64)]) -> dict[str, Any]:
     for entry in _commands(None, None, None, COMPAT_LIST_MAX):
         if str(entry["id"]) == command_id:
@@ -434,7 +485,8 @@ def command_log_get(command_id: Annotated[str, Query(min_length=1, max_length=64
     raise NotFoundError(f"command '{command_id}' not found among the latest {COMPAT_LIST_MAX}")
 
 
-@router.get("/command_log/export", tags=COMPAT_TAGS, summary="genro-mail-proxy: the command log in replay form")
+@router.get("/command_log/export", tags=COMPAT_TAGS, summary="genro-mail-proxy: the command log in replay form",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def command_log_export(tenant_id: TenantQ = None, since_ts: Annotated[int | None, Query(ge=0)] = None,
                        until_ts: Annotated[int | None, Query(ge=0)] = None) -> Response[Any]:
     entries = _commands(tenant_id, since_ts, until_ts, COMPAT_LIST_MAX)
@@ -451,7 +503,8 @@ def metrics_public() -> bool:
 
 @router.get("/metrics", tags=COMPAT_TAGS,
             summary="Prometheus text: genro-mail-proxy's counters and pending gauge (admin token, "
-                                "unless the operator made it public)")
+                                "unless the operator made it public)",
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, ok_content=PROMETHEUS_TEXT))
 def prometheus_metrics() -> Response[str]:
     from mail_proxy import prometheus
     from mail_proxy.authorization import authenticate

@@ -25,6 +25,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy import clock
 from mail_proxy.accounts import AccountAdmin
+from mail_proxy.api_docs import (
+    BODY_ERRORS,
+    NOT_A_BOOLEAN,
+    PRIORITY_SCHEMA,
+    SECURITY_SCHEMES,
+    TOKEN,
+    TOKEN_ERRORS,
+    DescribedAs,
+    PathId,
+    Redirect,
+    answers,
+    swagger_ui_base_url,
+)
 from mail_proxy.authorization import confirm_principal, forget_tenant_keys, principal_from_context
 from mail_proxy.blob_store import BlobStore
 from mail_proxy.domain import (
@@ -33,6 +46,7 @@ from mail_proxy.domain import (
     WAITING_STATUSES,
     AccountCreate,
     AccountView,
+    MessageIn,
     MessageRecord,
     MessageStatus,
     SuppressionCreate,
@@ -74,7 +88,8 @@ _STARTED = time.monotonic()
 
 
 def _json_body(text: str) -> Any:
-    """Every request body: refused as too large before it is parsed or validated, and always an object.
+    """Every request body: refused as too large before it is parsed or validated, and always an object (or
+    ``null``, which is no body: a route whose body is optional takes it, the others answer 422).
 
     Powertools validates a request before any middleware runs (so the size guard below alone would answer
     an oversize body that fails validation with 422), and it would quietly take the first element of a
@@ -84,12 +99,16 @@ def _json_body(text: str) -> Any:
     if len(text.encode("utf-8")) > limit:
         raise PayloadTooLargeError(f"request body larger than {limit} bytes")
     data = json.loads(text)
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise InvalidInputError("request body must be a JSON object")
     return data
 
 
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_json_body)
+app.configure_openapi(title=API_TITLE, version=API_VERSION, security_schemes=SECURITY_SCHEMES)
+# tags group the operations in the document and in Swagger UI
+SERVICE, TENANTS, ACCOUNTS = ["service"], ["tenants"], ["accounts"]
+MESSAGES, SUPPRESSIONS = ["messages"], ["suppressions"]
 
 
 # --------------------------------------------------------------------------------------------- wiring
@@ -198,9 +217,34 @@ def _undecodable_body(exc: UnicodeDecodeError) -> Response:
     raise exc
 
 
+@app.exception_handler(ValueError)
+def _malformed_form(exc: ValueError) -> Response:
+    """Powertools parses a multipart/form-data body before validating it, and raises ValueError for one it
+    cannot parse (no boundary): that is the client's content type, not a crash. Every other ValueError is."""
+    content_type = str(app.current_event.headers.get("content-type") or "").lower()
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        return error_response(415, "request body must be JSON (Content-Type: application/json)")
+    raise exc
+
+
 @app.not_found
 def _not_found(_exc: Exception) -> Response:
-    return error_response(404, "Not Found")
+    """404 for a path no route has; 405 with ``Allow`` for a path that routes only other methods (Powertools
+    answers both with its not-found handler, so the routes are looked up here with its own patterns).
+
+    ``Allow`` names the methods of the path as OpenAPI matches it, a concrete path before a templated one: on
+    ``/messages/delete`` that is POST, although ``GET /messages/{message_id}`` still serves a message of that id.
+    """
+    event = app.current_event
+    allowed = sorted({route.method for route in app._static_routes if route.rule.match(event.path)}
+                     or {route.method for route in app._dynamic_routes if route.rule.match(event.path)})
+    if not allowed:
+        return error_response(404, "Not Found")
+    allow = ", ".join([*allowed, "OPTIONS"])
+    if event.http_method.upper() == "OPTIONS":
+        return Response(status_code=204, content_type="application/json", body="", headers={"Allow": allow})
+    return error_response(405, f"method {event.http_method.upper()} not allowed here; allowed: {allow}",
+                          headers={"Allow": allow})
 
 
 def _body_size_guard(app_: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
@@ -285,10 +329,24 @@ class AccountList(Ok):
     accounts: list[AccountView]
 
 
+ADD_MESSAGES_DESCRIPTION = (
+    "Each message is checked on its own: a valid one is queued, an invalid one (missing field, bad address, "
+    "unknown account, duplicate id, ...) is listed in `rejected` with its `id` and `reason`, and the call still "
+    "answers 200. The call itself is refused (422) only when the body is not an object with a `messages` array, "
+    f"holds more than {MAX_MESSAGES_PER_CALL} messages, or has an invalid `default_priority`; with the admin "
+    "token, `tenant_id` (query or in each message) says whose messages they are. With an `Idempotency-Key`, a "
+    "repeated call gets the first answer (header `Idempotent-Replayed: true`).")
+EXAMPLE_MESSAGE: dict[str, Any] = {"id": "order-1042", "account_id": "smtp1", "from": "Shop <shop@example.com>",
+                   "to": ["ada@example.org"], "subject": "Your order 1042", "body": "Thank you for your order.",
+                   "priority": "high"}
+
+
 class AddMessagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    messages: list[Any] = Field(description=f"at most {MAX_MESSAGES_PER_CALL} messages; see MessageIn")
-    default_priority: int | str | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"messages": [EXAMPLE_MESSAGE]}]})
+    messages: list[Annotated[Any, DescribedAs(MessageIn, or_anything=True)]] = Field(
+        description=f"at most {MAX_MESSAGES_PER_CALL} messages (MessageIn); each is validated on its own",
+        json_schema_extra={"maxItems": MAX_MESSAGES_PER_CALL})
+    default_priority: Annotated[int | str | None, NOT_A_BOOLEAN, DescribedAs(PRIORITY_SCHEMA)] = None
 
 
 class Rejection(BaseModel):
@@ -320,7 +378,7 @@ class DeleteMessagesResponse(Ok):
 
 class CleanupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    older_than_seconds: int | None = Field(default=None, ge=0)
+    older_than_seconds: Annotated[int | None, NOT_A_BOOLEAN] = Field(default=None, ge=0)
 
 
 class CleanupResponse(Ok):
@@ -367,7 +425,7 @@ def created(model: BaseModel) -> Response[Any]:
 # --------------------------------------------------------------------------------------------- routes
 
 
-@app.get("/health", summary="Liveness; no token needed")
+@app.get("/health", summary="Liveness; no token needed", tags=SERVICE, responses=answers(429))
 def health() -> Health:
     return Health()
 
@@ -377,7 +435,9 @@ def openapi() -> dict[str, Any]:
     return dict(json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)))
 
 
-@app.get("/files/<token>", summary="Download a large attachment (public link from a rewritten message)")
+@app.get("/files/<token>", summary="Download a large attachment (public link from a rewritten message)", tags=SERVICE,
+         responses=answers(404, 410, 422, 429, ok=302, ok_model=Redirect,
+                           ok_description="Redirect (Location) to a short-lived download URL"))
 def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]:
     from mail_proxy import clock
     from mail_proxy.file_links import read_token
@@ -395,7 +455,8 @@ def download_file(token: Annotated[str, Path(max_length=2048)]) -> Response[Any]
                     headers={"Location": url, "Cache-Control": "no-store"})
 
 
-@app.get("/status", summary="Messages by status and the oldest waiting one: the caller's tenant, or all (admin)")
+@app.get("/status", summary="Messages by status and the oldest waiting one: the caller's tenant, or all (admin)",
+         tags=SERVICE, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def status(tenant_id: TenantIdQuery = None) -> Status:
     scope = principal().tenant_scope(tenant_id, admin_may_omit=True)
     repo = services().repo
@@ -440,89 +501,109 @@ def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> 
         truncated=more)
 
 
-@app.post("/tenant", status_code=201)
+@app.post("/tenant", status_code=201, summary="Create a tenant (admin); its API key is in this answer only",
+          tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 409,
+                                                          ok=201, ok_description="Created",
+                                                          conflict="The tenant, or the token asked for, exists"))
 def create_tenant(request: TenantCreate) -> Response[TenantCreated]:
     credentials = services().tenants.create(principal(), request)
     return created(TenantCreated(tenant_id=request.tenant_id, api_key=credentials.api_key,
                                  signing_secret=credentials.signing_secret))
 
 
-@app.get("/tenants")
+@app.get("/tenants", summary="List tenants (admin)", tags=TENANTS, security=TOKEN,
+         responses=answers(*TOKEN_ERRORS, 422))
 def list_tenants(active_only: Annotated[bool, Query()] = False) -> TenantList:
     return TenantList(tenants=services().tenants.list_tenants(principal(), active_only=active_only))
 
 
-@app.get("/tenant/<tenant_id>")
+@app.get("/tenant/<tenant_id>", summary="A tenant's settings (secrets omitted)", tags=TENANTS, security=TOKEN,
+         responses=answers(*TOKEN_ERRORS, 404, 422))
 def get_tenant(tenant_id: TenantPath) -> TenantView:
     return services().tenants.get(principal(), tenant_id)
 
 
-@app.put("/tenant/<tenant_id>")
+@app.put("/tenant/<tenant_id>", summary="Change a tenant's settings (only the fields given)", tags=TENANTS,
+         security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def update_tenant(tenant_id: TenantPath, request: TenantUpdate) -> Ok:
     services().tenants.update(principal(), tenant_id, request)
     return Ok()
 
 
-@app.delete("/tenant/<tenant_id>")
+@app.delete("/tenant/<tenant_id>", summary="Delete a tenant with its accounts, messages and files (admin)",
+            tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def delete_tenant(tenant_id: TenantPath) -> Ok:
     services().tenants.delete(principal(), tenant_id)
     return Ok()
 
 
-@app.post("/tenant/<tenant_id>/suspend", summary="Suspend a tenant (admin): its token gets 403, its messages wait")
+@app.post("/tenant/<tenant_id>/suspend", summary="Suspend a tenant (admin): its token gets 403, its messages wait",
+          tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def suspend_tenant(tenant_id: TenantPath, request: Annotated[TenantSuspension | None, Body()] = None) -> Ok:
     services().tenants.suspend(principal(), tenant_id, request or TenantSuspension())
     return Ok()
 
 
 @app.post("/tenant/<tenant_id>/resume",
-          summary="Lift an administrator's suspension and a reputation guard's pause (admin)")
+          summary="Lift an administrator's suspension and a reputation guard's pause (admin)", tags=TENANTS,
+          security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def resume_tenant(tenant_id: TenantPath) -> Ok:
     services().tenants.resume(principal(), tenant_id)
     return Ok()
 
 
-@app.post("/tenant/<tenant_id>/api-key")
+@app.post("/tenant/<tenant_id>/api-key", summary="Replace the tenant's API key: the old one stops working at once",
+          tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def new_api_key(tenant_id: TenantPath) -> ApiKey:
     return ApiKey(api_key=services().tenants.new_api_key(principal(), tenant_id))
 
 
-@app.post("/tenant/<tenant_id>/signing-secret")
+@app.post("/tenant/<tenant_id>/signing-secret", summary="Rotate the secret that signs delivery reports",
+          tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def rotate_signing_secret(tenant_id: TenantPath,
                           grace_seconds: Annotated[int, Query(ge=0, le=7 * 24 * 3600)] = 24 * 3600) -> SigningSecret:
     secret, valid_until = services().tenants.rotate_signing_secret(principal(), tenant_id, grace_seconds)
     return SigningSecret(signing_secret=secret, previous_valid_until=valid_until)
 
 
-@app.delete("/tenant/<tenant_id>/api-key")
+@app.delete("/tenant/<tenant_id>/api-key", summary="Revoke the tenant's API key (admin)", tags=TENANTS,
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 409, 422, conflict="The tenant has no API key"))
 def revoke_api_key(tenant_id: TenantPath) -> Ok:
     services().tenants.revoke_api_key(principal(), tenant_id)
     return Ok()
 
 
-@app.post("/account", status_code=201)
+@app.post("/account", status_code=201, summary="Create or replace an SMTP account of the tenant", tags=ACCOUNTS,
+          security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404,
+                                            ok=201, ok_description="Created or replaced"))
 def put_account(request: AccountCreate) -> Response[Ok]:
     services().accounts.put(principal(), request)
     return created(Ok())
 
 
-@app.get("/accounts")
+@app.get("/accounts", summary="The tenant's SMTP accounts (passwords omitted)", tags=ACCOUNTS, security=TOKEN,
+         responses=answers(*TOKEN_ERRORS, 404, 422))
 def list_accounts(tenant_id: TenantIdQuery = None) -> AccountList:
     return AccountList(accounts=services().accounts.list_accounts(principal(), tenant_id))
 
 
-@app.get("/account/<account_id>")
-def get_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> AccountView:
+@app.get("/account/<account_id>", summary="One SMTP account (password omitted); percent-encode the id",
+         tags=ACCOUNTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
+def get_account(account_id: PathId, tenant_id: TenantIdQuery = None) -> AccountView:
     return services().accounts.get(principal(), path_id(account_id, "account_id"), tenant_id)
 
 
-@app.delete("/account/<account_id>")
-def delete_account(account_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> Ok:
+@app.delete("/account/<account_id>", summary="Delete an SMTP account", tags=ACCOUNTS, security=TOKEN,
+            responses=answers(*TOKEN_ERRORS, 404, 422))
+def delete_account(account_id: PathId, tenant_id: TenantIdQuery = None) -> Ok:
     services().accounts.delete(principal(), path_id(account_id, "account_id"), tenant_id)
     return Ok()
 
 
-@app.post("/commands/add-messages")
+@app.post("/commands/add-messages", summary="Queue messages; each invalid one is rejected on its own, with its reason",
+          description=ADD_MESSAGES_DESCRIPTION, tags=MESSAGES, security=TOKEN,
+          responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                            conflict="The Idempotency-Key was used with a different request body"))
 def add_messages(
     request: AddMessagesRequest,
     tenant_id: TenantIdQuery = None,
@@ -547,8 +628,9 @@ def add_messages(
 MAX_SEARCH_TS = 10**10 - 1  # epoch seconds in ten digits (until 2286)
 
 
-@app.get("/messages", summary="The tenant's messages, oldest first; filtered by status, recipient, subject, "
-                              "batch_code and creation time (docs/deliverability.md#search)")
+@app.get("/messages", summary="The tenant's messages, oldest first, a page at a time; filtered by status, recipient, "
+                              "subject, batch_code and creation time (docs/deliverability.md#search)",
+         tags=MESSAGES, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def list_messages(
     tenant_id: TenantIdQuery = None,
     status: Annotated[MessageStatus | None, Query()] = None,
@@ -572,19 +654,22 @@ def list_messages(
     return MessageList(messages=records, next_cursor=next_cursor)
 
 
-@app.get("/messages/<message_id>")
-def get_message(message_id: Annotated[str, Path(max_length=384)], tenant_id: TenantIdQuery = None) -> MessageRecord:
+@app.get("/messages/<message_id>", summary="One message with its status and history; percent-encode the id",
+         tags=MESSAGES, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
+def get_message(message_id: PathId, tenant_id: TenantIdQuery = None) -> MessageRecord:
     # ids may hold '/', '?', '#', '%': clients percent-encode them in the path
     return services().messages.get(principal(), path_id(message_id, "message_id"), tenant_id)
 
 
-@app.post("/commands/delete-messages")
+@app.post("/commands/delete-messages", summary="Delete messages by id (not those being sent)", tags=MESSAGES,
+          security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def delete_messages(request: DeleteMessagesRequest, tenant_id: TenantIdQuery = None) -> DeleteMessagesResponse:
     outcome = services().messages.delete(principal(), tenant_id, request.ids)
     return DeleteMessagesResponse(**outcome)
 
 
-@app.post("/commands/cleanup-messages")
+@app.post("/commands/cleanup-messages", summary="Delete settled messages older than a number of seconds",
+          tags=MESSAGES, security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404))
 def cleanup_messages(request: Annotated[CleanupRequest | None, Body()] = None, tenant_id: TenantIdQuery = None
                      ) -> CleanupResponse:
     given = request.older_than_seconds if request is not None else None
@@ -592,7 +677,8 @@ def cleanup_messages(request: Annotated[CleanupRequest | None, Body()] = None, t
     return CleanupResponse(removed=services().messages.cleanup(principal(), tenant_id, older))
 
 
-@app.post("/commands/run-now")
+@app.post("/commands/run-now", summary="Queue the tenant's due messages now instead of at the next tick",
+          tags=MESSAGES, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def run_now(tenant_id: TenantIdQuery = None) -> Ok:
     services().messages.run_now(principal(), tenant_id)
     return Ok()
@@ -601,17 +687,21 @@ def run_now(tenant_id: TenantIdQuery = None) -> Ok:
 BatchQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
-@app.post("/commands/suspend")
+@app.post("/commands/suspend", summary="Hold the tenant's messages: all, or one batch_code", tags=MESSAGES,
+          security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 409, 422, conflict="Every batch is already suspended"))
 def suspend(tenant_id: TenantIdQuery = None, batch_code: BatchQuery = None) -> BatchState:
     return BatchState(**services().messages.suspend(principal(), tenant_id, batch_code))
 
 
-@app.post("/commands/activate")
+@app.post("/commands/activate", summary="Release held messages: all, or one batch_code", tags=MESSAGES,
+          security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 409, 422,
+                                            conflict="Every batch is suspended: activate all batches first"))
 def activate(tenant_id: TenantIdQuery = None, batch_code: BatchQuery = None) -> BatchState:
     return BatchState(**services().messages.activate(principal(), tenant_id, batch_code))
 
 
-@app.get("/command-log")
+@app.get("/command-log", summary="The audit log of commands (admin)", tags=SERVICE, security=TOKEN,
+         responses=answers(*TOKEN_ERRORS, 422))
 def command_log(
     tenant_id: TenantIdQuery = None,
     since_ts: Annotated[int | None, Query(ge=0)] = None,
@@ -637,7 +727,8 @@ class SuppressionPage(Ok):
     next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
 
 
-@app.get("/suppressions", summary="The tenant's suppressed addresses (hard bounces and manual entries)")
+@app.get("/suppressions", summary="The tenant's suppressed addresses (hard bounces and manual entries)",
+         tags=SUPPRESSIONS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def list_suppressions(
     tenant_id: TenantIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -647,7 +738,9 @@ def list_suppressions(
     return SuppressionPage(suppressions=entries, next_cursor=next_cursor)
 
 
-@app.post("/suppressions", status_code=201, summary="Suppress an address: messages to it are not sent")
+@app.post("/suppressions", status_code=201, summary="Suppress an address: messages to it are not sent",
+          tags=SUPPRESSIONS, security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404,
+                                                               ok=201, ok_description="Suppressed"))
 def add_suppression(request: SuppressionCreate, tenant_id: TenantIdQuery = None) -> Response[Ok]:
     if tenant_id and request.tenant_id and tenant_id != request.tenant_id:
         raise InvalidInputError("tenant_id in the query and in the body differ")
@@ -656,7 +749,8 @@ def add_suppression(request: SuppressionCreate, tenant_id: TenantIdQuery = None)
     return created(Ok())
 
 
-@app.delete("/suppressions/<address>", summary="Stop suppressing an address")
+@app.delete("/suppressions/<address>", summary="Stop suppressing an address", tags=SUPPRESSIONS, security=TOKEN,
+            responses=answers(*TOKEN_ERRORS, 404, 422))
 def delete_suppression(address: Annotated[str, Path(max_length=300)], tenant_id: TenantIdQuery = None) -> Ok:
     services().suppressions.remove(principal(), unquote(address), tenant_id)
     return Ok()
@@ -767,8 +861,9 @@ from mail_proxy.unsubscribe_api import router as _unsubscribe_router  # noqa: E4
 
 app.include_router(_unsubscribe_router)
 # genro-mail-proxy serves Swagger UI at /docs and ReDoc at /redoc: here /docs is Swagger UI (the document
-# embedded, assets from Powertools' default location) and /redoc leads there; both public, like /openapi.json
-app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)
+# and Swagger UI's assets embedded, as Powertools ships them) and /redoc leads there; both public, like /openapi.json
+# (MAIL_PROXY_SWAGGER_UI_BASE_URL serves Swagger UI's assets from elsewhere: a mirror, or a CDN to keep the page small)
+app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION, swagger_base_url=swagger_ui_base_url())
 
 
 @app.get("/redoc", include_in_schema=False)
