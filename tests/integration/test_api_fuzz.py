@@ -183,13 +183,19 @@ PHASES = "examples,coverage,fuzzing,stateful"
 # Rules the api checks that JSON Schema cannot state, so a request valid by the document is refused with 422:
 # host names must resolve to public addresses (SSRF guard), e-mail addresses must parse as RFC 5322 mailboxes,
 # paths must start with '/', values must hold no control characters, and cursors are opaque tokens the api
-# issued. For these operations positive_data_acceptance accepts 422 as well (it keeps its other statuses).
+# issued, DKIM domains are DNS names. For these operations positive_data_acceptance accepts 422 as well (it keeps
+# its other statuses).
 SEMANTIC_422 = [
     "POST /account", "POST /accounts/add", "POST /accounts/add_pec",  # SMTP/IMAP host names
     "POST /tenant", "PUT /tenant/{tenant_id}", "POST /tenants/add", "POST /tenants/update",  # paths, addresses
     "POST /suppressions", "POST /messages/add",  # e-mail addresses
     "POST /tenant/{tenant_id}/suspend",  # a reason without control characters
     "GET /messages", "GET /suppressions",  # cursor
+    # DKIM: a signing domain must be a dotted DNS name with a top-level label of letters (IDNA-valid)
+    "POST /tenant/{tenant_id}/dkim", "GET /tenant/{tenant_id}/dkim/{domain}",
+    "DELETE /tenant/{tenant_id}/dkim/{domain}", "POST /tenant/{tenant_id}/dkim/{domain}/rotate",
+    "POST /tenant/{tenant_id}/dkim/{domain}/selectors/{selector}/activate",
+    "DELETE /tenant/{tenant_id}/dkim/{domain}/selectors/{selector}",
 ]
 POSITIVE_STATUSES = '["2xx", "3xx", "401", "403", "404", "409", "422", "429"]'
 # genro-mail-proxy's routes that take the very model of a REST route (TenantCreate, TenantUpdate,

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from mail_proxy.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, answers
 from mail_proxy.dkim_keys import DkimDomains
 
 router = APIGatewayHttpRouter()
@@ -22,15 +22,6 @@ TAGS = ["DKIM"]
 TenantPath = Annotated[str, Path(max_length=64)]
 DomainPath = Annotated[str, Path(max_length=253)]
 SelectorPath = Annotated[str, Path(max_length=63)]
-
-
-def _error(description: str) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"detail": {}}, "required": ["detail"]}}}}
-
-
-_COMMON: dict[int, OpenAPIResponse] = {401: _error("no valid token"), 403: _error("another tenant's token"),
-           404: _error("tenant, domain or selector not found"), 422: _error("invalid input")}
 
 
 class DkimRegistration(BaseModel):
@@ -79,7 +70,7 @@ def _desk() -> DkimDomains:
 
 
 @router.get("/tenant/<tenant_id>/dkim", tags=TAGS, summary="The tenant's DKIM signing domains and DNS records",
-            responses={200: {"description": "the domains"}, **_COMMON})
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domains"))
 def list_dkim_domains(tenant_id: TenantPath) -> DkimDomainList:
     found = _desk().list_domains(_http().principal(), tenant_id)
     return DkimDomainList(domains=[DkimDomainView(**d) for d in found])
@@ -87,22 +78,23 @@ def list_dkim_domains(tenant_id: TenantPath) -> DkimDomainList:
 
 @router.post("/tenant/<tenant_id>/dkim", tags=TAGS, status_code=201,
              summary="Register a signing domain: a new RSA-2048 key, and the TXT record to publish",
-             responses={201: {"description": "registered"}, 409: _error("already registered, or too many keys"),
-                        **_COMMON})
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409, ok=201,
+                                               ok_description="registered",
+                                               conflict="already registered, or too many keys"))
 def register_dkim_domain(tenant_id: TenantPath, request: DkimRegistration) -> Response[DkimDomainView]:
     view = _desk().register(_http().principal(), tenant_id, request.domain, request.selector)
     return Response(status_code=201, content_type="application/json", body=DkimDomainView(**view))
 
 
 @router.get("/tenant/<tenant_id>/dkim/<domain>", tags=TAGS, summary="One signing domain and its selectors",
-            responses={200: {"description": "the domain"}, **_COMMON})
+            security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domain"))
 def get_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> DkimDomainView:
     return DkimDomainView(**_desk().get(_http().principal(), tenant_id, domain))
 
 
 @router.delete("/tenant/<tenant_id>/dkim/<domain>", tags=TAGS,
                summary="Stop signing a domain and forget all its keys",
-               responses={200: {"description": "removed"}, **_COMMON})
+               security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="removed"))
 def remove_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> dict[str, bool]:
     _desk().remove_domain(_http().principal(), tenant_id, domain)
     return {"ok": True}
@@ -110,8 +102,9 @@ def remove_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> dict[str, b
 
 @router.post("/tenant/<tenant_id>/dkim/<domain>/rotate", tags=TAGS,
              summary="A new key under a new selector; the old selectors stay listed until removed",
-             responses={200: {"description": "the domain with its new selector"},
-                        409: _error("selector in use, or too many keys"), **_COMMON})
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, *BODY_ERRORS, 404, 409,
+                                               ok_description="the domain with its new selector",
+                                               conflict="selector in use, or too many keys"))
 def rotate_dkim_key(tenant_id: TenantPath, domain: DomainPath,
                     request: Annotated[DkimRotation | None, Body()] = None) -> DkimDomainView:
     rotation = request or DkimRotation()
@@ -121,14 +114,14 @@ def rotate_dkim_key(tenant_id: TenantPath, domain: DomainPath,
 
 @router.post("/tenant/<tenant_id>/dkim/<domain>/selectors/<selector>/activate", tags=TAGS,
              summary="Sign the domain's mail with this selector's key from now on",
-             responses={200: {"description": "the domain"}, **_COMMON})
+             security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domain"))
 def activate_dkim_selector(tenant_id: TenantPath, domain: DomainPath, selector: SelectorPath) -> DkimDomainView:
     return DkimDomainView(**_desk().activate(_http().principal(), tenant_id, domain, selector))
 
 
 @router.delete("/tenant/<tenant_id>/dkim/<domain>/selectors/<selector>", tags=TAGS,
                summary="Remove a retired selector (its DNS record may then be deleted)",
-               responses={200: {"description": "the domain"}, 409: _error("the selector still signs"),
-                          **_COMMON})
+               security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 409, ok_description="the domain",
+                                                 conflict="the selector still signs"))
 def remove_dkim_selector(tenant_id: TenantPath, domain: DomainPath, selector: SelectorPath) -> DkimDomainView:
     return DkimDomainView(**_desk().remove_selector(_http().principal(), tenant_id, domain, selector))

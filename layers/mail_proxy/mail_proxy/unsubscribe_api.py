@@ -24,6 +24,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
+from mail_proxy.api_docs import answers
 from mail_proxy.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def _html(description: str) -> OpenAPIResponse:
 
 
 _RESPONSES: dict[int, OpenAPIResponse] = {
+    **{code: answer for code, answer in answers(429).items() if code != 200},  # throttled; 422: not a token
     404: _html("the link is not valid (forged, malformed, or its tenant is gone)"),
     410: _html("the link has expired"),
 }
