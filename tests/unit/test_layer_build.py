@@ -3,7 +3,8 @@
 ``sam build`` runs ``layers/mail_proxy/Makefile`` (BuildMethod makefile), which installs
 ``requirements.lock`` with ``pip --require-hashes --no-deps``. Nothing here runs a build: the template, the
 Makefile, the lock and ``requirements.txt`` are parsed, and the lock is checked against the metadata of the
-packages installed in this virtualenv (their declared dependencies).
+packages installed in this virtualenv (their declared dependencies). What the Makefile prunes is checked
+against what the code loads from this virtualenv; tests/integration/test_built_layer.py builds the layer.
 """
 
 from __future__ import annotations
