@@ -3,13 +3,18 @@
 ``sam build`` runs ``layers/mail_proxy/Makefile`` (BuildMethod makefile), which installs
 ``requirements.lock`` with ``pip --require-hashes --no-deps``. Nothing here runs a build: the template, the
 Makefile, the lock and ``requirements.txt`` are parsed, and the lock is checked against the metadata of the
-packages installed in this virtualenv (their declared dependencies).
+packages installed in this virtualenv (their declared dependencies). What the Makefile prunes is checked
+against what the code loads from this virtualenv; tests/integration/test_built_layer.py builds the layer.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +153,98 @@ def test_the_lock_holds_everything_its_packages_need(lock: dict[str, tuple[str, 
     for name in lock:
         missing = _needs(name, extras.get(name, set())) - set(lock) - RUNTIME_PROVIDED
         assert not missing, f"{name} needs {sorted(missing)}, which the lock lacks: make -C layers/mail_proxy lock"
+
+
+# What the layer leaves out of its packages (the Makefile's CRYPTO_KEEP and PRUNE) ---------------------------
+
+# exercises every use the layer makes of pycryptodome, failure paths included, then lists what was loaded
+_CRYPTO_PROBE = """
+import sys
+from mail_proxy import crypto, dkim_signing
+ring = crypto.KeyRing(bytes(32))
+value = ring.encrypt("secret", context="c")
+assert ring.decrypt(value, context="c") == "secret"
+for bad in (value[:-4] + "AAAA", value[:20]):
+    try:
+        ring.decrypt(bad, context="c")
+    except crypto.DecryptionError:
+        pass
+private, public = dkim_signing.generate_key()
+dkim_signing.sign(b"From: a@b.example\\r\\n\\r\\nbody\\r\\n", domain="b.example", selector="s", private_key=private,
+                  timestamp=1)
+for pem in ("-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\\n", "nonsense"):
+    try:
+        dkim_signing.sign(b"From: a@b.example\\r\\n\\r\\n", domain="b.example", selector="s", private_key=pem,
+                          timestamp=1)
+    except ValueError:
+        pass
+for name in sorted(sys.modules):
+    if name == "Crypto" or name.startswith("Crypto."):
+        print("module", name.replace(".", "/").removeprefix("Crypto").lstrip("/") or "__init__",
+              getattr(sys.modules[name], "__path__", None) is not None)
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        path = line.split()[-1]
+        if "/Crypto/" in path and path.endswith(".so"):
+            print("shared", path.rsplit("/Crypto/", 1)[1].split(".")[0])
+"""
+
+
+def crypto_keep() -> list[str]:
+    return makefile_variables((layer_dir() / "Makefile").read_text(encoding="utf-8"))["CRYPTO_KEEP"].split()
+
+
+def kept(stem: str) -> bool:
+    return any(fnmatch.fnmatchcase(stem, pattern) for pattern in crypto_keep())
+
+
+def test_the_layer_must_stay_within_20_mb() -> None:
+    assert float(makefile_variables((layer_dir() / "Makefile").read_text(encoding="utf-8"))["MAX_MB"]) <= 20
+
+
+def test_the_layer_has_pycryptodome_and_no_cryptography(lock: dict[str, tuple[str, list[str]]]) -> None:
+    assert "pycryptodome" in lock
+    assert not {"cryptography", "cffi", "pycparser"} & set(lock)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="lists loaded shared objects from /proc")
+def test_the_crypto_keep_list_has_every_module_and_shared_object_the_code_loads() -> None:
+    done = subprocess.run([sys.executable, "-c", _CRYPTO_PROBE], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(layer_dir())})
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded: set[str] = set()
+    for kind, stem, *package in (line.split() for line in done.stdout.splitlines()):
+        loaded.add(f"{stem}/__init__" if kind == "module" and package == ["True"] and stem != "__init__" else stem)
+    assert {"Cipher/AES", "Cipher/_mode_gcm", "PublicKey/RSA", "Signature/pkcs1_15"} <= loaded
+    assert any(stem.startswith("Cipher/_raw_aes") for stem in loaded), "no shared object was seen loading"
+    missing = sorted(stem for stem in loaded if not kept(stem))
+    assert not missing, f"CRYPTO_KEEP in layers/mail_proxy/Makefile lacks {missing}: the layer would not import"
+
+
+def test_every_crypto_keep_entry_names_files_pycryptodome_has() -> None:
+    stems = {str(f).removeprefix("Crypto/").split(".")[0] for f in importlib.metadata.files("pycryptodome") or []
+             if str(f).startswith("Crypto/")}
+    stale = [pattern for pattern in crypto_keep() if not fnmatch.filter(stems, pattern)]
+    assert not stale, f"CRYPTO_KEEP names what pycryptodome does not have: {stale}"
+
+
+@pytest.mark.parametrize("stem", ["SelfTest/__init__", "PublicKey/ECC", "PublicKey/_ed25519", "PublicKey/_curve25519",
+                                  "PublicKey/_ec_nat", "PublicKey/MLKEM", "Cipher/ChaCha20", "Cipher/_raw_blowfish",
+                                  "Hash/SHA3_256", "Signature/eddsa"])
+def test_the_crypto_keep_list_leaves_out_what_the_code_never_uses(stem: str) -> None:
+    assert not kept(stem)
+
+
+def test_what_the_layer_prunes_is_imported_by_nothing_it_keeps() -> None:
+    prune = makefile_variables((layer_dir() / "Makefile").read_text(encoding="utf-8"))["PRUNE"].split()
+    assert "pydantic/v1" in prune
+    # never Powertools' Swagger UI assets: /docs serves them
+    assert not [p for p in prune if p.startswith("aws_lambda_powertools")]
+    sources = [*(layer_dir() / "mail_proxy").rglob("*.py")]
+    powertools = importlib.metadata.files("aws-lambda-powertools") or []
+    sources += [Path(str(f.locate())) for f in powertools if str(f).endswith(".py")]
+    for module in (p.replace("/", ".") for p in prune):
+        parent, _, child = module.rpartition(".")
+        pattern = re.compile(rf"\b{re.escape(module)}\b|from {re.escape(parent)} import [^\n]*\b{child}\b")
+        users = [str(path) for path in sources if pattern.search(path.read_text(encoding="utf-8"))]
+        assert not users, f"{module} is pruned from the layer but imported by {users}"

@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from Crypto.Cipher import AES
 
 from mail_proxy.errors import ConfigurationError
 
 PREFIX = "ENC:"
 KEY_FILE = Path("/run/secrets/encryption_key")
 NONCE_BYTES = 12
+TAG_BYTES = 16
 
 
 class DecryptionError(Exception):
@@ -34,7 +34,7 @@ class DecryptionError(Exception):
 
 def generate_key() -> str:
     """A new random key, base64 of 32 bytes, for ``MAIL_PROXY_ENCRYPTION_KEY`` or the secret."""
-    return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii")
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def parse_key(text: str | bytes, *, source: str) -> bytes:
@@ -88,8 +88,10 @@ class KeyRing:
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = AESGCM(self.current).encrypt(nonce, plaintext.encode("utf-8"), context.encode("utf-8"))
-        return f"{PREFIX}{self.current_id}:{base64.b64encode(nonce + sealed).decode('ascii')}"
+        cipher = AES.new(self.current, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(context.encode("utf-8"))
+        sealed, tag = cipher.encrypt_and_digest(plaintext.encode("utf-8"))
+        return f"{PREFIX}{self.current_id}:{base64.b64encode(nonce + sealed + tag).decode('ascii')}"
 
     def decrypt(self, value: str, *, context: str) -> str:
         kid, blob = _split(value)
@@ -98,8 +100,13 @@ class KeyRing:
             raise DecryptionError(f"value was encrypted with unknown key id {kid!r}")
         try:
             data = base64.b64decode(blob, validate=True)
-            plain = AESGCM(key).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], context.encode("utf-8"))
-        except (InvalidTag, binascii.Error, ValueError) as exc:
+            if len(data) < NONCE_BYTES + TAG_BYTES:
+                raise ValueError("shorter than a nonce and a tag")
+            cipher = AES.new(key, AES.MODE_GCM, nonce=data[:NONCE_BYTES], mac_len=TAG_BYTES)
+            cipher.update(context.encode("utf-8"))
+            # ValueError when the tag does not match: the data, the key or the context differ
+            plain = cipher.decrypt_and_verify(data[NONCE_BYTES:-TAG_BYTES], data[-TAG_BYTES:])
+        except (binascii.Error, ValueError) as exc:
             raise DecryptionError("value does not decrypt (tampered, or stored for another owner)") from exc
         return plain.decode("utf-8")
 

@@ -1,8 +1,8 @@
 """DKIM signatures (RFC 6376, ``rsa-sha256``, ``relaxed/relaxed``) and the DNS record that publishes a key.
 Pure: no AWS, no I/O.
 
-Signed with ``cryptography`` (already in the layer) rather than a DKIM library, so the layer gains no DNS
-package; the tests verify every signature with an independent implementation (dkimpy), which is what
+Signed with pycryptodome (already in the layer for ``crypto``) rather than a DKIM library, so the layer
+gains no DNS package; the tests verify every signature with an independent implementation (dkimpy), which is what
 catches a canonicalisation mistake. ``From`` is signed once more than it occurs ("over-signed"), so a
 second ``From`` added on the way breaks the signature instead of passing as signed.
 """
@@ -15,8 +15,9 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from Crypto.Hash import SHA256
+from Crypto.PublicKey import RSA
+from Crypto.Signature import pkcs1_15
 
 KEY_BITS = 2048
 SIGNED_HEADERS: tuple[str, ...] = (
@@ -30,11 +31,9 @@ _LINE_WIDTH = 76
 
 def generate_key() -> tuple[str, str]:
     """A new RSA key: (private key as PKCS#8 PEM, public key as base64 DER for the ``p=`` tag)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode("ascii")
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = RSA.generate(KEY_BITS, e=65537)
+    private = key.export_key(format="PEM", pkcs=8).decode("ascii")  # "BEGIN PRIVATE KEY", as before
+    public = key.public_key().export_key(format="DER")  # SubjectPublicKeyInfo
     return private, base64.b64encode(public).decode("ascii")
 
 
@@ -49,11 +48,16 @@ def dns_value(public_key: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _load_key(private_pem: str) -> rsa.RSAPrivateKey:
-    """Parsing and checking a 2048-bit key costs milliseconds: done once per key and container."""
-    key = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("a DKIM key must be an RSA key")
+def _load_key(private_pem: str) -> RSA.RsaKey:
+    """Parsing and checking a 2048-bit key costs milliseconds: done once per key and container. PKCS#8
+    (``BEGIN PRIVATE KEY``, what ``generate_key`` writes) and PKCS#1 (``BEGIN RSA PRIVATE KEY``) PEM load;
+    ValueError for anything else, an encrypted key, a public key or a key of another type."""
+    try:
+        key = RSA.import_key(private_pem.encode("ascii"))
+    except (IndexError, TypeError) as exc:  # what a malformed DER structure can also raise
+        raise ValueError("a DKIM key must be an RSA private key in PEM") from exc
+    if not key.has_private():
+        raise ValueError("a DKIM key must be an RSA private key, not a public key")
     return key
 
 
@@ -137,6 +141,6 @@ def sign(message: bytes, *, domain: str, selector: str, private_key: str, timest
     tags += [["h=" + header_names[0], *header_names[1:]], _base64_tag("bh", body_hash)]
     unsigned = _fold_tags([*tags, ["b="]])
     data = b"".join(relaxed_header(f) + b"\r\n" for f in chosen) + relaxed_header(unsigned.encode("ascii"))
-    signature = _load_key(private_key).sign(data, padding.PKCS1v15(), hashes.SHA256())
+    signature = pkcs1_15.new(_load_key(private_key)).sign(SHA256.new(data))
     header = _fold_tags([*tags, _base64_tag("b", base64.b64encode(signature).decode("ascii"))])
     return header.encode("ascii") + b"\r\n" + message
