@@ -194,3 +194,37 @@ def test_add_messages_with_the_admin_token_and_no_tenant_raises_like_get_message
     with pytest.raises(ValidationFailed, match="tenant_id is required with the admin token: pass"):
         admin.add_messages([message(unique("no-tenant"))])
     assert admin.add_messages([message(unique("with-tenant"))], tenant_id=sink_tenant.tenant_id)["queued"] == 1
+
+
+def test_search_by_recipient_subject_and_batch_walks_only_the_matches(local_stack: RunningStack,
+                                                                      sink_tenant: SinkTenant) -> None:
+    shop = MailProxyClient(local_stack.api_url, sink_tenant.api_key)
+    shop.suspend()  # keep them waiting: only the search matters here
+    batch = [{**message("find-1"), "to": ["Ann@Example.org"], "subject": "Spring sale", "batch_code": "spring"},
+             {**message("find-2"), "to": ["bob@example.org"], "cc": ["ann@example.org"], "subject": "Receipt"},
+             {**message("find-3"), "to": ["carl@example.org"], "subject": "Spring sale", "batch_code": "spring"}]
+    assert shop.add_messages(batch)["queued"] == 3
+    by_recipient = [m["id"] for m in shop.iter_messages(recipient="ann@example.org", page_size=1)]
+    assert sorted(by_recipient) == ["find-1", "find-2"]
+    assert [m["id"] for m in shop.iter_messages(recipient="ann@example.org", subject="sale")] == ["find-1"]
+    assert sorted(m["id"] for m in shop.iter_messages(batch_code="spring")) == ["find-1", "find-3"]
+    assert list(shop.iter_messages(since_ts=int(time.time()) + 3600)) == []
+
+
+def test_a_dkim_domain_is_registered_rotated_and_removed_without_its_private_key(local_stack: RunningStack,
+                                                                                 sink_tenant: SinkTenant) -> None:
+    shop = MailProxyClient(local_stack.api_url, sink_tenant.api_key)
+    domain = f"{sink_tenant.tenant_id}.example.com"
+    registered = shop.register_dkim_domain(sink_tenant.tenant_id, domain, selector="s1")
+    assert registered["domain"] == domain and registered["signing_selector"] == "s1"
+    assert "PRIVATE KEY" not in repr(registered)
+    rotated = shop.rotate_dkim_key(sink_tenant.tenant_id, domain, selector="s2")
+    assert rotated["signing_selector"] == "s2" and {s["selector"] for s in rotated["selectors"]} == {"s1", "s2"}
+    with pytest.raises(Conflict):
+        shop.remove_dkim_selector(sink_tenant.tenant_id, domain, "s2")  # it still signs
+    remaining = shop.remove_dkim_selector(sink_tenant.tenant_id, domain, "s1")["selectors"]
+    assert {s["selector"] for s in remaining} == {"s2"}
+    assert [d["domain"] for d in shop.list_dkim_domains(sink_tenant.tenant_id)] == [domain]
+    shop.remove_dkim_domain(sink_tenant.tenant_id, domain)
+    with pytest.raises(NotFound):
+        shop.get_dkim_domain(sink_tenant.tenant_id, domain)

@@ -81,11 +81,20 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/suppressions"): "list_suppressions",
     ("POST", "/suppressions"): "add_suppression",
     ("DELETE", "/suppressions/{address}"): "remove_suppression",
+    ("GET", "/tenant/{tenant_id}/dkim"): "list_dkim_domains",
+    ("POST", "/tenant/{tenant_id}/dkim"): "register_dkim_domain",
+    ("GET", "/tenant/{tenant_id}/dkim/{domain}"): "get_dkim_domain",
+    ("DELETE", "/tenant/{tenant_id}/dkim/{domain}"): "remove_dkim_domain",
+    ("POST", "/tenant/{tenant_id}/dkim/{domain}/rotate"): "rotate_dkim_key",
+    ("POST", "/tenant/{tenant_id}/dkim/{domain}/selectors/{selector}/activate"): "activate_dkim_selector",
+    ("DELETE", "/tenant/{tenant_id}/dkim/{domain}/selectors/{selector}"): "remove_dkim_selector",
 }
 # The reason the proxy gives for each message of an admin-token submission that names no tenant.
 ADMIN_WITHOUT_TENANT = "tenant_id is required with the admin token"
-# Routes a client program has no use for: the public download link that rewritten messages carry.
-NOT_CLIENT_ROUTES = frozenset({("GET", "/files/{token}")})
+# Routes a client program has no use for: the public download link that rewritten messages carry, and the
+# one-click unsubscribe link and page, which are for the recipients (and their mailbox providers).
+NOT_CLIENT_ROUTES = frozenset({("GET", "/files/{token}"), ("GET", "/unsubscribe/{token}"),
+                               ("POST", "/unsubscribe/{token}")})
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ class MailProxyClient:
                    body={"reason": reason} if reason is not None else None)
 
     def resume_tenant(self, tenant_id: str) -> None:
-        """``POST /tenant/{id}/resume`` (admin): lifts an administrator's suspension."""
+        """``POST /tenant/{id}/resume`` (admin): lifts an administrator's suspension and a reputation pause."""
         self._call("POST", f"/tenant/{_segment(tenant_id)}/resume")
 
     # ---------------------------------------------------------------------------------------- accounts
@@ -278,25 +287,31 @@ class MailProxyClient:
         return cast(AddMessagesResult, answer)
 
     def list_messages(self, *, tenant_id: str | None = None, status: str | None = None, active_only: bool = False,
-                      include_history: bool = False, limit: int | None = None,
-                      cursor: str | None = None) -> MessagePage:
-        """``GET /messages``: one page, ``{"messages": [...], "next_cursor": ...}``. ``iter_messages``
-        walks every page."""
+                      include_history: bool = False, limit: int | None = None, cursor: str | None = None,
+                      recipient: str | None = None, subject: str | None = None, batch_code: str | None = None,
+                      since_ts: int | None = None, until_ts: int | None = None) -> MessagePage:
+        """``GET /messages``: one page, ``{"messages": [...], "next_cursor": ...}``, oldest first. The search
+        filters (``recipient`` in to/cc/bcc, ``subject`` text, ``batch_code``, creation time ``since_ts`` ..
+        ``until_ts`` in epoch seconds) combine; pass the same ones with the cursor. ``iter_messages`` walks
+        every page."""
         query = {"tenant_id": tenant_id, "status": status, "active_only": active_only or None,
-                 "include_history": include_history or None, "limit": limit, "cursor": cursor}
+                 "include_history": include_history or None, "limit": limit, "cursor": cursor,
+                 "recipient": recipient, "subject": subject, "batch_code": batch_code, "since_ts": since_ts,
+                 "until_ts": until_ts}
         return cast(MessagePage, self._call("GET", "/messages", query=query))
 
     def iter_messages(self, *, tenant_id: str | None = None, status: str | None = None, active_only: bool = False,
-                      include_history: bool = False, page_size: int = 100,
-                      max_items: int | None = None) -> Iterator[MessageRecord]:
-        """Every message matching the filters, following ``next_cursor`` page by page; stops after
-        ``max_items`` if given, and if the proxy ever hands back a cursor it gave before."""
+                      include_history: bool = False, page_size: int = 100, max_items: int | None = None,
+                      **search: Any) -> Iterator[MessageRecord]:
+        """Every message matching the filters (``search``: those of ``list_messages``), following
+        ``next_cursor`` page by page; stops after ``max_items`` if given, and if the proxy ever hands back a
+        cursor it gave before."""
         cursor: str | None = None
         seen: set[str] = set()
         yielded = 0
         while True:
             page = self.list_messages(tenant_id=tenant_id, status=status, active_only=active_only,
-                                      include_history=include_history, limit=page_size, cursor=cursor)
+                                      include_history=include_history, limit=page_size, cursor=cursor, **search)
             for record in page["messages"]:
                 if max_items is not None and yielded >= max_items:
                     return
@@ -373,6 +388,43 @@ class MailProxyClient:
     def remove_suppression(self, address: str, *, tenant_id: str | None = None) -> None:
         """``DELETE /suppressions/{address}``: messages to ``address`` are sent again."""
         self._call("DELETE", f"/suppressions/{_segment(address)}", query={"tenant_id": tenant_id})
+
+    # -------------------------------------------------------------------------------------------- DKIM
+
+    def list_dkim_domains(self, tenant_id: str) -> list[dict[str, Any]]:
+        """``GET /tenant/{id}/dkim``: the tenant's signing domains, each with its selectors and DNS records."""
+        return list(self._call("GET", f"/tenant/{_segment(tenant_id)}/dkim")["domains"])
+
+    def register_dkim_domain(self, tenant_id: str, domain: str, *, selector: str | None = None) -> dict[str, Any]:
+        """``POST /tenant/{id}/dkim``: a new key for ``domain``; publish the answer's TXT record, then mail
+        from that domain is signed. Not retried (a repeat answers 409 once the first was stored)."""
+        return dict(self._call("POST", f"/tenant/{_segment(tenant_id)}/dkim",
+                               body=_without_none({"domain": domain, "selector": selector}), retry_safe=False))
+
+    def get_dkim_domain(self, tenant_id: str, domain: str) -> dict[str, Any]:
+        """``GET /tenant/{id}/dkim/{domain}``: one signing domain and its selectors."""
+        return dict(self._call("GET", f"/tenant/{_segment(tenant_id)}/dkim/{_segment(domain)}"))
+
+    def remove_dkim_domain(self, tenant_id: str, domain: str) -> None:
+        """``DELETE /tenant/{id}/dkim/{domain}``: stop signing, forget its keys."""
+        self._call("DELETE", f"/tenant/{_segment(tenant_id)}/dkim/{_segment(domain)}")
+
+    def rotate_dkim_key(self, tenant_id: str, domain: str, *, selector: str | None = None,
+                        activate: bool = True) -> dict[str, Any]:
+        """``POST /tenant/{id}/dkim/{domain}/rotate``: a new key under a new selector (signing with it at once
+        unless ``activate=False``: publish its record first). Not retried."""
+        return dict(self._call("POST", f"/tenant/{_segment(tenant_id)}/dkim/{_segment(domain)}/rotate",
+                               body=_without_none({"selector": selector, "activate": activate}), retry_safe=False))
+
+    def activate_dkim_selector(self, tenant_id: str, domain: str, selector: str) -> dict[str, Any]:
+        """``POST .../selectors/{selector}/activate``: sign the domain's mail with that selector's key."""
+        return dict(self._call("POST", f"/tenant/{_segment(tenant_id)}/dkim/{_segment(domain)}/selectors/"
+                                       f"{_segment(selector)}/activate"))
+
+    def remove_dkim_selector(self, tenant_id: str, domain: str, selector: str) -> dict[str, Any]:
+        """``DELETE .../selectors/{selector}``: drop a retired selector (409 while it still signs)."""
+        return dict(self._call("DELETE", f"/tenant/{_segment(tenant_id)}/dkim/{_segment(domain)}/selectors/"
+                                         f"{_segment(selector)}"))
 
     # ---------------------------------------------------------------------------------------- commands
 
