@@ -3,12 +3,15 @@ could do with complaints, bounces, unsubscribe links and DKIM keys."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from email import message_from_bytes
 from typing import Any
 
 import pytest
 
-from tests.conftest import ApiClient, Stack, message, reset_caches
+from mail_proxy import clock
+from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, bounce_mailbox, event_types, submit
 from tests.fixtures.delivery import DeliveryHarness
@@ -92,3 +95,85 @@ def test_repeated_hard_bounces_of_one_message_count_once(
     poller.poll()
     assert rates(api, token, "acme")["bounced"] == 1
     assert not paused(api, token)
+
+
+# ------------------------------------------------------------------------------ unsubscribe links
+
+PUBLIC_URL = "http://api.test"
+FORM = b"List-Unsubscribe=One-Click"
+
+
+@pytest.fixture
+def linked(stack: Stack, smtp: ScriptedSmtpServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
+    monkeypatch.setenv("PUBLIC_API_URL", PUBLIC_URL)
+    reset_caches()
+    harness = DeliveryHarness(stack)
+    harness.sender_module.dispatcher().sleep = lambda _s: None
+    yield harness
+    harness.close()
+
+
+def _link(smtp: ScriptedSmtpServer, count: int) -> str:
+    mail = message_from_bytes(smtp.wait_for_messages(count)[-1].data)
+    found = re.search(re.escape(PUBLIC_URL) + r"(/unsubscribe/[A-Za-z0-9_.-]+)>",
+                      str(mail["List-Unsubscribe"]).replace("\r\n", ""))
+    assert found, mail["List-Unsubscribe"]
+    return found.group(1)
+
+
+def _call(api: ApiClient, method: str, path: str, body: bytes = b"") -> tuple[int, str]:
+    headers = [("content-type", "application/x-www-form-urlencoded")] if body else []
+    response = api.gateway.handle(method, path, headers, body)
+    text = response.body.decode("utf-8") if isinstance(response.body, bytes) else str(response.body or "")
+    return response.status, text
+
+
+def _unsubscribing_tenant(api: ApiClient, smtp: ScriptedSmtpServer, tenant_id: str) -> str:
+    token = api.create_tenant(tenant_id, unsubscribe={"default": True, "per_batch": True})
+    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
+    return token
+
+
+def test_markup_in_the_list_name_is_shown_as_text_on_the_unsubscribe_pages(
+        api: ApiClient, smtp: ScriptedSmtpServer, linked: DeliveryHarness) -> None:
+    """The list name is the tenant's batch_code: a hostile tenant (or a careless one) must not get script onto a
+    page served from the proxy's own origin."""
+    token = _unsubscribing_tenant(api, smtp, "acme")
+    hostile = '"><script>alert(1)</script><img/src=x/onerror=alert(2)>'
+    submit(api, token, message("m1", batch_code=hostile, to=["o'brien+x@example.org"]))
+    linked.drain()
+    path = _link(smtp, 1)
+    for method, body in (("GET", b""), ("POST", FORM)):
+        status, text = _call(api, method, path, body)
+        assert status == 200, text
+        assert "<script" not in text and "<img" not in text
+        assert "&lt;script&gt;" in text
+
+
+def test_a_head_request_from_a_link_scanner_unsubscribes_nobody_and_is_no_server_error(
+        api: ApiClient, smtp: ScriptedSmtpServer, linked: DeliveryHarness) -> None:
+    token = _unsubscribing_tenant(api, smtp, "acme")
+    submit(api, token, message("m1"))
+    linked.drain()
+    path = _link(smtp, 1)
+    for method in ("HEAD", "OPTIONS", "PUT", "DELETE"):
+        status, _text = _call(api, method, path, FORM)
+        assert status < 500 and status != 200, (method, status)
+    assert api.get("/suppressions", token=token).json["suppressions"] == []
+
+
+def test_a_link_of_a_deleted_tenant_suppresses_nothing_for_a_new_tenant_of_the_same_id(
+        api: ApiClient, smtp: ScriptedSmtpServer, linked: DeliveryHarness) -> None:
+    """An administrator deletes a tenant and later gives its id to someone else: the old tenant's links,
+    still in its recipients' mailboxes, are not valid for the new one."""
+    token = _unsubscribing_tenant(api, smtp, "acme")
+    submit(api, token, message("m1", to=["reader@example.org"]))
+    linked.drain()
+    path = _link(smtp, 1)
+    assert api.delete("/tenant/acme", token=ADMIN_TOKEN).status in (200, 204)
+    assert _call(api, "POST", path, FORM)[0] == 404
+    clock.advance(3600)
+    token = _unsubscribing_tenant(api, smtp, "acme")
+    status, _text = _call(api, "POST", path, FORM)
+    assert status == 404
+    assert api.get("/suppressions", token=token).json["suppressions"] == []
