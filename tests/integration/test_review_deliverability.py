@@ -97,6 +97,24 @@ def test_repeated_hard_bounces_of_one_message_count_once(
     assert not paused(api, token)
 
 
+
+@pytest.mark.xfail(strict=True, reason="X-Mail-Proxy-ID is '<tenant>/<message id>' in clear, with no tag only the "
+                   "proxy could make: anyone who has seen one of the tenant's messages (its Return-Path and tenant "
+                   "id) can mail the bounce mailbox DSNs for guessed ids (m1, m2, order-1001...), bounce them, "
+                   "suppress their recipients and pause the tenant. Fix: a MAC in the header, references without "
+                   "a valid one ignored (every returned-mail fixture must then carry it).")
+def test_a_stranger_guessing_message_ids_cannot_bounce_other_recipients_messages(
+        api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
+        imap: ImapTestServer) -> None:
+    token = make_tenant(api, smtp, imap, "acme")
+    submit(api, token, message("m1", to=["me@example.org"]), message("m2", to=["victim@example.org"]))
+    harness.drain()
+    # what the stranger (the recipient of m1) writes: a DSN naming acme/m2, never having seen m2
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m2", recipient="victim@example.org"))
+    poller.poll()
+    assert event_types(api, token, "m2") == ["sent"]
+    assert api.get("/suppressions", token=token).json["suppressions"] == []
+
 # ------------------------------------------------------------------------------ unsubscribe links
 
 PUBLIC_URL = "http://api.test"
