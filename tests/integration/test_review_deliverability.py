@@ -195,3 +195,20 @@ def test_a_link_of_a_deleted_tenant_suppresses_nothing_for_a_new_tenant_of_the_s
     status, _text = _call(api, "POST", path, FORM)
     assert status == 404
     assert api.get("/suppressions", token=token).json["suppressions"] == []
+
+
+def test_a_redacted_complaint_about_a_bcc_only_message_suppresses_its_only_recipient(
+        api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
+        imap: ImapTestServer) -> None:
+    """A newsletter sent with the recipient in Bcc only: the provider redacts the address, and the one person
+    the message went to must still be suppressed (as for a message with one To)."""
+    token = make_tenant(api, smtp, imap, "acme")
+    m1 = message("m1", bcc=["hidden@example.org"])
+    del m1["to"]
+    submit(api, token, m1)
+    harness.drain()
+    assert event_types(api, token, "m1") == ["sent"]
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.arf("acme", "m1", recipient=None, to="undisclosed-recipients:;"))
+    poller.poll()
+    assert event_types(api, token, "m1") == ["sent", "complaint"]
+    assert [e["address"] for e in api.get("/suppressions", token=token).json["suppressions"]] == ["hidden@example.org"]

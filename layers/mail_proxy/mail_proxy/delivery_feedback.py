@@ -161,7 +161,7 @@ class DeliveryFeedback:
         """The original's recipients the report names, or its only recipient when the report redacts them
         (an address the original was not sent to is never suppressed on a report's word)."""
         try:
-            known = envelope_recipients(payload) if payload and payload.get("to") else []
+            known = envelope_recipients(payload) if payload else []  # to, cc or bcc (a Bcc-only newsletter)
         except MalformedMessageError:
             known = []
         by_key = {a.lower(): a for a in known}
