@@ -98,6 +98,21 @@ def test_repeated_hard_bounces_of_one_message_count_once(
 
 
 
+
+def test_a_second_recipient_complaining_about_the_same_message_is_still_suppressed(
+        api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
+        imap: ImapTestServer) -> None:
+    """The count is per message, the suppression per person: each recipient who complains stops getting mail."""
+    token = make_tenant(api, smtp, imap, "acme")
+    submit(api, token, message("m1", to=["a@example.org", "b@example.org"]))
+    harness.drain()
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.arf("acme", "m1", recipient="a@example.org"))
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.arf("acme", "m1", recipient="b@example.org"))
+    poller.poll()
+    assert {e["address"] for e in api.get("/suppressions", token=token).json["suppressions"]} == \
+        {"a@example.org", "b@example.org"}
+    assert rates(api, token, "acme")["complained"] == 1
+
 @pytest.mark.xfail(strict=True, reason="X-Mail-Proxy-ID is '<tenant>/<message id>' in clear, with no tag only the "
                    "proxy could make: anyone who has seen one of the tenant's messages (its Return-Path and tenant "
                    "id) can mail the bounce mailbox DSNs for guessed ids (m1, m2, order-1001...), bounce them, "
