@@ -25,3 +25,14 @@ def test_control_characters_from_the_server_are_shown_not_obeyed(text: str) -> N
 def test_ordinary_text_is_unchanged() -> None:
     assert cell("subject", "Grüße \u2013 日本 ok") == "Grüße \u2013 日本 ok"
     assert cell("reason", "a\r\nb\tc") == "a b c"
+
+
+def test_json_output_escapes_every_control_character_and_stays_the_same_data() -> None:
+    import json
+
+    from mail_proxy_client.output import as_json
+
+    data = {"reason": "550 \x9b31m\x1b[2J\x7f gr\u00fc\u00df"}
+    text = as_json(data)
+    assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in text), repr(text)
+    assert json.loads(text) == data and "grüß" in text

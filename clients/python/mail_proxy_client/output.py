@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAX_CELL = 60
+_C1 = re.compile("[\x7f-\x9f]")
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 
 def as_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    # json escapes C0 controls only; DEL and C1 (a CSI is 0x9b) occur only inside strings: escaped there too
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def cell(key: str, value: Any, *, limit: int | None = MAX_CELL) -> str:
