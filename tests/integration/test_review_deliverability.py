@@ -114,6 +114,19 @@ def test_a_second_recipient_complaining_about_the_same_message_is_still_suppress
     assert rates(api, token, "acme")["complained"] == 1
 
 
+
+def test_a_hard_bounce_of_a_message_not_yet_sent_is_not_counted(
+        api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
+        imap: ImapTestServer) -> None:
+    """Only a message the proxy sent can bounce: a DSN naming one still waiting (scheduled for tomorrow) is
+    no bounce of this tenant's sending, and must not count against it."""
+    token = make_tenant(api, smtp, imap, "acme")
+    submit(api, token, message("later", deferred_ts=clock.now_ts() + 86400))
+    harness.drain()
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "later"))
+    poller.poll()
+    assert rates(api, token, "acme")["bounced"] == 0
+
 @pytest.mark.xfail(strict=True, reason="policy for the lead: with the default thresholds (min_sends 100, "
                    "complaint_pause 0.5%) a tenant that sent 100-199 messages in the window is paused by ONE "
                    "complaint, which any single recipient (or a forged report, see the xfail below) can make. "

@@ -109,7 +109,8 @@ class DeliveryFeedback:
         if outcome is Applied.APPLIED:
             logger.info("bounce recorded", extra={"tenant_id": tenant_id, "message_id": ref.message_id,
                                                   "bounce_type": bounce.bounce_type, "bounce_code": bounce.code})
-            if hard and seen and seen[-1] != MessageStatus.BOUNCED:  # a bounced message counts once
+            # a sent message that bounces counts once; one bounced already, or never sent, does not
+            if hard and seen and seen[-1] == MessageStatus.SENT:
                 self.guard.record(tenant_id, _account_of(payload), BOUNCED)
                 self.guard.judge(tenant_id)
         return outcome
