@@ -107,12 +107,17 @@ def messages_from_csv(text: str, name: str = "CSV") -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise MessagesFileError(f"{name}: no header row")
-    columns = {}
+    columns: dict[str, str] = {}
     for title in reader.fieldnames:
         key = (title or "").strip().lower().replace("-", "_").replace(" ", "_")
         if key not in CSV_COLUMNS:
             raise MessagesFileError(f"{name}: unknown column {title!r}; the columns are "
                                     f"{', '.join(sorted(set(CSV_COLUMNS)))}")
+        # a second column for one field would drop one of the two cells without a word
+        if title in columns or CSV_COLUMNS[key] in columns.values():
+            raise MessagesFileError(f"{name}: column {title!r} names the field {CSV_COLUMNS[key]!r} again; "
+                                    "give each field one column (several addresses go in one cell, "
+                                    "separated by commas)")
         columns[title] = CSV_COLUMNS[key]
     messages = []
     for row in reader:

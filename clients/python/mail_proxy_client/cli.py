@@ -27,6 +27,7 @@ import secrets
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -955,6 +956,12 @@ def send_file(ctx: Context) -> Exit:
                 message[name] = value
         if not message.get("id"):
             message["id"] = new_message_id("bulk")
+    # one id twice: sent in another chunk, the later message would replace the earlier one, still waiting
+    repeated = [mid for mid, count in Counter(str(m["id"]) for m in messages).items() if count > 1]
+    if repeated:
+        raise UsageError(f"{args.bulk_file}: the id {', '.join(repr(m) for m in repeated[:5])}"
+                         f"{' and others' if len(repeated) > 5 else ''} is given to more than one message; each "
+                         "message needs its own id (or none, for a generated one)")
     ctx.progress.start(f"Sending {args.bulk_file.name}", len(messages))
     summary = send_in_chunks(ctx.client, messages, tenant_id=ctx.tenant, chunk_size=args.chunk_size,
                              on_chunk=ctx.progress.advance)

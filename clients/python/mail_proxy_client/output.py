@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 MAX_CELL = 60
+_C1 = re.compile("[\x7f-\x9f]")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 
 def as_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    # json escapes C0 controls only; DEL and C1 (a CSI is 0x9b) occur only inside strings: escaped there too
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def cell(key: str, value: Any, *, limit: int | None = MAX_CELL) -> str:
@@ -28,7 +33,9 @@ def cell(key: str, value: Any, *, limit: int | None = MAX_CELL) -> str:
         text = ", ".join(f"{k}={cell(k, v, limit=None)}" for k, v in value.items() if v not in (None, ""))
     else:
         text = str(value)
-    text = " ".join(text.split()) if "\n" in text or "\r" in text else text
+    text = " ".join(text.split()) if "\n" in text or "\r" in text else text.replace("\t", " ")
+    # a bounce's diagnostic or a complaint's fields come from any mailbox: escape sequences are shown, not obeyed
+    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return text

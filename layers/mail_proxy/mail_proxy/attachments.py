@@ -32,7 +32,9 @@ MAX_TOTAL_BYTES = 30 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 15.0
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+# control characters (C0, DEL, C1), bidirectional controls (an RLO shows "x<U+202E>fdp.exe" as "xexe.pdf")
+# and what a file system or a path refuses
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\:*?\"<>|]+")
 _MD5_MARKER = re.compile(r"\{MD5:([0-9a-fA-F]{32})\}")
 
 

@@ -88,8 +88,10 @@ class DeliveryFeedback:
                                   "message_id": ref.message_id})
             return Applied.IGNORED
         hard = bounce.bounce_type == "hard"
+        seen: list[str] = []
 
         def status_after(status: str) -> str | None:
+            seen.append(status)
             bounced = hard and status in (MessageStatus.SENT, MessageStatus.BOUNCED)
             return MessageStatus.BOUNCED if bounced and status != MessageStatus.BOUNCED else None
 
@@ -107,7 +109,8 @@ class DeliveryFeedback:
         if outcome is Applied.APPLIED:
             logger.info("bounce recorded", extra={"tenant_id": tenant_id, "message_id": ref.message_id,
                                                   "bounce_type": bounce.bounce_type, "bounce_code": bounce.code})
-            if hard:
+            # a sent message that bounces counts once; one bounced already, or never sent, does not
+            if hard and seen and seen[-1] == MessageStatus.SENT:
                 self.guard.record(tenant_id, _account_of(payload), BOUNCED)
                 self.guard.judge(tenant_id)
         return outcome
@@ -139,7 +142,9 @@ class DeliveryFeedback:
                  "description": f"complaint ({complaint.feedback_type})"
                                 + (f" reported by {complaint.reporting}" if complaint.reporting else ""),
                  "metadata": {k: v for k, v in metadata.items() if v is not None}}
-        outcome, payload = self._append(tenant_id, message_id, event, key, lambda _status: None)
+        # one complaint event (and one count for the guard) per message: copies of a report, or a recipient
+        # mailing it again and again, must not pause the tenant; their addresses are still suppressed
+        outcome, payload = self._append(tenant_id, message_id, event, key, lambda _status: None, once="complaint")
         if outcome in (Applied.APPLIED, Applied.ALREADY):
             addresses = self._complaining_addresses(complaint, payload)
             self.suppressions.suppress_bounced(tenant_id, addresses, message_id=message_id,
@@ -157,7 +162,7 @@ class DeliveryFeedback:
         """The original's recipients the report names, or its only recipient when the report redacts them
         (an address the original was not sent to is never suppressed on a report's word)."""
         try:
-            known = envelope_recipients(payload) if payload and payload.get("to") else []
+            known = envelope_recipients(payload) if payload else []  # to, cc or bcc (a Bcc-only newsletter)
         except MalformedMessageError:
             known = []
         by_key = {a.lower(): a for a in known}
@@ -231,7 +236,10 @@ class DeliveryFeedback:
     # -------------------------------------------------------------------------------------- plumbing
 
     def _append(self, tenant_id: str, message_id: str, event: dict[str, Any], key: str,
-                status_after: Callable[[str], str | None]) -> tuple[Applied, dict[str, Any] | None]:
+                status_after: Callable[[str], str | None], *, once: str | None = None
+                ) -> tuple[Applied, dict[str, Any] | None]:
+        """Append ``event`` once per ``key``; with ``once``, also not when the message already has an event of
+        that type (ALREADY)."""
         for _attempt in range(MAX_ATTEMPTS):
             found = self.repo.get_message(tenant_id, message_id)
             if found is None:
@@ -239,7 +247,9 @@ class DeliveryFeedback:
                             extra={"tenant_id": tenant_id, "message_id": message_id})
                 return Applied.IGNORED, None
             state, payload = found
-            if key in (state.get("inbound_ids") or []):
+            if key in (state.get("inbound_ids") or []) or (
+                    once is not None and any(isinstance(e, dict) and e.get("type") == once
+                                             for e in state.get("events") or [])):
                 return Applied.ALREADY, payload
             if state["status"] == MessageStatus.SENDING:
                 return Applied.BUSY, payload

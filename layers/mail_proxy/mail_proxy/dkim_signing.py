@@ -22,7 +22,7 @@ from Crypto.Signature import pkcs1_15
 KEY_BITS = 2048
 SIGNED_HEADERS: tuple[str, ...] = (
     "from", "to", "cc", "subject", "date", "message-id", "mime-version", "content-type",
-    "list-unsubscribe", "list-unsubscribe-post", "reply-to",
+    "list-unsubscribe", "list-unsubscribe-post", "reply-to", "sender", "in-reply-to", "references",
 )
 OVERSIGNED = frozenset({"from"})
 _WSP_RUN = re.compile(rb"[ \t]+")

@@ -10,6 +10,7 @@ a second click) answers the same and adds no second event.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from mail_proxy import audit, clock
@@ -19,7 +20,7 @@ from mail_proxy.observability import logger
 from mail_proxy.repository import MailRepository
 from mail_proxy.secrets_config import key_ring
 from mail_proxy.suppressions import SuppressionList
-from mail_proxy.unsubscribe_links import UnsubscribeLink, read_token
+from mail_proxy.unsubscribe_links import LINK_DAYS, UnsubscribeLink, read_token
 
 EVENT_TYPE = "unsubscribe"
 
@@ -34,6 +35,16 @@ def event_key(link: UnsubscribeLink) -> str:
     return f"{EVENT_TYPE}:{digest}"
 
 
+def _made_before(tenant: dict[str, Any], link: UnsubscribeLink) -> bool:
+    """Whether the link was made before its tenant was created: a deleted tenant's link, its id given again
+    to a new tenant, which must not unsubscribe anybody from the new one's mail."""
+    try:
+        created = int(datetime.fromisoformat(str(tenant["created_at"])).timestamp())
+    except (KeyError, ValueError):
+        return False
+    return link.expires_ts - LINK_DAYS * 86400 < created
+
+
 class OneClickUnsubscribe:
     def __init__(self, repo: MailRepository, suppressions: SuppressionList) -> None:
         self.repo = repo
@@ -43,7 +54,8 @@ class OneClickUnsubscribe:
         """The link a token stands for; NotFoundError for a forged one or one of a deleted tenant,
         UnsubscribeLinkExpired for one past its expiry."""
         link = read_token(key_ring(), token)
-        if link is None or self.repo.get_tenant(link.tenant_id) is None:
+        tenant = None if link is None else self.repo.get_tenant(link.tenant_id)
+        if link is None or tenant is None or _made_before(tenant, link):
             raise NotFoundError("this unsubscribe link is not valid")
         if link.expires_ts < clock.now_ts():
             raise UnsubscribeLinkExpired("this unsubscribe link has expired")
