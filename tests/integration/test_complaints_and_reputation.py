@@ -22,7 +22,7 @@ from tests.fixtures.smtp_server import ScriptedSmtpServer
 BOUNCES = "bounces@acme.example"
 PASSWORD = "imap-secret-0001"
 # a small volume judges: warn at 20% hard bounces, pause at 50%
-GUARD = {"min_sends": 4, "bounce_warn": 0.2, "bounce_pause": 0.5}
+GUARD = {"min_sends": 4, "min_events": 1, "bounce_warn": 0.2, "bounce_pause": 0.5}
 
 
 @pytest.fixture
@@ -199,8 +199,8 @@ def test_the_guard_pauses_a_tenant_past_its_bounce_rate_and_an_admin_resume_send
 def test_a_complaint_rate_past_its_threshold_pauses_too(
         api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
         imap: ImapTestServer) -> None:
-    token = make_tenant(api, smtp, imap, "acme", reputation_thresholds={"min_sends": 2, "complaint_warn": 0.1,
-                                                                         "complaint_pause": 0.5})
+    token = make_tenant(api, smtp, imap, "acme", reputation_thresholds={
+        "min_sends": 2, "min_events": 1, "complaint_warn": 0.1, "complaint_pause": 0.5})
     send(api, harness, token, message("m1", to=["a@example.org"]), message("m2", to=["b@example.org"]))
     imap.deliver(BOUNCES, PASSWORD, returned_mail.arf("acme", "m1", recipient="a@example.org"))
     poller.poll()

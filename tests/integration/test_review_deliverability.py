@@ -127,10 +127,6 @@ def test_a_hard_bounce_of_a_message_not_yet_sent_is_not_counted(
     poller.poll()
     assert rates(api, token, "acme")["bounced"] == 0
 
-@pytest.mark.xfail(strict=True, reason="policy for the lead: with the default thresholds (min_sends 100, "
-                   "complaint_pause 0.5%) a tenant that sent 100-199 messages in the window is paused by ONE "
-                   "complaint, which any single recipient (or a forged report, see the xfail below) can make. "
-                   "E.g. judge the complaint rate only from a few complaints on, or from 1/complaint_pause sends.")
 def test_one_complaint_alone_does_not_pause_a_tenant_at_the_default_thresholds(
         api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
         imap: ImapTestServer, stack: Stack) -> None:

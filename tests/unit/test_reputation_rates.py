@@ -11,6 +11,7 @@ from mail_proxy.reputation import (
     BUCKET_SECONDS,
     Counts,
     Level,
+    Verdict,
     bucket_start,
     counter_names,
     judge,
@@ -45,7 +46,16 @@ def test_a_rate_at_the_pause_threshold_pauses_and_names_rate_threshold_and_count
 def test_between_warn_and_pause_is_a_warning() -> None:
     verdict = judge(Counts(sent=200, bounced=12), DEFAULTS)
     assert verdict.level is Level.WARNING and "warn threshold 5%" in (verdict.reason or "")
-    assert judge(Counts(sent=1000, complained=2), DEFAULTS).level is Level.WARNING  # 0.2%
+    assert judge(Counts(sent=1500, complained=3), DEFAULTS).level is Level.WARNING  # 0.2%
+
+
+def test_a_rate_counts_only_from_a_few_events_on() -> None:
+    # one complaint of 150 sent is 0.67 %: past the pause threshold, and one recipient's say
+    assert judge(Counts(sent=150, complained=1), DEFAULTS) == Verdict(Level.OK, judged=True)
+    assert judge(Counts(sent=150, complained=2, bounced=2), DEFAULTS).level is Level.OK
+    assert judge(Counts(sent=150, complained=3), DEFAULTS).level is Level.PAUSE
+    assert judge(Counts(sent=20, bounced=3), DEFAULTS.model_copy(update={"min_sends": 10})).level is Level.PAUSE
+    assert judge(Counts(sent=150, complained=1), DEFAULTS.model_copy(update={"min_events": 1})).level is Level.PAUSE
 
 
 def test_complaints_pause_at_half_a_percent() -> None:

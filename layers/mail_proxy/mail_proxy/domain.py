@@ -252,7 +252,8 @@ class ReputationThresholds(Strict):
     """When the reputation guard warns about a tenant and when it pauses its sending (SES-like defaults).
 
     Rates are hard bounces and complaints per message sent, over the tenant's last ``window_hours`` hours;
-    nothing is judged before ``min_sends`` messages were sent in that window. Only an administrator sets them.
+    nothing is judged before ``min_sends`` messages were sent in that window, and a rate only from ``min_events``
+    hard bounces (or complaints) on. Only an administrator sets them.
     """
 
     bounce_warn: float = Field(default=0.05, ge=MIN_RATE, le=1, description="hard-bounce rate that raises a warning")
@@ -261,6 +262,10 @@ class ReputationThresholds(Strict):
     complaint_pause: float = Field(default=0.005, ge=MIN_RATE, le=1, description="complaint rate that pauses sending")
     min_sends: int = Field(default=100, ge=1, le=1_000_000, description="messages sent in the window before "
                                                                           "any rate is judged")
+    min_events: int = Field(default=3, ge=1, le=1000, description="hard bounces (or complaints) in the window "
+                                                                  "before their rate is judged: one or two "
+                                                                  "reports, which a single recipient can send, "
+                                                                  "never warn about or pause a tenant")
     window_hours: int = Field(default=24, ge=1, le=168, description="the rolling window, in whole hours")
     pause: bool = Field(default=True, description="false: the guard only warns")
 

@@ -120,7 +120,9 @@ def _percent(rate: float) -> str:
 def judge(counts: Counts, thresholds: ReputationThresholds) -> Verdict:
     """Where the rates stand against the thresholds; a rate at a threshold has crossed it (SES: pause at 10%).
 
-    The reason names the rate, the threshold and the counts; a pause is reported only when pausing is on
+    A rate counts only from ``min_events`` events on (one complaint of 150 sent is 0.67 %, past the pause
+    threshold, and says nothing). The reason names the rate, the threshold and the counts; a pause is reported
+    only when pausing is on
     (``thresholds.pause``), a warning otherwise.
     """
     if counts.sent < thresholds.min_sends:
@@ -130,16 +132,18 @@ def judge(counts: Counts, thresholds: ReputationThresholds) -> Verdict:
               f"{counts.sent} sent)")
     complaint = (f"complaint rate {_percent(counts.complaint_rate)} {window} ({counts.complained} complaints of "
                  f"{counts.sent} sent)")
+    bounces_count = counts.bounced >= thresholds.min_events
+    complaints_count = counts.complained >= thresholds.min_events
     pauses = ([f"{bounce} reached the pause threshold {_percent(thresholds.bounce_pause)}"]
-              if counts.bounce_rate >= thresholds.bounce_pause else [])
+              if bounces_count and counts.bounce_rate >= thresholds.bounce_pause else [])
     pauses += ([f"{complaint} reached the pause threshold {_percent(thresholds.complaint_pause)}"]
-               if counts.complaint_rate >= thresholds.complaint_pause else [])
+               if complaints_count and counts.complaint_rate >= thresholds.complaint_pause else [])
     if pauses and thresholds.pause:
         return Verdict(Level.PAUSE, "; ".join(pauses), judged=True)
     warnings = ([f"{bounce} reached the warn threshold {_percent(thresholds.bounce_warn)}"]
-                if counts.bounce_rate >= thresholds.bounce_warn else [])
+                if bounces_count and counts.bounce_rate >= thresholds.bounce_warn else [])
     warnings += ([f"{complaint} reached the warn threshold {_percent(thresholds.complaint_warn)}"]
-                 if counts.complaint_rate >= thresholds.complaint_warn else [])
+                 if complaints_count and counts.complaint_rate >= thresholds.complaint_warn else [])
     if warnings:
         return Verdict(Level.WARNING, "; ".join(warnings), judged=True)
     return Verdict(Level.OK, judged=True)
