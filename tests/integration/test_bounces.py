@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,19 @@ from mail_proxy.observability import logger as powertools_logger
 from mail_proxy.repository import MailRepository
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
-from tests.fixtures.bounce_poller import BouncePoller, bounce_mailbox, event_types, record, submit
+from tests.fixtures.bounce_poller import (
+    BOUNCES,
+    IMAP_PASSWORD,
+    BouncePoller,
+    bounce_mailbox,
+    event_types,
+    record,
+    submit,
+)
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.imap_server import ImapTestServer, SilentImapServer
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
-
-BOUNCES = "bounces@acme.example"
 
 
 class LogLines(logging.Handler):
@@ -41,30 +46,8 @@ class LogLines(logging.Handler):
 
     def __exit__(self, *_exc: object) -> None:
         logging.getLogger(powertools_logger.name).removeHandler(self)
-PASSWORD = "imap-secret-0001"
+PASSWORD = IMAP_PASSWORD
 
-
-@pytest.fixture
-def imap() -> Iterator[ImapTestServer]:
-    with ImapTestServer(tls="starttls") as server:
-        server.add_user(BOUNCES, PASSWORD)
-        yield server
-
-
-@pytest.fixture
-def harness(stack: Stack, imap: ImapTestServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
-    assert imap.ca_file is not None
-    monkeypatch.setenv("MAIL_PROXY_IMAP_CA_FILE", imap.ca_file)
-    monkeypatch.setenv("MAIL_PROXY_REPORT_BACKOFF_SECONDS", "0")
-    reset_caches()
-    delivery = DeliveryHarness(stack)
-    yield delivery
-    delivery.close()
-
-
-@pytest.fixture
-def poller(harness: DeliveryHarness) -> BouncePoller:
-    return BouncePoller()
 
 
 def make_tenant(api: ApiClient, smtp: ScriptedSmtpServer, tenant_id: str, **fields: Any) -> str:

@@ -5,7 +5,6 @@ reported to the application, and a tenant paused by its bounce rate until an adm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,46 +12,24 @@ import pytest
 from mail_proxy.errors import ThrottledError
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
-from tests.fixtures.bounce_poller import BouncePoller, bounce_mailbox, event_types, record, submit
+from tests.fixtures.bounce_poller import (
+    BOUNCES,
+    IMAP_PASSWORD,
+    BouncePoller,
+    event_types,
+    make_tenant,
+    record,
+    submit,
+)
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.imap_server import ImapTestServer
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
-BOUNCES = "bounces@acme.example"
-PASSWORD = "imap-secret-0001"
+PASSWORD = IMAP_PASSWORD
 # a small volume judges: warn at 20% hard bounces, pause at 50%
 GUARD = {"min_sends": 4, "min_events": 1, "bounce_warn": 0.2, "bounce_pause": 0.5}
 
-
-@pytest.fixture
-def imap() -> Iterator[ImapTestServer]:
-    with ImapTestServer(tls="starttls") as server:
-        server.add_user(BOUNCES, PASSWORD)
-        yield server
-
-
-@pytest.fixture
-def harness(stack: Stack, imap: ImapTestServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
-    assert imap.ca_file is not None
-    monkeypatch.setenv("MAIL_PROXY_IMAP_CA_FILE", imap.ca_file)
-    monkeypatch.setenv("MAIL_PROXY_REPORT_BACKOFF_SECONDS", "0")
-    reset_caches()
-    delivery = DeliveryHarness(stack)
-    yield delivery
-    delivery.close()
-
-
-@pytest.fixture
-def poller(harness: DeliveryHarness) -> BouncePoller:
-    return BouncePoller()
-
-
-def make_tenant(api: ApiClient, smtp: ScriptedSmtpServer, imap: ImapTestServer, tenant_id: str,
-                **fields: Any) -> str:
-    token = api.create_tenant(tenant_id, bounce_imap=bounce_mailbox(imap, BOUNCES), return_path=BOUNCES, **fields)
-    api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
-    return token
 
 
 def send(api: ApiClient, harness: DeliveryHarness, token: str, *messages: dict[str, Any]) -> None:
