@@ -119,19 +119,17 @@ def test_one_complaint_alone_does_not_pause_a_tenant_at_the_default_thresholds(
     poller.poll()
     assert not paused(api, token)
 
-@pytest.mark.xfail(strict=True, reason="X-Mail-Proxy-ID is '<tenant>/<message id>' in clear, with no tag only the "
-                   "proxy could make: anyone who has seen one of the tenant's messages (its Return-Path and tenant "
-                   "id) can mail the bounce mailbox DSNs for guessed ids (m1, m2, order-1001...), bounce them, "
-                   "suppress their recipients and pause the tenant. Fix: a MAC in the header, references without "
-                   "a valid one ignored (every returned-mail fixture must then carry it).")
 def test_a_stranger_guessing_message_ids_cannot_bounce_other_recipients_messages(
         api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
         imap: ImapTestServer) -> None:
     token = make_tenant(api, smtp, imap, "acme")
     submit(api, token, message("m1", to=["me@example.org"]), message("m2", to=["victim@example.org"]))
     harness.drain()
-    # what the stranger (the recipient of m1) writes: a DSN naming acme/m2, never having seen m2
-    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m2", recipient="victim@example.org"))
+    # what the stranger (the recipient of m1) writes: a DSN naming acme/m2, never having seen m2 (so without
+    # m2's X-Mail-Proxy-Tag: none, or the tag of m1 they did see)
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m2", recipient="victim@example.org", tag=None))
+    imap.deliver(BOUNCES, PASSWORD, returned_mail.dsn("acme", "m2", recipient="victim@example.org",
+                                                      tag=returned_mail.tag_for("acme", "m1")))
     poller.poll()
     assert event_types(api, token, "m2") == ["sent"]
     assert api.get("/suppressions", token=token).json["suppressions"] == []

@@ -56,7 +56,8 @@ from mail_proxy.repository import MailRepository
 from mail_proxy.reputation import SENT
 from mail_proxy.reputation_guard import ReputationGuard
 from mail_proxy.scheduling import settle_abandoned
-from mail_proxy.secrets_config import decrypt
+from mail_proxy.proxy_tags import make_tag
+from mail_proxy.secrets_config import decrypt, key_ring
 from mail_proxy.send_queue import SendQueue, new_event_id
 from mail_proxy.smtp_client import ConnectionCache, SendOutcome, SmtpDeliveryError, SmtpPermanentError, SmtpSettings
 from mail_proxy.suppressions import suppression_applies
@@ -373,7 +374,8 @@ class Dispatcher:
             domain = sender.rpartition("@")[2] or "mail-proxy.invalid"
             payload = {**payload, "message_id": f"<{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"}
         email = build_email(payload, tenant_id=tenant_id, message_id=item.message_id, now=clock.now_datetime(),
-                            attachments=prepared.attachments, list_unsubscribe=prepared.list_unsubscribe)
+                            attachments=prepared.attachments, list_unsubscribe=prepared.list_unsubscribe,
+                            proxy_tag=make_tag(key_ring(), tenant_id, item.message_id))
         return message_bytes(email), sender, envelope_recipients(payload)
 
     # ------------------------------------------------------------------------------------------ returned mail

@@ -30,10 +30,13 @@ from mail_proxy.complaint_parser import Complaint
 from mail_proxy.domain import MessageStatus
 from mail_proxy.mime import MalformedMessageError, envelope_recipients
 from mail_proxy.observability import logger
+from mail_proxy.inbound_mail import ProxyReference
 from mail_proxy.pec_parser import PecReceipt
+from mail_proxy.proxy_tags import tag_is_valid
 from mail_proxy.repository import MailRepository
 from mail_proxy.reputation import BOUNCED, COMPLAINED
 from mail_proxy.reputation_guard import ReputationGuard
+from mail_proxy.secrets_config import key_ring
 from mail_proxy.suppressions import SOURCE_COMPLAINT, SuppressionList
 
 PEC_SETTLING_EVENTS = frozenset({"pec_acceptance", "pec_delivery", "pec_error", "pec_timeout"})
@@ -55,6 +58,16 @@ def receipt_key(raw: bytes) -> str:
 def _account_of(payload: dict[str, Any] | None) -> str | None:
     account = (payload or {}).get("account_id")
     return account if isinstance(account, str) and account else None
+
+
+def _untagged(tenant_id: str, ref: ProxyReference) -> bool:
+    """Whether a reference lacks the proxy's tag (forged, or about a message sent before tags): such
+    returned mail is ignored like mail that names no message."""
+    if tag_is_valid(key_ring(), ref.tenant_id, ref.message_id, ref.tag):
+        return False
+    logger.info("returned mail without a valid tag; ignored",
+                extra={"tenant_id": tenant_id, "message_id": ref.message_id, "tag_present": ref.tag is not None})
+    return True
 
 
 def event_id_for(key: str, tenant_id: str, message_id: str) -> str:
@@ -86,6 +99,8 @@ class DeliveryFeedback:
             logger.warning("bounce names another tenant's message; ignored",
                            extra={"tenant_id": tenant_id, "named_tenant_id": ref.tenant_id,
                                   "message_id": ref.message_id})
+            return Applied.IGNORED
+        if _untagged(tenant_id, ref):
             return Applied.IGNORED
         hard = bounce.bounce_type == "hard"
         seen: list[str] = []
@@ -127,6 +142,8 @@ class DeliveryFeedback:
                 logger.warning("complaint names another tenant's message; ignored",
                                extra={"tenant_id": tenant_id, "named_tenant_id": ref.tenant_id,
                                       "message_id": ref.message_id})
+                return Applied.IGNORED
+            if _untagged(tenant_id, ref):
                 return Applied.IGNORED
             message_id = ref.message_id
         elif complaint.original_message_id:

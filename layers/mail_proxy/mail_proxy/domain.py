@@ -548,7 +548,7 @@ class SuppressionView(BaseModel):
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
-        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "X-Mail-Proxy-ID",
+        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "X-Mail-Proxy-ID", "X-Mail-Proxy-Tag",
         "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "Return-Path",
     )
 )

@@ -17,14 +17,16 @@ import email
 import email.policy
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
 
 PROXY_ID_HEADER = "X-Mail-Proxy-ID"
+PROXY_TAG_HEADER = "X-Mail-Proxy-Tag"  # proxy_tags.TAG_HEADER (the check of the tag is the caller's)
 MAX_TEXT_CHARS = 64_000
 _REFERENCE = re.compile(r"X-Mail-Proxy-ID:[ \t]*(?:\r?\n[ \t]+)?([A-Za-z0-9_-]{1,64})/([!-~]{1,128})", re.IGNORECASE)
+_TAG = re.compile(r"X-Mail-Proxy-Tag:[ \t]*(?:\r?\n[ \t]+)?([A-Za-z2-7]{16,64})", re.IGNORECASE)
 _HEADER_VALUE = re.compile(r"^\s*([A-Za-z0-9_-]{1,64})/([!-~]{1,128})\s*$")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
@@ -48,6 +50,7 @@ class ProxyReference:
 
     tenant_id: str
     message_id: str
+    tag: str | None = field(default=None, compare=False)  # the X-Mail-Proxy-Tag found next to it (same headers block or same text part)
 
 
 def parse(raw: bytes) -> Message:
@@ -129,18 +132,23 @@ def _reference_in_headers(headers: Message) -> ProxyReference | None:
     for value in headers.get_all(PROXY_ID_HEADER) or []:
         match = _HEADER_VALUE.match(str(value))
         if match:
-            return ProxyReference(match.group(1), match.group(2))
+            tags = headers.get_all(PROXY_TAG_HEADER) or []
+            return ProxyReference(match.group(1), match.group(2), str(tags[0]).strip() if tags else None)
     return None
 
 
 def _reference_in_text(text: str) -> ProxyReference | None:
     match = _REFERENCE.search(text)
-    return ProxyReference(match.group(1), match.group(2)) if match else None
+    if not match:
+        return None
+    tag = _TAG.search(text)
+    return ProxyReference(match.group(1), match.group(2), tag.group(1) if tag else None)
 
 
 def find_reference(msg: Message, *, top_level: bool = True) -> ProxyReference | None:
     """The ``X-Mail-Proxy-ID`` an inbound mail carries: in the returned message or its headers first, then in
-    any text part, then (``top_level``) in the mail's own headers."""
+    any text part, then (``top_level``) in the mail's own headers; with the ``X-Mail-Proxy-Tag`` found in
+    the same headers block or text part (checking it is the caller's: ``proxy_tags.tag_is_valid``)."""
     for part in walk(msg):
         if part is msg:
             continue

@@ -670,6 +670,7 @@ def build_email(
     now: datetime | None = None,
     attachments: Sequence[FetchedAttachment] = (),
     list_unsubscribe: ListUnsubscribe | None = None,
+    proxy_tag: str | None = None,
 ) -> EmailMessage:
     """The email to send for ``payload`` (the submitted message fields), as the proxy's message
     ``message_id`` of ``tenant_id``.
@@ -677,6 +678,8 @@ def build_email(
     ``now`` is the ``Date`` (a naive value is taken as UTC). ``attachments`` are parts the sender has
     already fetched; the payload's own ``attachments`` (storage pointers) are not read here.
     ``list_unsubscribe``: the one-click unsubscribe headers, replacing any the payload's ``headers`` give.
+    ``proxy_tag``: the ``X-Mail-Proxy-Tag`` (``proxy_tags.make_tag``) that proves returned mail is about
+    this message; the sender always gives it.
     Raises :class:`MalformedMessageError` when the payload can never be sent.
     """
     sender = _single_mailbox(payload.get("from"), "from")
@@ -709,6 +712,8 @@ def build_email(
     msg_id = _message_id(payload.get("message_id"), sender)
     msg["Message-ID"] = _WireHeader("Message-ID", msg_id, _fold("Message-ID", msg_id))
     msg["X-Mail-Proxy-ID"] = _unstructured("X-Mail-Proxy-ID", f"{tenant_id}/{message_id}", "message id")
+    if proxy_tag is not None:
+        msg["X-Mail-Proxy-Tag"] = _raw_header("X-Mail-Proxy-Tag", proxy_tag)
     if list_unsubscribe is not None and list_unsubscribe.uris:
         custom = {k: v for k, v in custom.items() if not k.lower().startswith("list-unsubscribe")}
         _list_unsubscribe_headers(msg, list_unsubscribe)
