@@ -103,7 +103,8 @@ def test_invalid_custom_header_name_is_rejected(name: str) -> None:
     assert "not a valid header field name" in rejection(headers={name: "v"})
 
 
-@pytest.mark.parametrize("name", ["Bcc", "from", "Message-ID", "X-Mail-Proxy-ID", "content-type"])
+@pytest.mark.parametrize("name", ["Bcc", "from", "Message-ID", "X-Mail-Proxy-ID", "x-mail-proxy-tag",
+                                  "content-type"])
 def test_header_the_proxy_sets_cannot_be_overridden(name: str) -> None:
     assert "set by the proxy" in rejection(headers={name: "x"})
 

@@ -96,6 +96,12 @@ def test_x_mail_proxy_id_is_tenant_slash_proxy_message_id() -> None:
     assert sent(payload())["X-Mail-Proxy-ID"] == "acme/msg-1"
 
 
+def test_the_senders_tag_is_carried_next_to_the_proxy_id() -> None:
+    tag = "a" * 32
+    assert sent(payload(), proxy_tag=tag)["X-Mail-Proxy-Tag"] == tag
+    assert sent(payload())["X-Mail-Proxy-Tag"] is None
+
+
 def test_bcc_is_in_the_envelope_but_nowhere_in_the_message() -> None:
     fields = payload(bcc=["hidden@example.org"])
 
@@ -128,7 +134,8 @@ def test_custom_header_is_added() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["From", "to", "Bcc", "Message-ID", "X-Mail-Proxy-ID", "Subject", "Content-Type", "MIME-Version"]
+    "name", ["From", "to", "Bcc", "Message-ID", "X-Mail-Proxy-ID", "X-Mail-Proxy-Tag", "Subject", "Content-Type",
+             "MIME-Version"]
 )
 def test_custom_header_overriding_a_proxy_or_field_header_is_rejected(name: str) -> None:
     with pytest.raises(MalformedMessageError, match="cannot be overridden"):

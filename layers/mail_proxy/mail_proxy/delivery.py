@@ -51,12 +51,12 @@ from mail_proxy.mime import (
     parse_mailboxes,
 )
 from mail_proxy.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
+from mail_proxy.proxy_tags import make_tag
 from mail_proxy.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.repository import MailRepository
 from mail_proxy.reputation import SENT
 from mail_proxy.reputation_guard import ReputationGuard
 from mail_proxy.scheduling import settle_abandoned
-from mail_proxy.proxy_tags import make_tag
 from mail_proxy.secrets_config import decrypt, key_ring
 from mail_proxy.send_queue import SendQueue, new_event_id
 from mail_proxy.smtp_client import ConnectionCache, SendOutcome, SmtpDeliveryError, SmtpPermanentError, SmtpSettings

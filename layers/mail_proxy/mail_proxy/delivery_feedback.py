@@ -28,9 +28,9 @@ from mail_proxy import clock
 from mail_proxy.bounce_parser import Bounce
 from mail_proxy.complaint_parser import Complaint
 from mail_proxy.domain import MessageStatus
+from mail_proxy.inbound_mail import ProxyReference
 from mail_proxy.mime import MalformedMessageError, envelope_recipients
 from mail_proxy.observability import logger
-from mail_proxy.inbound_mail import ProxyReference
 from mail_proxy.pec_parser import PecReceipt
 from mail_proxy.proxy_tags import tag_is_valid
 from mail_proxy.repository import MailRepository

@@ -50,7 +50,8 @@ class ProxyReference:
 
     tenant_id: str
     message_id: str
-    tag: str | None = field(default=None, compare=False)  # the X-Mail-Proxy-Tag found next to it (same headers block or same text part)
+    # the X-Mail-Proxy-Tag found next to it (same headers block or same text part)
+    tag: str | None = field(default=None, compare=False)
 
 
 def parse(raw: bytes) -> Message:

@@ -70,6 +70,7 @@ PROTECTED_HEADERS: frozenset[str] = frozenset(
         "subject",
         "mime-version",
         "x-mail-proxy-id",
+        "x-mail-proxy-tag",
     }
 )
 """Lower-case names a custom header may not use (nor any name starting with ``content-``); ``Date`` and
