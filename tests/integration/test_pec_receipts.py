@@ -11,7 +11,7 @@ import pytest
 
 from mail_proxy import clock
 from mail_proxy.repository import MailRepository
-from tests.conftest import ApiClient, Stack, message, reset_caches
+from tests.conftest import ApiClient, Stack, message
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, event_types, record, submit
 from tests.fixtures.delivery import DeliveryHarness
@@ -29,21 +29,6 @@ def imap() -> Iterator[ImapTestServer]:
         server.add_user(PEC_USER, PEC_PASSWORD)
         yield server
 
-
-@pytest.fixture
-def harness(stack: Stack, imap: ImapTestServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryHarness]:
-    assert imap.ca_file is not None
-    monkeypatch.setenv("MAIL_PROXY_IMAP_CA_FILE", imap.ca_file)
-    monkeypatch.setenv("MAIL_PROXY_REPORT_BACKOFF_SECONDS", "0")
-    reset_caches()
-    delivery = DeliveryHarness(stack)
-    yield delivery
-    delivery.close()
-
-
-@pytest.fixture
-def poller(harness: DeliveryHarness) -> BouncePoller:
-    return BouncePoller()
 
 
 def pec_account(imap: ImapTestServer, smtp: ScriptedSmtpServer, **overrides: Any) -> dict[str, Any]:
