@@ -38,6 +38,13 @@ def test_repeated_and_folded_headers_verify_and_a_dropped_one_fails() -> None:
     assert not dkim.verify(result.replace(b"To: one@example.org\r\n", b""), dnsfunc=lookup)
 
 
+def test_a_body_without_a_final_crlf_is_signed_as_smtp_will_send_it() -> None:
+    for body in (b" ", b"a ", b"a\r\nb  "):
+        message = HEAD + b"\r\n" + body
+        sent = signed(message)
+        assert sent.endswith(message + b"\r\n") and dkim.verify(sent, dnsfunc=lookup), body
+
+
 def test_relaxed_forms_follow_rfc_6376() -> None:
     assert relaxed_header(b"SUBJECT :  a \r\n\t b  ") == b"subject:a b"
     assert relaxed_body(b"a  \t b \r\n\r\n\r\n") == b"a b\r\n"

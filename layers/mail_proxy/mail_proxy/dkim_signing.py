@@ -131,8 +131,12 @@ def _base64_tag(name: str, value: str) -> list[str]:
 
 def sign(message: bytes, *, domain: str, selector: str, private_key: str, timestamp: int) -> bytes:
     """``message`` (as it goes to the SMTP server, CRLF line ends, before dot-stuffing) with a
-    ``DKIM-Signature`` header prepended."""
+    ``DKIM-Signature`` header prepended. A body that does not end with CRLF gets one, as SMTP's DATA would add
+    it anyway: verifiers then hash the same last line we did (dkimpy keeps the trailing space of an unended
+    last line, RFC 6376 says to drop it)."""
     fields, body = _split(message)
+    if body and not body.endswith(b"\r\n"):
+        message, body = message + b"\r\n", body + b"\r\n"
     body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode("ascii")
     names, chosen = _chosen_fields(fields)
     header_names = [f"{n}:" for n in names[:-1]] + names[-1:]
