@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -55,6 +56,12 @@ def parse_key(text: str | bytes, *, source: str) -> bytes:
         f"encryption key from {source} is malformed: expected base64 or hex of exactly 32 bytes "
         "(generate one with `python -m mail_proxy keygen`)"
     )
+
+
+def derived_key(key: bytes, purpose: str) -> bytes:
+    """A key of its own for one use of the encryption key (links, tags): HMAC-SHA256 of ``purpose`` under it,
+    so no MAC one use makes is valid for another."""
+    return hmac.new(key, purpose.encode("ascii"), hashlib.sha256).digest()
 
 
 def key_id(key: bytes) -> str:

@@ -15,7 +15,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from mail_proxy.crypto import KeyRing
+from mail_proxy.crypto import KeyRing, derived_key
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class FileLink:
 
 
 def _link_key(raw_key: bytes) -> bytes:
-    return hmac.new(raw_key, b"mail-proxy file links", hashlib.sha256).digest()
+    return derived_key(raw_key, "mail-proxy file links")
 
 
 def make_token(ring: KeyRing, link: FileLink) -> str:

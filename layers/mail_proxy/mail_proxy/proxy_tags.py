@@ -15,14 +15,14 @@ import base64
 import hashlib
 import hmac
 
-from mail_proxy.crypto import KeyRing
+from mail_proxy.crypto import KeyRing, derived_key
 
 TAG_HEADER = "X-Mail-Proxy-Tag"
 _TAG_BYTES = 20  # 32 base32 characters
 
 
 def _tag_key(raw_key: bytes) -> bytes:
-    return hmac.new(raw_key, b"mail-proxy returned-mail tags", hashlib.sha256).digest()
+    return derived_key(raw_key, "mail-proxy returned-mail tags")
 
 
 def _tag(raw_key: bytes, tenant_id: str, message_id: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from mail_proxy.crypto import KeyRing
+from mail_proxy.crypto import KeyRing, derived_key
 from mail_proxy.mime import ListUnsubscribe, MalformedMessageError, envelope_recipients
 from mail_proxy.observability import logger
 
@@ -43,7 +43,7 @@ class UnsubscribeLink:
 
 
 def _link_key(raw_key: bytes) -> bytes:
-    return hmac.new(raw_key, b"mail-proxy unsubscribe links", hashlib.sha256).digest()
+    return derived_key(raw_key, "mail-proxy unsubscribe links")
 
 
 def _mac(raw_key: bytes, body: str) -> str:
