@@ -32,6 +32,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/mail_proxy/mail_proxy local clients/python/mail_proxy_client demo
+	PYTHONPATH=layers/mail_proxy $(BIN)/lint-imports --no-cache
 
 validate: ## sam validate --lint (SAM CLI lives in its own virtualenv)
 	bash scripts/sam-venv.sh

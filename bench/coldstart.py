@@ -171,7 +171,7 @@ def run_built_layer(repetitions: int) -> dict[str, Any]:
 
 def compile_seconds(repetitions: int = 3) -> float:
     """Time to compile the layer's package and the largest function module, as a cold start without .pyc does."""
-    sources = [(p, p.read_text(encoding="utf-8")) for p in sorted((LAYER_DIR / "mail_proxy").glob("*.py"))]
+    sources = [(p, p.read_text(encoding="utf-8")) for p in sorted((LAYER_DIR / "mail_proxy").rglob("*.py"))]
     best = float("inf")
     for _ in range(repetitions):
         started = time.perf_counter()

@@ -51,10 +51,10 @@ def function_module(name: str) -> ModuleType:
 
 def reset_caches() -> None:
     """Forget every per-container cache, as a new container would (the same list as the tests use)."""
-    from mail_proxy import clock
-    from mail_proxy.aws_clients import reset_clients
-    from mail_proxy.http_api import reset_services
-    from mail_proxy.secrets_config import reset_secrets
+    from mail_proxy.adapters.aws_clients import reset_clients
+    from mail_proxy.adapters.secrets_config import reset_secrets
+    from mail_proxy.api.http_api import reset_services
+    from mail_proxy.domain import clock
     from mail_proxy.settings import reset_settings
 
     reset_clients()
@@ -316,7 +316,7 @@ class InProcessStack:
 @contextlib.contextmanager
 def _captured_logs(counter: CountingStream) -> Any:
     """Handler log output (JSON lines, EMF metrics) goes to ``counter`` instead of the terminal."""
-    from mail_proxy.observability import logger
+    from mail_proxy.adapters.observability import logger
 
     handler = logger.registered_handler
     previous = handler.setStream(counter)  # type: ignore[attr-defined]
@@ -482,8 +482,8 @@ def profile_group(filename: str, function: str) -> str:
 # Inclusive buckets: (label, file suffix, function names). Their subtrees do not overlap.
 BUCKETS = (
     ("AWS calls (botocore + moto; in the stack: + HTTP wait)", "botocore/client.py", ("_make_api_call",)),
-    ("SMTP (SmtpConnection.send, connect/NOOP check)", "mail_proxy/smtp_client.py", ("send", "get")),
-    ("MIME rendering (Dispatcher._render)", "mail_proxy/delivery.py", ("_render",)),
+    ("SMTP (SmtpConnection.send, connect/NOOP check)", "mail_proxy/mail/smtp_client.py", ("send", "get")),
+    ("MIME rendering (Dispatcher._render)", "mail_proxy/usecases/delivery.py", ("_render",)),
     ("Powertools logger calls", "aws_lambda_powertools/logging/logger.py",
      ("info", "debug", "warning", "error", "exception", "append_keys")),
     ("Powertools metrics flush", "metrics/provider/base.py", ("flush_metrics",)),

@@ -71,10 +71,10 @@ FUNCTIONS = ("AuthorizerFunction", "ApiFunction", "SenderFunction", "SchedulerFu
 
 def reset_caches() -> None:
     """Forget every per-container cache, as a new Lambda container would."""
-    from mail_proxy import clock
-    from mail_proxy.aws_clients import reset_clients
-    from mail_proxy.http_api import reset_services
-    from mail_proxy.secrets_config import reset_secrets
+    from mail_proxy.adapters.aws_clients import reset_clients
+    from mail_proxy.adapters.secrets_config import reset_secrets
+    from mail_proxy.api.http_api import reset_services
+    from mail_proxy.domain import clock
     from mail_proxy.settings import reset_settings
 
     reset_clients()

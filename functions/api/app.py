@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.http_api import app
-from mail_proxy.observability import logger, metrics, tracer
+from mail_proxy.adapters.observability import logger, metrics, tracer
+from mail_proxy.api.http_api import app
 
 
 # never log_event: requests carry tokens, SMTP passwords and message bodies

@@ -12,10 +12,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.bounce_polling import MailboxPoller, PollConfig
-from mail_proxy.observability import logger, metrics, tracer
-from mail_proxy.repository import MailRepository
+from mail_proxy.adapters.observability import logger, metrics, tracer
+from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.settings import get_settings
+from mail_proxy.usecases.bounce_polling import MailboxPoller, PollConfig
 
 
 @lru_cache(maxsize=1)

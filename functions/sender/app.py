@@ -11,17 +11,17 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.attachments import AttachmentFetcher, ContentCache
-from mail_proxy.blob_store import BlobStore
-from mail_proxy.delivery import DeliveryConfig, Dispatcher
-from mail_proxy.message_content import MessageContent
-from mail_proxy.observability import id_list, logger, metrics, tracer
-from mail_proxy.payload_store import PayloadStore
-from mail_proxy.rate_limits import RetryPolicy
-from mail_proxy.repository import MailRepository
-from mail_proxy.send_queue import SendQueue, parse_record_body
+from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
+from mail_proxy.adapters.payload_store import PayloadStore
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
+from mail_proxy.domain.rate_limits import RetryPolicy
+from mail_proxy.mail.smtp_client import ConnectionCache
 from mail_proxy.settings import get_settings
-from mail_proxy.smtp_client import ConnectionCache
+from mail_proxy.usecases.attachments import AttachmentFetcher, ContentCache
+from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher
+from mail_proxy.usecases.message_content import MessageContent
 
 processor = BatchProcessor(event_type=EventType.SQS)
 connections = ConnectionCache()

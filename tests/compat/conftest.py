@@ -9,7 +9,7 @@ import pytest
 
 from local.gateway import HttpApiGateway
 from local.template import load_template
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.compat.upstream import Upstream, ensure_upstream
 from tests.conftest import Stack, load_function_module, reset_caches
 from tests.fixtures.delivery import DeliveryHarness

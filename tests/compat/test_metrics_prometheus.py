@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.prometheus import count_stream_records, render
+from mail_proxy.domain import clock
+from mail_proxy.usecases.prometheus import count_stream_records, render
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, load_function_module, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import ScriptedSmtpServer

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from local.harness import RunningStack
-from mail_proxy.report_signing import verify
+from mail_proxy.security.report_signing import verify
 from tests.fixtures.receiver import ReportReceiver
 
 pytestmark = pytest.mark.e2e

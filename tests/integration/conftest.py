@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ApiClient, Stack, reset_caches
 from tests.fixtures.bounce_poller import harness, imap, poller  # noqa: F401  (returned-mail fixtures)
 from tests.fixtures.delivery import DeliveryHarness

@@ -10,8 +10,8 @@ import itertools
 import boto3
 import pytest
 
-from mail_proxy.accounts import password_context
-from mail_proxy.secrets_config import decrypt
+from mail_proxy.adapters.secrets_config import decrypt
+from mail_proxy.usecases.accounts import password_context
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 

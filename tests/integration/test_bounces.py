@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import bounce_polling
-from mail_proxy.delivery_feedback import DeliveryFeedback
-from mail_proxy.observability import logger as powertools_logger
-from mail_proxy.repository import MailRepository
+from mail_proxy.adapters.observability import logger as powertools_logger
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.usecases import bounce_polling
+from mail_proxy.usecases.delivery_feedback import DeliveryFeedback
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import (

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from local.template import REPO_ROOT, load_template, local_resolved_names
-from mail_proxy.crypto import PREFIX, key_id
+from mail_proxy.security.crypto import PREFIX, key_id
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -57,7 +57,8 @@ result["outside"] = sorted(name for name, module in list(sys.modules.items())
                            if getattr(module, "__file__", None) and not module.__file__.startswith(allowed))
 if given:
     import base64
-    from mail_proxy import crypto, dkim_signing
+    from mail_proxy.security import crypto
+    from mail_proxy.mail import dkim_signing
     given = json.loads(given)
     ring = crypto.KeyRing(base64.b64decode(given["key"]))
     result["decrypted"] = ring.decrypt(given["value"], context=given["context"])

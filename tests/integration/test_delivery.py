@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock
-from mail_proxy import message_lifecycle as life
+from mail_proxy.domain import clock
+from mail_proxy.domain import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpServer

@@ -11,11 +11,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy import clock
-from mail_proxy import message_lifecycle as life
-from mail_proxy.domain import MAX_RECIPIENTS
+from mail_proxy.adapters.repository import message_pk
+from mail_proxy.domain import clock
+from mail_proxy.domain import message_lifecycle as life
+from mail_proxy.domain.models import MAX_RECIPIENTS
 from mail_proxy.errors import ThrottledError
-from mail_proxy.repository import message_pk
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer
@@ -221,7 +221,7 @@ def test_deferred_ts_within_the_bound_is_accepted(api: ApiClient, tenant: str) -
 def test_held_messages_never_starve_the_scheduler_and_come_back_on_activation(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy import scheduling
+    from mail_proxy.usecases import scheduling
 
     monkeypatch.setattr(scheduling, "MAX_PER_TENANT_RUN", 3)
     assert api.post("/commands/suspend?batch_code=spring", token=tenant).status == 200

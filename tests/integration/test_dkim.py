@@ -16,12 +16,12 @@ import boto3
 import dkim
 import pytest
 
-from mail_proxy import key_rotation
-from mail_proxy.crypto import key_id
-from mail_proxy.dkim_keys import dkim_key_context
-from mail_proxy.dkim_signing import SIGNED_HEADERS
-from mail_proxy.repository import MailRepository
-from mail_proxy.secrets_config import key_ring
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.secrets_config import key_ring
+from mail_proxy.mail.dkim_signing import SIGNED_HEADERS
+from mail_proxy.security.crypto import key_id
+from mail_proxy.usecases import key_rotation
+from mail_proxy.usecases.dkim_keys import dkim_key_context
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer

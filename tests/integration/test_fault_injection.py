@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ApiClient, Stack, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.faults import (

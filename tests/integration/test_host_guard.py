@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.address_guard import NOT_ALLOWED, AddressPolicy, parse_networks
-from mail_proxy.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
-from mail_proxy.outbound_http import OutboundRefused, post
-from mail_proxy.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.adapters.outbound_http import OutboundRefused, post
+from mail_proxy.mail.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
+from mail_proxy.mail.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.security.address_guard import NOT_ALLOWED, AddressPolicy, parse_networks
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import ScriptedSmtpServer

@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy.http_api import AddMessagesRequest, canonical_body_hash
-from mail_proxy.repository import MailRepository
-from mail_proxy.send_queue import SendQueue
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.send_queue import SendQueue
+from mail_proxy.api.http_api import AddMessagesRequest, canonical_body_hash
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 

@@ -37,8 +37,8 @@ def test_a_non_ascii_download_token_is_not_found_not_a_500(shared_stack: tuple[S
 
 
 def test_read_token_refuses_non_ascii_text_instead_of_raising() -> None:
-    from mail_proxy.crypto import KeyRing
-    from mail_proxy.file_links import read_token
+    from mail_proxy.security.crypto import KeyRing
+    from mail_proxy.security.file_links import read_token
 
     ring = KeyRing(bytes(32))
     assert read_token(ring, "é." + "a" * 32) is None

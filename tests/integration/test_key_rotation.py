@@ -13,13 +13,15 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock, key_rotation, secrets_config
 from mail_proxy.__main__ import main
-from mail_proxy.accounts import password_context
-from mail_proxy.crypto import DecryptionError, KeyRing, key_id
+from mail_proxy.adapters import secrets_config
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.domain import clock
 from mail_proxy.errors import ThrottledError
-from mail_proxy.repository import MailRepository
-from mail_proxy.tenants import client_auth_context, signing_secret_context
+from mail_proxy.security.crypto import DecryptionError, KeyRing, key_id
+from mail_proxy.usecases import key_rotation
+from mail_proxy.usecases.accounts import password_context
+from mail_proxy.usecases.tenants import client_auth_context, signing_secret_context
 from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY, ApiClient, Stack, reset_caches
 
 KEY_A = base64.b64decode(ENCRYPTION_KEY)  # the key every test stack starts with
@@ -400,7 +402,7 @@ def test_key_usage_counts_the_stored_values_under_each_key(api: ApiClient, stack
 
 def test_every_retired_signing_secret_in_its_grace_survives_a_key_rotation(
         stack: Stack, api: ApiClient, secrets_under_key_a: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy.tenants import signing_secrets_in_use
+    from mail_proxy.usecases.tenants import signing_secrets_in_use
 
     token = secrets_under_key_a["acme"]
     issued = [api.post("/tenant/acme/signing-secret?grace_seconds=3600", token=token).json["signing_secret"]

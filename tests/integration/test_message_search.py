@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.repository import MailRepository
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
@@ -128,7 +128,7 @@ def test_paging_through_search_results_returns_every_match_once_in_order(acme: T
 
 def test_a_filtered_page_reads_a_bounded_number_of_states_and_says_where_to_go_on(
         acme: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy import messages
+    from mail_proxy.usecases import messages
 
     monkeypatch.setattr(messages, "SEARCH_READ_LIMIT", 5)
     acme.add(*[message(f"m{i:02d}", subject="rare" if i == 11 else "common") for i in range(12)])

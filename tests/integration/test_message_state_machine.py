@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ApiClient, Stack, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.faults import FaultInjector, FaultWorld, FaultySmtpSink, FlakyReceiver, SmtpAction

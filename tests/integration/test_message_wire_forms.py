@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.address_guard import AddressPolicy
-from mail_proxy.mime import build_email, message_bytes
-from mail_proxy.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.mail.mime import build_email, message_bytes
+from mail_proxy.mail.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.security.address_guard import AddressPolicy
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer

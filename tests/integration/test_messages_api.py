@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 

@@ -20,9 +20,9 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.observability import FailureClass
-from mail_proxy.observability import logger as powertools_logger
+from mail_proxy.adapters.observability import FailureClass
+from mail_proxy.adapters.observability import logger as powertools_logger
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.receiver import ReportReceiver
@@ -213,13 +213,13 @@ def test_an_account_deleted_after_submission_is_counted_as_account_missing(
 def test_a_message_that_cannot_become_an_email_is_counted_as_malformed(
         api: ApiClient, smtp: ScriptedSmtpServer, delivery: DeliveryHarness, emf: MetricsCapture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import mail_proxy.delivery
-    from mail_proxy.mime import MalformedMessageError
+    import mail_proxy.usecases.delivery
+    from mail_proxy.mail.mime import MalformedMessageError
 
     def unbuildable(*_args: Any, **_kwargs: Any) -> Any:
         raise MalformedMessageError("subject contains a line break or control character")
 
-    monkeypatch.setattr(mail_proxy.delivery, "build_email", unbuildable)
+    monkeypatch.setattr(mail_proxy.usecases.delivery, "build_email", unbuildable)
     token = make_tenant(api, smtp)
     submit(api, token, message("m1"))
     delivery.drain()

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.address_guard import AddressPolicy
-from mail_proxy.attachments import AttachmentFetcher, AttachmentTemporaryError, TenantSources
-from mail_proxy.blob_store import BlobStore
-from mail_proxy.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
-from mail_proxy.outbound_http import OutboundFailed, post
-from mail_proxy.reporting import IO_MARGIN_MS, RetryLater
-from mail_proxy.smtp_client import ConnectionCache, SmtpConnection, SmtpSettings, SmtpTemporaryError
+from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.outbound_http import OutboundFailed, post
+from mail_proxy.mail.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
+from mail_proxy.mail.smtp_client import ConnectionCache, SmtpConnection, SmtpSettings, SmtpTemporaryError
+from mail_proxy.security.address_guard import AddressPolicy
+from mail_proxy.usecases.attachments import AttachmentFetcher, AttachmentTemporaryError, TenantSources
+from mail_proxy.usecases.reporting import IO_MARGIN_MS, RetryLater
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.trickle_server import TrickleServer

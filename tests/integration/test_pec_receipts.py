@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.repository import MailRepository
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.domain import clock
 from tests.conftest import ApiClient, Stack, message
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import BouncePoller, event_types, record, submit

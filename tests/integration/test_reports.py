@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.report_signing import verify
+from mail_proxy.domain import clock
+from mail_proxy.security.report_signing import verify
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.receiver import ReportReceiver
@@ -201,7 +201,7 @@ def test_a_rotated_signing_secret_signs_with_both_during_the_grace_period(
 
 def test_a_report_url_pointing_at_private_addresses_is_refused_outside_local_mode(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy.outbound_http import OutboundRefused, post
+    from mail_proxy.adapters.outbound_http import OutboundRefused, post
 
     for url in ("https://169.254.169.254/latest/meta-data", "https://10.0.0.1/sync", "http://127.0.0.1:9/x",
                 "https://[::1]/sync", "https://[::ffff:10.0.0.1]/sync", "ftp://example.com/x"):
@@ -237,7 +237,7 @@ def delivery_with_backoff(stack: Stack) -> Iterator[DeliveryHarness]:
 @pytest.fixture
 def park_after_3(monkeypatch: pytest.MonkeyPatch) -> int:
     """Park after 3 failed attempts instead of 40 (one test above keeps the production count)."""
-    from mail_proxy import reporting
+    from mail_proxy.usecases import reporting
 
     monkeypatch.setattr(reporting, "PARK_AFTER_ATTEMPTS", 3)
     return 3
@@ -331,7 +331,7 @@ def test_a_far_next_sync_after_is_clamped_to_an_hour_of_quiet(
 def test_hides_while_the_application_asked_for_quiet_never_park_a_report(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, receiver: ReportReceiver,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy.report_queue import ReportQueue
+    from mail_proxy.adapters.report_queue import ReportQueue
 
     creds = make_tenant(api, smtp, "acme", receiver.url)
     receiver.answer(200, {"ok": True, "next_sync_after": clock.now_ts() + 3600})

@@ -20,8 +20,8 @@ WRONG_KEY = bytes(range(100, 132))
 
 
 def _tag_under(key: bytes, tenant_id: str, message_id: str) -> str:
-    from mail_proxy.crypto import KeyRing
-    from mail_proxy.proxy_tags import make_tag
+    from mail_proxy.security.crypto import KeyRing
+    from mail_proxy.security.proxy_tags import make_tag
     return make_tag(KeyRing(key), tenant_id, message_id)
 
 

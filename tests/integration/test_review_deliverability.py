@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures import returned_mail
 from tests.fixtures.bounce_poller import (
@@ -106,9 +106,9 @@ def test_a_hard_bounce_of_a_message_not_yet_sent_is_not_counted(
 def test_one_complaint_alone_does_not_pause_a_tenant_at_the_default_thresholds(
         api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
         imap: ImapTestServer, stack: Stack) -> None:
-    from mail_proxy.repository import MailRepository
-    from mail_proxy.reputation import SENT
-    from mail_proxy.reputation_guard import ReputationGuard
+    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.domain.reputation import SENT
+    from mail_proxy.usecases.reputation_guard import ReputationGuard
 
     token = make_tenant(api, smtp, imap, "acme")
     ReputationGuard(MailRepository(stack.table_name)).record("acme", "smtp1", SENT, 149)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mail_proxy import clock
-from mail_proxy import message_lifecycle as life
-from mail_proxy.repository import MailRepository
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.domain import clock
+from mail_proxy.domain import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer, _Handler
@@ -72,7 +72,7 @@ def test_a_resubmission_accepted_while_its_id_is_being_deleted_is_kept(
 def test_held_messages_of_a_batch_still_suspended_never_hide_those_of_an_activated_one(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy import scheduling
+    from mail_proxy.usecases import scheduling
 
     monkeypatch.setattr(scheduling.release_held, "__kwdefaults__", {"limit": 3})  # 5,000 in production
     assert api.post("/commands/suspend?batch_code=autumn", token=tenant).status == 200
@@ -121,7 +121,7 @@ def test_a_message_whose_250_was_lost_in_transit_is_not_sent_again(
 def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_content(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy import repository
+    from mail_proxy.adapters import repository
 
     monkeypatch.setattr(repository, "PAYLOAD_TTL_SECONDS", 3 * 86400)  # 30 days in production
     token = api.create_tenant("acme")
@@ -175,8 +175,8 @@ def test_a_claim_whose_answer_was_lost_still_sends_the_message_once(
 def test_a_tenant_whose_scheduling_fails_does_not_hold_up_the_other_tenants(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy import scheduling
     from mail_proxy.errors import ThrottledError
+    from mail_proxy.usecases import scheduling
 
     for name in ("acme", "zeta"):
         token = api.create_tenant(name)

@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy.observability import logger as powertools_logger
-from mail_proxy.tokens import hash_token
+from mail_proxy.adapters.observability import logger as powertools_logger
+from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 

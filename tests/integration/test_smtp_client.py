@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.address_guard import AddressPolicy
-from mail_proxy.smtp_client import (
+from mail_proxy.mail.smtp_client import (
     ConnectionCache,
     SmtpConnection,
     SmtpDeliveryError,
@@ -21,6 +20,7 @@ from mail_proxy.smtp_client import (
     SmtpTemporaryError,
     classify_smtp_failure,
 )
+from mail_proxy.security.address_guard import AddressPolicy
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpServer
 
 pytestmark = pytest.mark.timeout(30)

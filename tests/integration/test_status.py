@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import clock, http_api
+from mail_proxy.api import http_api
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer

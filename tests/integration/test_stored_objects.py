@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import ScriptedSmtpServer
@@ -128,7 +128,7 @@ def test_a_link_whose_object_is_gone_answers_404_not_a_redirect(
 
 def test_an_s3_failure_while_deleting_objects_does_not_fail_the_deletion(
         api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy.blob_store import BlobStore, BlobUnavailable
+    from mail_proxy.adapters.blob_store import BlobStore, BlobUnavailable
 
     token = make_tenant(api, smtp, "acme")
     submit(api, token, message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))

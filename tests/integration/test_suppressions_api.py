@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.bounce_poller import record, submit
 from tests.fixtures.delivery import DeliveryHarness

@@ -103,7 +103,7 @@ def docs_page_with_asset_base(base_url: str) -> str:
     event = json.loads((ROOT / "events" / "api_health.json").read_text())
     event["rawPath"] = event["requestContext"]["http"]["path"] = "/docs"
     event["routeKey"] = event["requestContext"]["routeKey"] = "GET /docs"
-    script = ("import json, sys; from mail_proxy.http_api import app; "
+    script = ("import json, sys; from mail_proxy.api.http_api import app; "
               "print(app.resolve(json.loads(sys.stdin.read()), None)['body'])")
     env = {**os.environ, "MAIL_PROXY_SWAGGER_UI_BASE_URL": base_url, "PYTHONPATH": str(ROOT / "layers" / "mail_proxy"),
            "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "1"}

@@ -15,11 +15,11 @@ import pytest
 
 from local.gateway import HttpApiGateway
 from local.template import load_template
-from mail_proxy import clock
-from mail_proxy.authorization import KEY_CHECK_CACHE_SECONDS
-from mail_proxy.domain import tenant_is_sending
-from mail_proxy.repository import MailRepository
-from mail_proxy.tokens import hash_token
+from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.domain import clock
+from mail_proxy.domain.models import tenant_is_sending
+from mail_proxy.security.tokens import hash_token
+from mail_proxy.usecases.authorization import KEY_CHECK_CACHE_SECONDS
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import ScriptedSmtpServer

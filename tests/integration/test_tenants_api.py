@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mail_proxy.tokens import hash_token
+from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 
 CHOSEN_TOKEN = "acme-chosen-token-0123456789abcdef"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from local.lambdas import LocalFunction
-from mail_proxy import clock
+from mail_proxy.domain import clock
 from tests.conftest import ApiClient, ApiResponse, Stack, load_function_module, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit
 from tests.fixtures.receiver import ReportReceiver

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.address_guard import (
+from mail_proxy.errors import ConfigurationError
+from mail_proxy.security.address_guard import (
     NOT_ALLOWED,
     AddressPolicy,
     HostNotAllowed,
@@ -17,7 +18,6 @@ from mail_proxy.address_guard import (
     parse_networks,
     resolve,
 )
-from mail_proxy.errors import ConfigurationError
 from mail_proxy.settings import Settings
 
 REFUSED_HOSTS = [

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mail_proxy.attachments import (
+from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.usecases.attachments import (
     AttachmentFetcher,
     AttachmentPermanentError,
     ContentCache,
@@ -11,7 +12,6 @@ from mail_proxy.attachments import (
     mime_type_for,
     sanitize_filename,
 )
-from mail_proxy.blob_store import BlobStore
 
 
 @pytest.mark.parametrize(("path", "mode"), [

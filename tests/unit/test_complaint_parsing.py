@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mail_proxy.complaint_parser import parse_complaint
-from mail_proxy.inbound_mail import ProxyReference
+from mail_proxy.mail.complaint_parser import parse_complaint
+from mail_proxy.mail.inbound_mail import ProxyReference
 from tests.fixtures import returned_mail
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mail_proxy.accounts import password_context
-from mail_proxy.crypto import (
+from mail_proxy.errors import ConfigurationError
+from mail_proxy.security.crypto import (
     NONCE_BYTES,
     PREFIX,
     DecryptionError,
@@ -23,7 +23,7 @@ from mail_proxy.crypto import (
     key_ring_from_secret,
     parse_key,
 )
-from mail_proxy.errors import ConfigurationError
+from mail_proxy.usecases.accounts import password_context
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_A = bytes(range(32))

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mail_proxy import dkim_signing
-from mail_proxy.crypto import NONCE_BYTES, PREFIX, DecryptionError, KeyRing, key_id
-from mail_proxy.dkim_signing import dns_value, generate_key, sign
+from mail_proxy.mail import dkim_signing
+from mail_proxy.mail.dkim_signing import dns_value, generate_key, sign
+from mail_proxy.security.crypto import NONCE_BYTES, PREFIX, DecryptionError, KeyRing, key_id
 
 KEY = bytes(range(32))
 RING = KeyRing(KEY)
@@ -66,7 +66,7 @@ def test_what_is_encrypted_here_decrypts_with_cryptography(plaintext: str, conte
 
 def test_the_same_key_nonce_and_context_give_the_same_bytes_as_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
     nonce = bytes(range(100, 112))
-    monkeypatch.setattr("mail_proxy.crypto.secrets.token_bytes", lambda n: nonce[:n])
+    monkeypatch.setattr("mail_proxy.security.crypto.secrets.token_bytes", lambda n: nonce[:n])
     assert RING.encrypt("smtp-päss", context="tenant:t1") == STORED_BEFORE
 
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from mail_proxy import clock
-from mail_proxy.authorization import KEY_CHECK_CACHE_SECONDS, confirm_principal, forget_tenant_keys
-from mail_proxy.domain import Role
+from mail_proxy.domain import clock
+from mail_proxy.domain.models import Role
+from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, UnauthorizedError
-from mail_proxy.principal import Principal
-from mail_proxy.tokens import hash_token
+from mail_proxy.security.tokens import hash_token
+from mail_proxy.usecases.authorization import KEY_CHECK_CACHE_SECONDS, confirm_principal, forget_tenant_keys
 
 TOKEN = "acme-token-unit-0123456789abcdef"
 ACME = Principal(Role.TENANT, "acme")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mail_proxy.dkim_signing import dns_value, generate_key, relaxed_body, relaxed_header, sign
+from mail_proxy.mail.dkim_signing import dns_value, generate_key, relaxed_body, relaxed_header, sign
 
 KEY = generate_key()  # one key for the module: generating one costs tens of milliseconds
 

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mail_proxy.addresses import AddressError, parse_address_list, parse_mailbox
-from mail_proxy.domain import (
+from mail_proxy.domain.models import (
     AccountCreate,
     MessageIn,
     TenantCreate,
@@ -16,6 +15,7 @@ from mail_proxy.domain import (
     describe_validation_error,
     normalise_priority,
 )
+from mail_proxy.mail.addresses import AddressError, parse_address_list, parse_mailbox
 
 
 def msg(**overrides: Any) -> dict[str, Any]:

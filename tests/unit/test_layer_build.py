@@ -160,7 +160,8 @@ def test_the_lock_holds_everything_its_packages_need(lock: dict[str, tuple[str, 
 # exercises every use the layer makes of pycryptodome, failure paths included, then lists what was loaded
 _CRYPTO_PROBE = """
 import sys
-from mail_proxy import crypto, dkim_signing
+from mail_proxy.security import crypto
+from mail_proxy.mail import dkim_signing
 ring = crypto.KeyRing(bytes(32))
 value = ring.encrypt("secret", context="c")
 assert ring.decrypt(value, context="c") == "secret"

@@ -14,9 +14,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mail_proxy.addresses import AddressError, check_addr_spec, parse_mailbox
-from mail_proxy.domain import MessageIn, describe_validation_error
-from mail_proxy.mime import (
+from mail_proxy.domain.models import MessageIn, describe_validation_error
+from mail_proxy.mail.addresses import AddressError, check_addr_spec, parse_mailbox
+from mail_proxy.mail.mime import (
     FetchedAttachment,
     MalformedMessageError,
     build_email,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.mime import (
+from mail_proxy.mail.mime import (
     FetchedAttachment,
     MalformedMessageError,
     build_email,

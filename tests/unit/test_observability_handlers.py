@@ -48,7 +48,7 @@ def test_a_function_that_counts_flushes_its_metrics(name: str) -> None:
 
 def test_every_traced_method_records_no_response() -> None:
     files = [*(REPO_ROOT / "functions").glob("*/app.py"),
-             *(REPO_ROOT / "layers" / "mail_proxy" / "mail_proxy").glob("*.py")]
+             *(REPO_ROOT / "layers" / "mail_proxy" / "mail_proxy").rglob("*.py")]
     for path in files:
         for call in re.findall(r"@tracer\.capture_(?:method|lambda_handler)\(([^)]*)\)", path.read_text("utf-8")):
             assert "capture_response=False" in call, path

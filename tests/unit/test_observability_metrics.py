@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mail_proxy.observability import NAMESPACE, FailureClass, count_failures_by_class, id_list, metrics
+from mail_proxy.adapters.observability import NAMESPACE, FailureClass, count_failures_by_class, id_list, metrics
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.authorization import authenticate, authorizer_response, principal_from_context
-from mail_proxy.domain import Role
+from mail_proxy.domain.models import Role
+from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, InvalidInputError, UnauthorizedError
-from mail_proxy.principal import Principal
+from mail_proxy.security.tokens import generate_token, hash_token, hashes_match
 from mail_proxy.settings import reset_settings
-from mail_proxy.tokens import generate_token, hash_token, hashes_match
+from mail_proxy.usecases.authorization import authenticate, authorizer_response, principal_from_context
 
 ADMIN_TOKEN = "admin-token-unit-0123456789abcdef"
 ACME_TOKEN = "acme-token-unit-0123456789abcdef"

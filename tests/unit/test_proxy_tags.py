@@ -5,9 +5,9 @@ from __future__ import annotations
 import email
 import email.policy
 
-from mail_proxy.crypto import KeyRing
-from mail_proxy.inbound_mail import find_reference, parse
-from mail_proxy.proxy_tags import make_tag, tag_is_valid
+from mail_proxy.mail.inbound_mail import find_reference, parse
+from mail_proxy.security.crypto import KeyRing
+from mail_proxy.security.proxy_tags import make_tag, tag_is_valid
 from tests.fixtures import returned_mail
 
 KEY_A = bytes(range(32))

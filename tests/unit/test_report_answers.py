@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mail_proxy.reporting import MAX_QUIET_SECONDS, _sync_answer
+from mail_proxy.usecases.reporting import MAX_QUIET_SECONDS, _sync_answer
 
 NOW = 1_800_000_000
 

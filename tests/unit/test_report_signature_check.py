@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mail_proxy.report_signing import signature_header, verify
+from mail_proxy.security.report_signing import signature_header, verify
 
 SECRET = "whsec_test"
 BODY = b'{"delivery_report":[]}'

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mail_proxy.domain import ReputationThresholds
-from mail_proxy.reputation import (
+from mail_proxy.domain.models import ReputationThresholds
+from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
     Counts,
     Level,

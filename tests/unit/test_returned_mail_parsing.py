@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from mail_proxy import inbound_mail
-from mail_proxy.bounce_parser import parse_bounce
-from mail_proxy.inbound_mail import ProxyReference, UnreadableMail, find_reference, parse
-from mail_proxy.pec_parser import parse_pec_receipt, receipt_kind
+from mail_proxy.mail import inbound_mail
+from mail_proxy.mail.bounce_parser import parse_bounce
+from mail_proxy.mail.inbound_mail import ProxyReference, UnreadableMail, find_reference, parse
+from mail_proxy.mail.pec_parser import parse_pec_receipt, receipt_kind
 from tests.fixtures import returned_mail
 
 

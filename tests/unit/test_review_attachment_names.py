@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mail_proxy.attachments import sanitize_filename
+from mail_proxy.usecases.attachments import sanitize_filename
 
 
 @pytest.mark.parametrize("given", ["invoice\u202efdp.exe", "invoice\u2067fdp.exe\u2069", "report\u200f.pdf.exe",

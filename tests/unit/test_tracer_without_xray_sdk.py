@@ -28,7 +28,7 @@ if sys.argv[2] == "no-sdk":
     sys.modules["aws_xray_sdk.core"] = None
 from pathlib import Path
 from local.lambdas import import_source
-from mail_proxy.observability import tracer
+from mail_proxy.adapters.observability import tracer
 
 @tracer.capture_method(capture_response=False)
 def double(value):

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mail_proxy.crypto import KeyRing
-from mail_proxy.mime import ListUnsubscribe, build_email, message_bytes
-from mail_proxy.suppressions import suppression_applies
-from mail_proxy.unsubscribe_api import one_click_requested
-from mail_proxy.unsubscribe_links import (
+from mail_proxy.api.unsubscribe_api import one_click_requested
+from mail_proxy.mail.mime import ListUnsubscribe, build_email, message_bytes
+from mail_proxy.security.crypto import KeyRing
+from mail_proxy.usecases.suppressions import suppression_applies
+from mail_proxy.usecases.unsubscribe_links import (
     UnsubscribeLink,
     list_unsubscribe_for,
     make_token,

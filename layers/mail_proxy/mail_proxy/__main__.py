@@ -7,11 +7,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from mail_proxy.crypto import generate_key
+from mail_proxy.security.crypto import generate_key
 
 if TYPE_CHECKING:
-    from mail_proxy.crypto import KeyRing
-    from mail_proxy.repository import MailRepository
+    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.security.crypto import KeyRing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TABLE_NAME"] = args.table
     if args.secret_id:
         os.environ["SECRET_ID"] = args.secret_id
-    from mail_proxy.repository import MailRepository
-    from mail_proxy.secrets_config import key_ring
+    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.adapters.secrets_config import key_ring
 
     ring = key_ring(force_fetch=bool(args.secret_id))
     repo = MailRepository(args.table)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reencrypt(repo: MailRepository, ring: KeyRing) -> int:
-    from mail_proxy.key_rotation import reencrypt_all
+    from mail_proxy.usecases.key_rotation import reencrypt_all
 
     report = reencrypt_all(repo, ring)
     print(f"re-encrypted under key {ring.current_id}: {report.accounts} account passwords, "
@@ -64,7 +64,7 @@ def _reencrypt(repo: MailRepository, ring: KeyRing) -> int:
 
 def _key_usage(repo: MailRepository, ring: KeyRing) -> int:
     """One line per key id; exit code 0 only when no value needs a key other than the current one."""
-    from mail_proxy.key_rotation import NOT_ENCRYPTED, UNREADABLE, key_usage
+    from mail_proxy.usecases.key_rotation import NOT_ENCRYPTED, UNREADABLE, key_usage
 
     usage = key_usage(repo)
     roles = {ring.current_id: "current", **{kid: "previous" for kid in ring.previous_ids}}

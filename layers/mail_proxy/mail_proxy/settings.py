@@ -13,8 +13,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
-from mail_proxy.address_guard import AddressPolicy, IpNetwork, parse_networks
 from mail_proxy.errors import ConfigurationError
+from mail_proxy.security.address_guard import AddressPolicy, IpNetwork, parse_networks
 
 PRIORITY_LANES = ("immediate", "high", "medium", "low")
 

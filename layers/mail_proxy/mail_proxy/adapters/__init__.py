@@ -1,0 +1,1 @@
+"""The outside world: DynamoDB, SQS, S3, Secrets Manager, outbound HTTP, logs and metrics."""

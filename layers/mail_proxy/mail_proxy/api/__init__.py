@@ -1,0 +1,1 @@
+"""The HTTP API: resolver, routes, error mapping, OpenAPI documentation, upstream compatibility."""

@@ -1,0 +1,1 @@
+"""Secrets and trust: encryption, tokens, signatures, signed links, the guard on tenant-given hosts."""

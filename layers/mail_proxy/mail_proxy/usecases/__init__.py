@@ -1,0 +1,1 @@
+"""What the application does: submission, delivery, scheduling, reports, tenants, accounts, feedback."""
