@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(int(args.max_seconds))
+    previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    previous_alarm = signal.alarm(int(args.max_seconds))  # an outer timer (pytest-timeout's) is put back below
     sections = [args.only] if args.only else [p for p in PARTS if not (args.skip_e2e and p == "e2e")]
     started = time.monotonic()
     revision = _git_revision()
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             summary.update(figures)
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_alarm:
+            signal.alarm(max(1, previous_alarm - int(time.monotonic() - started)))
     summary.update({"messages": args.messages, "revision": revision, "load_before": load_before,
                     "load_after": load_average(), "seconds": round(time.monotonic() - started, 1),
                     "failures": failures})
