@@ -42,8 +42,8 @@ build: ## sam build for arm64 / python3.12
 	bash scripts/sam-venv.sh
 	PATH="$(PY312):$$PATH" AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --region us-east-1
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+bench: $(STAMP) ## issue 14's performance table, each figure with its same-run baseline, then one JSON line (ARGS=--only latency)
+	$(BIN)/python -m bench $(ARGS)
 
 soak: $(STAMP) ## 10,000 messages through the local stack under SMTP and report faults (bench/soak.py; ARGS=--messages N)
 	$(BIN)/python -m bench.soak $(ARGS)

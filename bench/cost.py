@@ -137,7 +137,7 @@ def _check_reports(result: PipelineResult) -> None:
                              "the application")
 
 
-def run_cost(messages: int, *, time_limit: float = 300.0) -> dict[str, Any]:
+def run_cost(messages: int, *, time_limit: float = 600.0) -> dict[str, Any]:
     small = min(messages, 500)
     print(f"\n== AWS cost per million messages: requests counted over submit + deliver + delivery reports "
           f"(tenant with a report URL), DynamoDB units estimated from item sizes (load {load_average()})")

@@ -76,7 +76,7 @@ def print_calls(result: PipelineResult) -> None:
               f"{1000 * seconds / result.messages:6.2f} ms/msg inside AWS calls")
 
 
-def run_sender(messages: int, *, profile: bool = False, time_limit: float = 300.0) -> dict[str, Any]:
+def run_sender(messages: int, *, profile: bool = False, time_limit: float = 600.0) -> dict[str, Any]:
     print(f"\n== Sender throughput: {messages} messages, API (calls of 500) → moto SQS → sender handler "
           f"(SQS batches of 10 records) → STARTTLS + AUTH sink in its own process (load {load_average()})")
     rendered = render_messages(messages)
