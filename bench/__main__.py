@@ -1,5 +1,6 @@
-"""``python -m bench`` (``make bench``): the performance table of issue 14 (docs/design.md "Targets"), each
-figure against a baseline measured in the same run, then one JSON line holding every figure.
+"""``python -m bench`` (``make bench``): issue 14's performance table, each figure with a same-run baseline.
+
+The targets are docs/design.md's "Targets"; the output ends with one JSON line holding every figure.
 
 Parts (``--only`` runs one; all run in this order by default):
 - ``sender``: N messages (``--messages``, default 2000) stored through the real API path, queued in moto SQS
