@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import message_pk
+from mail_proxy.adapters.dynamodb.keys import message_pk
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
 from mail_proxy.domain.models import MAX_RECIPIENTS

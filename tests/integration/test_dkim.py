@@ -16,7 +16,7 @@ import boto3
 import dkim
 import pytest
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.mail.dkim_signing import SIGNED_HEADERS
 from mail_proxy.security.crypto import key_id

@@ -23,7 +23,7 @@ from local.aws_calls import AwsCall, read_call_logs
 from local.iam import PolicyError, check, function_grants
 from local.lambdas import LocalFunction
 from local.template import Template, load_template
-from mail_proxy.adapters.repository import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
 from mail_proxy.adapters.secrets_config import reset_secrets
 from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, load_function_module, message, reset_caches

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.api.http_api import AddMessagesRequest, canonical_body_hash
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message

@@ -15,7 +15,7 @@ import pytest
 
 from mail_proxy.__main__ import main
 from mail_proxy.adapters import secrets_config
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
 from mail_proxy.errors import ThrottledError
 from mail_proxy.security.crypto import DecryptionError, KeyRing, key_id

@@ -15,7 +15,7 @@ import pytest
 
 from local.gateway import HttpApiGateway
 from local.template import load_template
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import tenant_is_sending
 from mail_proxy.security.tokens import hash_token

@@ -24,10 +24,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.api.api_docs import (
     BODY_ERRORS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import encrypt
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import AccountCreate, AccountView, MailboxView, check_literal_host

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import admin_token_hash
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import TENANT_SUSPENDED_DETAIL, Role

@@ -34,8 +34,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt
 from mail_proxy.mail.bounce_parser import parse_bounce
 from mail_proxy.mail.complaint_parser import parse_complaint

@@ -32,10 +32,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mail_proxy.adapters import repository
 from mail_proxy.adapters.blob_store import BlobMissing
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb import keys as dynamo_keys
 from mail_proxy.adapters.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt, key_ring
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
@@ -578,7 +578,7 @@ class Dispatcher:
     def _keep_content_until(self, tenant_id: str, item: _Pending, due_ts: int) -> None:
         """A deferral that reaches past the content's expiry (weeks of rate-limited backlog) extends it; any
         other costs no write (the content was stored to last ``PAYLOAD_TTL_SECONDS`` after submission)."""
-        ttl = repository.PAYLOAD_TTL_SECONDS
+        ttl = dynamo_keys.PAYLOAD_TTL_SECONDS
         created = (item.seen.created_ms or 0) // 1000
         if item.seen.payload_version and due_ts > created + ttl - CONTENT_MARGIN_SECONDS:
             self.repo.set_payload_expiry(tenant_id, item.message_id, item.seen.payload_version, due_ts + ttl)

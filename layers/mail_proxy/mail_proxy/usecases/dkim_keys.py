@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt, encrypt
 from mail_proxy.domain import clock
 from mail_proxy.domain.principal import Principal

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.errors import MailProxyError
 from mail_proxy.security.crypto import DecryptionError, KeyRing, is_encrypted, value_key_id
 from mail_proxy.usecases.accounts import imap_password_context, password_context

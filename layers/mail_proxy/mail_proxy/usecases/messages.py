@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobMissing, BlobStore, BlobTooLarge, BlobUnavailable
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import PayloadStore, files_prefix, message_folder, stored_object_key
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import (

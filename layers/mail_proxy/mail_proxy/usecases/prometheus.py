@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository, state_change_from_stream
+from mail_proxy.adapters.dynamodb import MailRepository, state_change_from_stream
 
 METRICS_PK = "METRICS#COUNTERS"
 COUNTERS = {

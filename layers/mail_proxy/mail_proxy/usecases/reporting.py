@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository, StateChange, state_change_from_stream
 from mail_proxy.adapters.observability import id_list, logger
 from mail_proxy.adapters.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository, StateChange, state_change_from_stream
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import FINAL_STATUSES, RETENTION_SECONDS
 from mail_proxy.security.report_signing import HEADER, signature_header

@@ -21,8 +21,8 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import ReputationRates, ReputationView
 from mail_proxy.domain.reputation import (

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life

@@ -23,9 +23,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.payload_store import PayloadStore
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import (

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobStore, BlobUnavailable
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import files_prefix, payload_prefix
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import (
