@@ -199,7 +199,7 @@ class MessageDesk:
         """
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
-        reports_on = bool(tenant.get("client_base_url"))
+        reports_on = tenant.reports_enabled
         cutoff = clock.now_ts() - older_than_seconds
         doomed: list[dict[str, Any]] = []
         cursor = None
@@ -271,7 +271,7 @@ class MessageDesk:
         _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
-        current = set(tenant.get("suspended_batches") or [])
+        current = tenant.suspended_batch_codes
         if batch_code is None:
             batches = self.repo.change_suspended_batches(tid, clear=True)
         elif "*" in current:

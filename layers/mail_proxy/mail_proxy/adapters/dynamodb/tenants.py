@@ -10,16 +10,30 @@ from typing import Any
 from mail_proxy.adapters.dynamodb.keys import TENANT_SK, TENANTS_GSI1, account_sk, tenant_id_from_pk, tenant_pk
 from mail_proxy.adapters.dynamodb.table import Table, attribute_value, item_key, marshal, unmarshal
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant, entity_fields, entity_from_fields
 from mail_proxy.errors import ConflictError, NotFoundError
+
+KEY_ATTRIBUTES = ("pk", "sk", "gsi1pk", "gsi1sk")
+
+
+def tenant_from_item(item: dict[str, Any]) -> Tenant:
+    """The tenant an (unmarshalled) tenant item holds; its key attributes are the repository's own."""
+    tenant: Tenant = entity_from_fields(Tenant, {k: v for k, v in item.items() if k not in KEY_ATTRIBUTES})
+    return tenant
+
+
+def tenant_item(tenant: Tenant) -> dict[str, Any]:
+    """The attributes a tenant item stores (without its keys): ``tenant_from_item``'s inverse."""
+    return entity_fields(tenant)
 
 
 class TenantItems(Table):
     """The tenant item of each tenant."""
 
-    def create_tenant(self, tenant: dict[str, Any], token_hash: str | None) -> None:
-        tid = tenant["tenant_id"]
+    def create_tenant(self, tenant: Tenant, token_hash: str | None) -> None:
+        tid = tenant.tenant_id
         item = {
-            **tenant,
+            **tenant_item(tenant),
             "pk": tenant_pk(tid),
             "sk": TENANT_SK,
             "gsi1pk": TENANTS_GSI1,
@@ -29,23 +43,22 @@ class TenantItems(Table):
         if self._write_if("put_item", Item=marshal(item), ConditionExpression="attribute_not_exists(pk)") is None:
             raise ConflictError(f"tenant '{tid}' already exists")
 
-    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
         resp = self._call("get_item", Key=item_key(tenant_pk(tenant_id), TENANT_SK), ConsistentRead=True)
-        return unmarshal(resp["Item"]) if "Item" in resp else None
+        return tenant_from_item(unmarshal(resp["Item"])) if "Item" in resp else None
 
-    def require_tenant(self, tenant_id: str) -> dict[str, Any]:
+    def require_tenant(self, tenant_id: str) -> Tenant:
         tenant = self.get_tenant(tenant_id)
         if tenant is None:
             raise NotFoundError(f"tenant '{tenant_id}' not found")
         return tenant
 
-    def list_tenants(self) -> list[dict[str, Any]]:
+    def list_tenants(self) -> list[Tenant]:
         keys = [
             (k["pk"]["S"], k["sk"]["S"])
             for k in self._query_keys("ByTenant", "gsi1pk", TENANTS_GSI1, limit=None)[0]
         ]
-        items = self._batch_get(keys)
-        return sorted(items, key=lambda t: t["tenant_id"])
+        return sorted((tenant_from_item(item) for item in self._batch_get(keys)), key=lambda t: t.tenant_id)
 
     def update_tenant(self, tenant_id: str, changes: dict[str, Any], removals: Sequence[str] = ()) -> None:
         sets = {**changes, "updated_at": clock.now_iso()}
