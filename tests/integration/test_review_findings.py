@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import STATE_SK
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message
@@ -53,7 +54,7 @@ def test_a_resubmission_accepted_while_its_id_is_being_deleted_is_kept(
 
     def resubmitted_meanwhile(self: MailRepository, operation: str, **kwargs: Any) -> Any:
         result = original(self, operation, **kwargs)
-        if operation == "delete_item" and kwargs["Key"]["sk"]["S"] == "STATE" and not accepted:
+        if operation == "delete_item" and kwargs["Key"]["sk"]["S"] == STATE_SK and not accepted:
             # the state is gone; a client submits the id again before the old content is removed
             monkeypatch.setattr(MailRepository, "_call", original)
             accepted.append(submit(api, tenant, message("m", subject="again", deferred_ts=clock.now_ts() + 3600)))

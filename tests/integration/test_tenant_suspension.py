@@ -16,6 +16,8 @@ import pytest
 from local.gateway import HttpApiGateway
 from local.template import load_template
 from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import tenant_is_sending
 from mail_proxy.security.tokens import hash_token
@@ -178,7 +180,7 @@ def test_a_key_revoked_by_another_container_stops_working_within_seconds(cached_
     token = cached_api.create_tenant("acme")
     assert cached_api.get("/status", token=token).status == 200
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "#TENANT"}},
+        TableName=stack.table_name, Key=item_key(tenant_pk("acme"), TENANT_SK),
         UpdateExpression="SET token_hash = :h", ExpressionAttributeValues={":h": {"S": hash_token("another")}})
     clock.advance(KEY_CHECK_CACHE_SECONDS + 1)
     assert cached_api.get("/status", token=token).status == 401
