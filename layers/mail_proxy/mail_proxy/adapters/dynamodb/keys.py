@@ -16,6 +16,7 @@ construction (and IAM ``dynamodb:LeadingKeys`` could enforce it). Items:
   ``#MAILBOX#<name>``, ``PECWAIT#<sent ts>#<id>`` and ``PECMSGID#<Message-ID>``
 - reputation counters ``TENANT#t / REPUTATION#<hour start>`` (sends, hard bounces, complaints; see
   ``reputation``)
+- Prometheus counters ``METRICS#COUNTERS / <tenant id>`` (the only partition outside a tenant's)
 - command log ``TENANT#t#LOG / <ms>#<uuid>`` (all tenants through ``ByTenant`` with ``gsi1pk=COMMANDS``).
 - recipient index ``TENANT#t#RCPT#<shard> / <address>#<created ms>#<message id>``: written at submission, one
   per recipient (the first ``MAX_INDEXED_RECIPIENTS``), so ``GET /messages?recipient=`` reads one partition
@@ -26,6 +27,7 @@ construction (and IAM ``dynamodb:LeadingKeys`` could enforce it). Items:
 from __future__ import annotations
 
 import hashlib
+import re
 
 TENANT_PREFIX = "TENANT#"
 TENANT_SK = "#TENANT"
@@ -41,6 +43,7 @@ REPUTATION_PREFIX = "REPUTATION#"
 MESSAGE_INFIX = "#MSG#"
 TENANTS_GSI1 = "TENANTS"
 COMMANDS_GSI1 = "COMMANDS"
+METRICS_PK = "METRICS#COUNTERS"  # the Prometheus counters: the one partition that is no tenant's
 PAYLOAD_TTL_SECONDS = 30 * 24 * 3600
 COMMAND_LOG_TTL_SECONDS = 400 * 24 * 3600
 MAX_LOG_MS = 10**13 - 1
@@ -182,6 +185,20 @@ def parse_pec_wait_sk(sk: str) -> tuple[int, str]:
 
 def pec_msgid_sk(message_id_header: str) -> str:
     return PEC_MSGID_PREFIX + message_id_header
+
+
+_COUNTER_ATTRIBUTE = re.compile(r"^c#(sent|errors|deferred|rate_limited)#(.+)$")
+
+
+def counter_attribute(kind: str, account_id: str) -> str:
+    """The attribute of one Prometheus counter (``sent``, ``errors``, ...) of one account."""
+    return f"c#{kind}#{account_id}"
+
+
+def parse_counter_attribute(name: str) -> tuple[str, str] | None:
+    """(counter, account) of a counter attribute; None for any other attribute."""
+    match = _COUNTER_ATTRIBUTE.match(name)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def reputation_sk(bucket: int) -> str:

@@ -20,6 +20,7 @@ from mail_proxy.adapters.dynamodb.keys import (
 )
 from mail_proxy.adapters.dynamodb.message_listing import MessageListing
 from mail_proxy.adapters.dynamodb.messages import MessageItems
+from mail_proxy.adapters.dynamodb.prometheus_counters import PrometheusCounters
 from mail_proxy.adapters.dynamodb.reports import ReportItems
 from mail_proxy.adapters.dynamodb.reputation import ReputationCounters
 from mail_proxy.adapters.dynamodb.scheduling import DueIndex
@@ -30,7 +31,8 @@ from mail_proxy.adapters.dynamodb.transitions import MessageTransitions
 
 
 class MailRepository(TenantItems, AccountItems, MessageItems, MessageListing, MessageTransitions, DueIndex,
-                     SendingWindows, ReportItems, InboundItems, SuppressionItems, ReputationCounters, CommandLog):
+                     SendingWindows, ReportItems, InboundItems, SuppressionItems, ReputationCounters, CommandLog,
+                     PrometheusCounters):
     """Data access for tenants, accounts, messages, their bookkeeping and the command log."""
 
     def delete_tenant(self, tenant_id: str) -> int:
