@@ -6,7 +6,7 @@
 - Crossing a warn threshold sets ``reputation_warning`` on the tenant and counts ``ReputationWarnings``;
   crossing a pause threshold sets ``reputation_paused`` (with ``reputation_paused_reason`` and
   ``reputation_paused_at``), counts ``ReputationPauses`` (both metrics have alarms) and holds the tenant's
-  messages exactly as an administrator's suspension does (``domain.tenant_is_sending``), while its token
+  messages exactly as an administrator's suspension does (``Tenant.is_sending``), while its token
   keeps working so the application can read why in ``/status``. Each state change is a conditional write,
   so its metric and its audit entry happen once however many pollers judge at the same time.
 - Only an administrator lifts a pause (``POST /tenant/{id}/resume``); the resume restarts the count
