@@ -83,12 +83,12 @@ def test_after_reencryption_only_the_new_key_decrypts_every_password(stack: Stac
     assert {k: secrets_config.decrypt(v, context=password_context(*k)) for k, v in accounts.items()} == PASSWORDS
 
 
-@pytest.mark.usefixtures("secrets_under_key_a")
 def where(tenant_id: str, account_id: str | None = None) -> str:
     """``stored``'s name of a tenant item (or account item)."""
     return f"{tenant_pk(tenant_id)}/{TENANT_SK if account_id is None else account_sk(account_id)}"
 
 
+@pytest.mark.usefixtures("secrets_under_key_a")
 def test_after_reencryption_report_credentials_and_signing_secrets_decrypt_with_the_new_key(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     use_keys(monkeypatch, KEY_B, previous=KEY_A)
