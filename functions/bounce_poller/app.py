@@ -12,8 +12,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics, tracer
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.bounce_polling import MailboxPoller, PollConfig
 

@@ -11,10 +11,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository, removed_payload_from_stream
 from mail_proxy.adapters.observability import logger, metrics, tracer
 from mail_proxy.adapters.payload_store import stored_object_key
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository, removed_payload_from_stream
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.prometheus import record_stream_metrics
 from mail_proxy.usecases.reporting import route_stream_records

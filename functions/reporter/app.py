@@ -14,9 +14,9 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.reporting import ReportDelivery, RetryLater, parse_backoff
 

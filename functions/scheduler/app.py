@@ -7,9 +7,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics, tracer
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.reporting import queue_heartbeats

@@ -12,9 +12,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.payload_store import PayloadStore
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
 from mail_proxy.domain.rate_limits import RetryPolicy
 from mail_proxy.mail.smtp_client import ConnectionCache

@@ -10,6 +10,8 @@ import itertools
 import boto3
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import account_sk, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.secrets_config import decrypt
 from mail_proxy.usecases.accounts import password_context
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack
@@ -97,8 +99,8 @@ def test_get_account_never_shows_a_password(api: ApiClient, acme: str) -> None:
 
 def test_stored_password_is_encrypted_for_its_tenant_and_account(api: ApiClient, acme: str, stack: Stack) -> None:
     api.post("/account", token=acme, body=account_body())
-    item = boto3.client("dynamodb").get_item(TableName=stack.table_name, Key={
-        "pk": {"S": f"TENANT#{NAMES[acme]}"}, "sk": {"S": "ACCOUNT#smtp1"}})["Item"]
+    item = boto3.client("dynamodb").get_item(TableName=stack.table_name,
+                                             Key=item_key(tenant_pk(NAMES[acme]), account_sk("smtp1")))["Item"]
     stored = item["password"]["S"]
     assert stored.startswith("ENC:") and PASSWORD not in stored
     assert decrypt(stored, context=password_context(NAMES[acme], "smtp1")) == PASSWORD

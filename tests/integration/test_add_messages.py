@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import PAYLOAD_PREFIX, STATE_SK, message_pk, messages_gsi1pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
@@ -47,7 +49,7 @@ class Tenant:
         ddb = boto3.client("dynamodb")
         keys = ddb.query(TableName=self.stack.table_name, IndexName="ByTenant",
                          KeyConditionExpression="gsi1pk = :p",
-                         ExpressionAttributeValues={":p": {"S": f"TENANT#{self.id}#MSG"}})["Items"]
+                         ExpressionAttributeValues={":p": {"S": messages_gsi1pk(self.id)}})["Items"]
         found = []
         for key in keys:
             found += ddb.query(TableName=self.stack.table_name, KeyConditionExpression="pk = :p",
@@ -79,7 +81,7 @@ class Tenant:
     def set_status(self, message_id: str, status: str) -> None:
         boto3.client("dynamodb").update_item(
             TableName=self.stack.table_name,
-            Key={"pk": {"S": f"TENANT#{self.id}#MSG#{message_id}"}, "sk": {"S": "STATE"}},
+            Key=item_key(message_pk(self.id, message_id), STATE_SK),
             UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":s": {"S": status}})
 
@@ -228,7 +230,8 @@ def test_resubmitting_a_waiting_message_replaces_it(acme: Tenant) -> None:
     assert acme.add(message("m1", subject="new subject")) == {"ok": True, "queued": 1, "rejected": []}
     listing = acme.api.get("/messages", token=acme.token).json["messages"]
     assert [(m["id"], m["message"]["subject"]) for m in listing] == [("m1", "new subject")]
-    assert sorted(i["sk"]["S"].split("#")[0] for i in acme.items()) == ["PAYLOAD", "STATE"]
+    kinds = sorted(PAYLOAD_PREFIX if i["sk"]["S"].startswith(PAYLOAD_PREFIX) else i["sk"]["S"] for i in acme.items())
+    assert kinds == sorted([PAYLOAD_PREFIX, STATE_SK])  # one content version left, the replaced one gone
 
 
 def test_resubmitting_a_deferred_message_replaces_it(acme: Tenant) -> None:

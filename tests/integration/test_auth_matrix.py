@@ -25,6 +25,7 @@ from moto import mock_aws
 
 from local.resources import provision
 from local.template import load_template
+from mail_proxy.adapters.dynamodb.keys import messages_gsi1pk, tenant_pk
 from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY, FUNCTIONS, ApiClient, Stack, message, reset_caches
 
 OWNER_MARK = "acmemark"
@@ -216,9 +217,9 @@ def business_items(world: World) -> list[str]:
     ddb = boto3.client("dynamodb")
     table = world.stack.table_name
     tenants = [world.owner, world.rival, f"new-{world.owner}"]
-    partitions = [f"TENANT#{t}" for t in tenants]
+    partitions = [tenant_pk(t) for t in tenants]
     for tenant in tenants:
-        partitions += [i["pk"]["S"] for i in _query(ddb, table, f"TENANT#{tenant}#MSG", index="ByTenant")]
+        partitions += [i["pk"]["S"] for i in _query(ddb, table, messages_gsi1pk(tenant), index="ByTenant")]
     return sorted(json.dumps(i, sort_keys=True) for pk in partitions for i in _query(ddb, table, pk))
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import MESSAGE_INFIX, STATE_SK, log_pk, message_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
@@ -35,7 +37,7 @@ class Tenant:
 
     def snapshot(self) -> list[str]:
         return sorted(json.dumps(i, sort_keys=True) for i in self.stack.raw_items()
-                      if not i["pk"]["S"].endswith("#LOG"))
+                      if i["pk"]["S"] != log_pk("acme"))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,7 @@ def test_body_within_max_body_bytes_is_accepted(tenant: Tenant, small_body_limit
 def state(tenant: Tenant, message_id: str) -> dict[str, Any] | None:
     resp = boto3.client("dynamodb").get_item(
         TableName=tenant.stack.table_name,
-        Key={"pk": {"S": f"TENANT#acme#MSG#{message_id}"}, "sk": {"S": "STATE"}})
+        Key=item_key(message_pk("acme", message_id), STATE_SK))
     return resp.get("Item")
 
 
@@ -303,10 +305,10 @@ def test_message_with_an_unusable_id_is_rejected_and_not_stored(tenant: Tenant, 
         del raw["id"]
     else:
         raw["id"] = bad_id
-    before = [i for i in tenant.snapshot() if "#MSG#" in i]
+    before = [i for i in tenant.snapshot() if MESSAGE_INFIX in i]
     rejection, good_id = add_with_a_good_one(tenant, raw)
     assert "id" in rejection["reason"]
-    after = [i for i in tenant.snapshot() if "#MSG#" in i and f"#MSG#{good_id}" not in i]
+    after = [i for i in tenant.snapshot() if MESSAGE_INFIX in i and message_pk("acme", good_id) not in i]
     assert after == before
 
 

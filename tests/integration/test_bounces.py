@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger as powertools_logger
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.usecases import bounce_polling
 from mail_proxy.usecases.delivery_feedback import DeliveryFeedback
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches

@@ -11,7 +11,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import message_pk
+from mail_proxy.adapters.dynamodb.keys import PAYLOAD_PREFIX, STATE_SK, account_sk, message_pk, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
 from mail_proxy.domain.models import MAX_RECIPIENTS
@@ -196,7 +197,7 @@ def test_one_account_that_cannot_be_used_does_not_hold_up_the_others(
         api: ApiClient, tenant: str, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack) -> None:
     api.create_account(tenant, "broken", host="127.0.0.1", port=smtp.port, tls="none", user="u", password="p")
     ddb = boto3.client("dynamodb")
-    ddb.update_item(TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "ACCOUNT#broken"}},
+    ddb.update_item(TableName=stack.table_name, Key=item_key(tenant_pk("acme"), account_sk("broken")),
                     UpdateExpression="SET password = :p", ExpressionAttributeValues={":p": {"S": "ENC:zz:garbage"}})
     submit(api, tenant, message("b1", account_id="broken"), message("g1"))
     delivery.sender_module.dispatcher().deliver("acme", ["b1", "g1"])
@@ -256,7 +257,7 @@ def test_rejected_messages_of_a_tenant_without_report_url_expire(
         api: ApiClient, tenant: str, stack: Stack) -> None:
     submit(api, tenant, message("bad", to=["not an address"]))
     item = boto3.client("dynamodb").get_item(TableName=stack.table_name,
-                                             Key={"pk": {"S": message_pk("acme", "bad")}, "sk": {"S": "STATE"}})
+                                             Key=item_key(message_pk("acme", "bad"), STATE_SK))
     assert int(item["Item"]["expires_at"]["N"]) > clock.now_ts()
 
 
@@ -271,7 +272,7 @@ def _payload_expiry(stack: Stack, mid: str) -> int | None:
     items = boto3.client("dynamodb").query(
         TableName=stack.table_name, KeyConditionExpression="pk = :p",
         ExpressionAttributeValues={":p": {"S": message_pk("acme", mid)}})["Items"]
-    [payload] = [i for i in items if i["sk"]["S"].startswith("PAYLOAD#")]
+    [payload] = [i for i in items if i["sk"]["S"].startswith(PAYLOAD_PREFIX)]
     return int(payload["expires_at"]["N"]) if "expires_at" in payload else None
 
 
@@ -303,7 +304,7 @@ def test_content_in_s3_lives_exactly_as_long_as_its_payload_item(
     ddb = boto3.client("dynamodb")
     items = ddb.query(TableName=stack.table_name, KeyConditionExpression="pk = :p",
                       ExpressionAttributeValues={":p": {"S": message_pk("acme", "big")}})["Items"]
-    [payload] = [i for i in items if i["sk"]["S"].startswith("PAYLOAD#")]
+    [payload] = [i for i in items if i["sk"]["S"].startswith(PAYLOAD_PREFIX)]
     ddb.delete_item(TableName=stack.table_name, Key={"pk": payload["pk"], "sk": payload["sk"]})  # as its TTL would
     delivery.report()
     assert _content_objects(delivery) == []

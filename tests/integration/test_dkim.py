@@ -16,7 +16,9 @@ import boto3
 import dkim
 import pytest
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.mail.dkim_signing import SIGNED_HEADERS
 from mail_proxy.security.crypto import key_id
@@ -248,7 +250,7 @@ def test_a_key_that_does_not_decrypt_holds_the_message_back_instead_of_sending_i
     register(api, tenant, selector="s1")
     foreign = key_ring().encrypt("not this key", context=dkim_key_context("beta", "example.com", "s1"))
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "#TENANT"}},
+        TableName=stack.table_name, Key=item_key(tenant_pk("acme"), TENANT_SK),
         UpdateExpression="SET dkim_keys[0].private_key = :v", ExpressionAttributeValues={":v": {"S": foreign}})
     submit(api, tenant, message("m1"))
     delivery.drain()

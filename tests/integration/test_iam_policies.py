@@ -23,7 +23,8 @@ from local.aws_calls import AwsCall, read_call_logs
 from local.iam import PolicyError, check, function_grants
 from local.lambdas import LocalFunction
 from local.template import Template, load_template
-from mail_proxy.adapters.repository import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.secrets_config import reset_secrets
 from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, load_function_module, message, reset_caches
@@ -300,7 +301,7 @@ def test_a_tenant_listing_the_deployment_bucket_still_reads_only_its_own_prefix(
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None)
     # written before the API refused it (or by hand): the sender must not honour it
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": tenant_pk("s3-old")}, "sk": {"S": TENANT_SK}},
+        TableName=stack.table_name, Key=item_key(tenant_pk("s3-old"), TENANT_SK),
         UpdateExpression="SET s3_buckets = :b", ExpressionAttributeValues={":b": {"L": [{"S": deployment}]}})
     _deliver(stack, api, token, message("s3-2", attachments=[
         {"filename": "x.pdf", "storage_path": f"s3://{deployment}/attachments/other/secret.pdf"}]))

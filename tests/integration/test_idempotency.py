@@ -14,7 +14,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import STATE_SK, message_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.api.http_api import AddMessagesRequest, canonical_body_hash
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
@@ -61,7 +63,7 @@ def add(api: ApiClient, token: str, key: str | None, *messages: dict[str, Any], 
 def payload_versions(stack: Stack, token: str, message_id: str = "m1") -> list[str]:
     items = boto3.client("dynamodb").query(
         TableName=stack.table_name, KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": f"TENANT#{TENANTS[token]}#MSG#{message_id}"}})["Items"]
+        ExpressionAttributeValues={":p": {"S": message_pk(TENANTS[token], message_id)}})["Items"]
     return sorted(i["sk"]["S"] for i in items)
 
 
@@ -153,8 +155,7 @@ def test_key_longer_than_256_characters_is_422(api: ApiClient, acme: str) -> Non
 def set_status(stack: Stack, token: str, message_id: str, status: str) -> None:
     """What the sender does to a stored message: claims it (``sending``) or records it ``sent``."""
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": f"TENANT#{TENANTS[token]}#MSG#{message_id}"},
-                                         "sk": {"S": "STATE"}},
+        TableName=stack.table_name, Key=item_key(message_pk(TENANTS[token], message_id), STATE_SK),
         UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues={":s": {"S": status}})
 

@@ -15,7 +15,9 @@ import pytest
 
 from mail_proxy.__main__ import main
 from mail_proxy.adapters import secrets_config
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import ACCOUNT_PREFIX, TENANT_SK, account_sk, tenant_id_from_pk, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
 from mail_proxy.errors import ThrottledError
 from mail_proxy.security.crypto import DecryptionError, KeyRing, key_id
@@ -48,9 +50,9 @@ def stored(stack: Stack) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for item in boto3.client("dynamodb").scan(TableName=stack.table_name)["Items"]:
         pk, sk = item["pk"]["S"], item["sk"]["S"]
-        if sk.startswith("ACCOUNT#") and "password" in item:
+        if sk.startswith(ACCOUNT_PREFIX) and "password" in item:
             found[f"{pk}/{sk}"] = {"password": item["password"]["S"]}
-        elif sk == "#TENANT":
+        elif sk == TENANT_SK:
             values = {k: item[k]["S"] for k in ("signing_secret", "previous_signing_secret") if k in item}
             auth = item.get("client_auth", {}).get("M", {})
             values.update({f"client_auth.{k}": auth[k]["S"] for k in ("token", "password") if k in auth})
@@ -76,9 +78,14 @@ def test_after_reencryption_only_the_new_key_decrypts_every_password(stack: Stac
     key_rotation.reencrypt_all(MailRepository(stack.table_name), secrets_config.key_ring())
 
     use_keys(monkeypatch, KEY_B)
-    accounts = {(pk.split("#")[1], sk.removeprefix("ACCOUNT#")): v["password"]
-                for key, v in stored(stack).items() if "ACCOUNT#" in key for pk, sk in [key.split("/")]}
+    accounts = {(tenant_id_from_pk(pk), sk.removeprefix(ACCOUNT_PREFIX)): v["password"]
+                for key, v in stored(stack).items() for pk, sk in [key.split("/")] if sk.startswith(ACCOUNT_PREFIX)}
     assert {k: secrets_config.decrypt(v, context=password_context(*k)) for k, v in accounts.items()} == PASSWORDS
+
+
+def where(tenant_id: str, account_id: str | None = None) -> str:
+    """``stored``'s name of a tenant item (or account item)."""
+    return f"{tenant_pk(tenant_id)}/{TENANT_SK if account_id is None else account_sk(account_id)}"
 
 
 @pytest.mark.usefixtures("secrets_under_key_a")
@@ -88,10 +95,10 @@ def test_after_reencryption_report_credentials_and_signing_secrets_decrypt_with_
     key_rotation.reencrypt_all(MailRepository(stack.table_name), secrets_config.key_ring())
 
     use_keys(monkeypatch, KEY_B)
-    beta = stored(stack)["TENANT#beta/#TENANT"]
+    beta = stored(stack)[where("beta")]
     assert secrets_config.decrypt(beta["client_auth.token"], context=f"{client_auth_context('beta')}:token") == BEARER
     for tenant in ("acme", "beta"):
-        value = stored(stack)[f"TENANT#{tenant}/#TENANT"]["signing_secret"]
+        value = stored(stack)[where(tenant)]["signing_secret"]
         assert secrets_config.decrypt(value, context=signing_secret_context(tenant))
 
 
@@ -109,7 +116,7 @@ def test_every_stored_secret_names_the_new_key_after_reencryption(stack: Stack,
 def test_without_reencryption_the_new_key_alone_cannot_decrypt(stack: Stack,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     use_keys(monkeypatch, KEY_B)
-    value = stored(stack)["TENANT#acme/ACCOUNT#smtp1"]["password"]
+    value = stored(stack)[where("acme", "smtp1")]["password"]
     with pytest.raises(DecryptionError):
         secrets_config.decrypt(value, context=password_context("acme", "smtp1"))
 
@@ -118,7 +125,7 @@ def test_without_reencryption_the_new_key_alone_cannot_decrypt(stack: Stack,
 def test_old_values_still_decrypt_while_the_old_key_is_a_previous_key(stack: Stack,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     use_keys(monkeypatch, KEY_B, previous=KEY_A)
-    value = stored(stack)["TENANT#acme/ACCOUNT#smtp1"]["password"]
+    value = stored(stack)[where("acme", "smtp1")]["password"]
     assert secrets_config.decrypt(value, context=password_context("acme", "smtp1")) == "acme-pw-1"
 
 
@@ -338,7 +345,7 @@ def test_reencrypt_goes_on_past_a_value_that_does_not_decrypt_and_lists_it(
         capsys: pytest.CaptureFixture[str]) -> None:
     broken = account_password(stack, "acme", "smtp1")[:-8] + "AAAAAAA="
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "ACCOUNT#smtp1"}},
+        TableName=stack.table_name, Key=item_key(tenant_pk("acme"), account_sk("smtp1")),
         UpdateExpression="SET password = :p", ExpressionAttributeValues={":p": {"S": broken}})
     use_keys(monkeypatch, KEY_B, previous=KEY_A)
     capsys.readouterr()

@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import RECIPIENT_SHARDS, log_pk, recipient_shard_pk, tenant_pk
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
@@ -176,8 +177,9 @@ def test_another_tenant_finds_nothing_of_acmes_and_cannot_search_as_acme(
 
 def test_deleting_the_tenant_removes_its_recipient_index(acme: Tenant) -> None:
     acme.add(message("m1", to=["ann@example.org"], cc=["bob@example.org"]))
-    index = [i for i in acme.stack.raw_items() if i["pk"]["S"].startswith(f"TENANT#{acme.id}#RCPT#")]
+    shards = {recipient_shard_pk(acme.id, shard) for shard in range(RECIPIENT_SHARDS)}
+    index = [i for i in acme.stack.raw_items() if i["pk"]["S"] in shards]
     assert len(index) == 2
     assert acme.api.delete(f"/tenant/{acme.id}", token=ADMIN_TOKEN).status == 200
-    left = {i["pk"]["S"] for i in acme.stack.raw_items() if i["pk"]["S"].startswith(f"TENANT#{acme.id}#")}
-    assert left == {f"TENANT#{acme.id}#LOG"}  # the command log alone stays, as an audit trail
+    left = {i["pk"]["S"] for i in acme.stack.raw_items() if i["pk"]["S"].startswith(tenant_pk(acme.id) + "#")}
+    assert left == {log_pk(acme.id)}  # the command log alone stays, as an audit trail

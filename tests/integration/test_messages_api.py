@@ -15,6 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import STATE_SK, message_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
@@ -51,7 +53,7 @@ class Tenant:
         field = "sent_ts" if status == "sent" else "error_ts"
         boto3.client("dynamodb").update_item(
             TableName=self.stack.table_name,
-            Key={"pk": {"S": f"TENANT#{self.id}#MSG#{message_id}"}, "sk": {"S": "STATE"}},
+            Key=item_key(message_pk(self.id, message_id), STATE_SK),
             UpdateExpression=f"SET #s = :s, {field} = :t REMOVE due_pk, due_sk",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":s": {"S": status}, ":t": {"N": str(ts)}})
@@ -166,7 +168,7 @@ def test_delete_messages_removes_them_and_lists_unknown_ids(acme: Tenant) -> Non
     assert acme.get("/messages/m1").status == 404
     left = boto3.client("dynamodb").query(
         TableName=acme.stack.table_name, KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": f"TENANT#{acme.id}#MSG#m1"}})["Items"]
+        ExpressionAttributeValues={":p": {"S": message_pk(acme.id, "m1")}})["Items"]
     assert left == []
     assert acme.ids() == ["m2"]
 

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import PAYLOAD_PREFIX, message_pk
 from mail_proxy.adapters.observability import FailureClass
 from mail_proxy.adapters.observability import logger as powertools_logger
 from mail_proxy.domain import clock
@@ -234,7 +235,7 @@ def test_a_message_whose_content_is_gone_is_counted_as_content_missing(
     submit(api, token, message("m1"))
     ddb = boto3.client("dynamodb")
     for item in stack.raw_items():
-        if item["pk"]["S"].endswith("#MSG#m1") and item["sk"]["S"].startswith("PAYLOAD#"):
+        if item["pk"]["S"] == message_pk("acme", "m1") and item["sk"]["S"].startswith(PAYLOAD_PREFIX):
             ddb.delete_item(TableName=stack.table_name, Key={"pk": item["pk"], "sk": item["sk"]})
     delivery.drain()
     assert status_of(api, token, "m1") == "error"

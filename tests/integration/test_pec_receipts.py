@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
 from tests.conftest import ApiClient, Stack, message
 from tests.fixtures import returned_mail

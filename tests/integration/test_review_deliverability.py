@@ -106,7 +106,7 @@ def test_a_hard_bounce_of_a_message_not_yet_sent_is_not_counted(
 def test_one_complaint_alone_does_not_pause_a_tenant_at_the_default_thresholds(
         api: ApiClient, smtp: ScriptedSmtpServer, harness: DeliveryHarness, poller: BouncePoller,
         imap: ImapTestServer, stack: Stack) -> None:
-    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.adapters.dynamodb import MailRepository
     from mail_proxy.domain.reputation import SENT
     from mail_proxy.usecases.reputation_guard import ReputationGuard
 

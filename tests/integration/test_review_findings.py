@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import STATE_SK
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
 from tests.conftest import ApiClient, Stack, message
@@ -53,7 +54,7 @@ def test_a_resubmission_accepted_while_its_id_is_being_deleted_is_kept(
 
     def resubmitted_meanwhile(self: MailRepository, operation: str, **kwargs: Any) -> Any:
         result = original(self, operation, **kwargs)
-        if operation == "delete_item" and kwargs["Key"]["sk"]["S"] == "STATE" and not accepted:
+        if operation == "delete_item" and kwargs["Key"]["sk"]["S"] == STATE_SK and not accepted:
             # the state is gone; a client submits the id again before the old content is removed
             monkeypatch.setattr(MailRepository, "_call", original)
             accepted.append(submit(api, tenant, message("m", subject="again", deferred_ts=clock.now_ts() + 3600)))
@@ -121,9 +122,9 @@ def test_a_message_whose_250_was_lost_in_transit_is_not_sent_again(
 def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_content(
         api: ApiClient, delivery: DeliveryHarness, smtp: ScriptedSmtpServer, stack: Stack,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mail_proxy.adapters import repository
+    from mail_proxy.adapters.dynamodb import keys
 
-    monkeypatch.setattr(repository, "PAYLOAD_TTL_SECONDS", 3 * 86400)  # 30 days in production
+    monkeypatch.setattr(keys, "PAYLOAD_TTL_SECONDS", 3 * 86400)  # 30 days in production
     token = api.create_tenant("acme")
     api.create_account(token, host="127.0.0.1", port=smtp.port, tls="none", user=None, password=None,
                        limit_per_day=1)
@@ -134,8 +135,8 @@ def test_a_message_rate_limited_for_longer_than_the_content_ttl_keeps_its_conten
         delivery.drain()
         for mid, state in repo.get_states("acme", [f"m{i}" for i in range(5)]).items():
             if state["status"] == "deferred":
-                payload_key = {"pk": {"S": repository.message_pk("acme", mid)},
-                               "sk": {"S": repository.PAYLOAD_PREFIX + state["payload_version"]}}
+                payload_key = {"pk": {"S": keys.message_pk("acme", mid)},
+                               "sk": {"S": keys.payload_sk(state["payload_version"])}}
                 item = repo.ddb.get_item(TableName=stack.table_name, Key=payload_key)["Item"]
                 assert int(item["expires_at"]["N"]) > int(state["deferred_ts"]), f"{mid}'s content expires first"
         clock.advance(86400)

@@ -5,7 +5,7 @@ Each secret a receiver may still hold must verify the report's signature header 
 
 from __future__ import annotations
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
 from mail_proxy.security.report_signing import signature_header, verify
 from mail_proxy.usecases.tenants import MAX_SIGNING_SECRETS_IN_GRACE, signing_secrets_in_use

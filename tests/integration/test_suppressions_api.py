@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mail_proxy.adapters.dynamodb.keys import SUPPRESSION_PREFIX, tenant_pk
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.bounce_poller import record, submit
@@ -118,4 +119,5 @@ def test_a_manual_entry_blocks_sending_until_it_expires(
 def test_entries_go_with_their_tenant(api: ApiClient, tokens: dict[str, str], stack: Stack) -> None:
     assert api.post("/suppressions", token=tokens["acme"], body={"address": "x@example.org"}).status == 201
     assert api.delete("/tenant/acme", token=ADMIN_TOKEN).status == 200
-    assert not [i for i in stack.raw_items() if i["pk"]["S"].startswith("TENANT#acme") and "SUPPRESS#" in i["sk"]["S"]]
+    assert not [i for i in stack.raw_items()
+                if i["pk"]["S"] == tenant_pk("acme") and i["sk"]["S"].startswith(SUPPRESSION_PREFIX)]

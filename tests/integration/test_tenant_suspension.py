@@ -15,9 +15,11 @@ import pytest
 
 from local.gateway import HttpApiGateway
 from local.template import load_template
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
+from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
-from mail_proxy.domain.models import tenant_is_sending
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.security.tokens import hash_token
 from mail_proxy.usecases.authorization import KEY_CHECK_CACHE_SECONDS
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
@@ -127,9 +129,9 @@ def test_a_suspension_reaches_a_cached_authorizer_answer_within_seconds(cached_a
 
 
 def test_tenant_is_sending_is_false_while_an_admin_suspension_holds() -> None:
-    assert tenant_is_sending({"active": True}, None) is True
-    assert tenant_is_sending({"active": True, "admin_suspended": True}, None) is False
-    assert tenant_is_sending({"active": True, "admin_suspended": True}, "b1") is False
+    assert Tenant("acme", active=True).is_sending(None) is True
+    assert Tenant("acme", active=True, admin_suspended=True).is_sending(None) is False
+    assert Tenant("acme", active=True, admin_suspended=True).is_sending("b1") is False
 
 
 def test_a_suspended_tenants_messages_wait_and_go_after_resume(api: ApiClient, delivery: DeliveryHarness,
@@ -178,7 +180,7 @@ def test_a_key_revoked_by_another_container_stops_working_within_seconds(cached_
     token = cached_api.create_tenant("acme")
     assert cached_api.get("/status", token=token).status == 200
     boto3.client("dynamodb").update_item(
-        TableName=stack.table_name, Key={"pk": {"S": "TENANT#acme"}, "sk": {"S": "#TENANT"}},
+        TableName=stack.table_name, Key=item_key(tenant_pk("acme"), TENANT_SK),
         UpdateExpression="SET token_hash = :h", ExpressionAttributeValues={":h": {"S": hash_token("another")}})
     clock.advance(KEY_CHECK_CACHE_SECONDS + 1)
     assert cached_api.get("/status", token=token).status == 401

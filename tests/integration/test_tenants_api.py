@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mail_proxy.adapters.dynamodb.keys import TENANT_SK, message_pk, tenant_pk
 from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 
@@ -128,8 +129,8 @@ def test_delete_tenant_removes_its_accounts_and_messages(api: ApiClient, stack: 
 
     assert resp.status == 200 and resp.json == {"ok": True}
     left = [i["pk"]["S"] for i in stack.raw_items()]
-    assert not [pk for pk in left if pk == "TENANT#acme" or pk.startswith("TENANT#acme#MSG#")]
-    assert "TENANT#beta" in left and "TENANT#beta#MSG#m1" in left
+    assert not [pk for pk in left if pk == tenant_pk("acme") or pk.startswith(message_pk("acme", ""))]
+    assert tenant_pk("beta") in left and message_pk("beta", "m1") in left
     assert api.get("/tenant/acme", token=ADMIN_TOKEN).status == 404
 
 
@@ -200,7 +201,7 @@ def test_api_key_routes_on_an_unknown_tenant_are_404(api: ApiClient) -> None:
 
 def test_tenant_item_stores_only_the_token_hash(api: ApiClient, stack: Stack) -> None:
     create_acme(api, token=CHOSEN_TOKEN)
-    tenant_item = next(i for i in stack.raw_items() if i["pk"]["S"] == "TENANT#acme" and i["sk"]["S"] == "#TENANT")
+    tenant_item = next(i for i in stack.raw_items() if i["pk"]["S"] == tenant_pk("acme") and i["sk"]["S"] == TENANT_SK)
     assert tenant_item["token_hash"]["S"] == hash_token(CHOSEN_TOKEN)
     assert CHOSEN_TOKEN not in json.dumps(tenant_item)
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant, entity_from_fields
 from mail_proxy.domain.models import Role
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, UnauthorizedError
@@ -23,9 +24,9 @@ class Tenants:
         self.item: dict[str, Any] | None = {"tenant_id": "acme", "token_hash": hash_token(TOKEN), **fields}
         self.reads = 0
 
-    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
         self.reads += 1
-        return self.item
+        return None if self.item is None else entity_from_fields(Tenant, self.item)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mail_proxy.domain.entities import Tenant, entity_from_fields
 from mail_proxy.domain.models import Role
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, InvalidInputError, UnauthorizedError
@@ -33,8 +34,9 @@ class InMemoryTenants:
     def find_tenant_id_by_token_hash(self, token_hash: str) -> str | None:
         return self.index.get(token_hash)
 
-    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        return self.tenants.get(tenant_id)
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        item = self.tenants.get(tenant_id)
+        return None if item is None else entity_from_fields(Tenant, item)
 
 
 @pytest.fixture

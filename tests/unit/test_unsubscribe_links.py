@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mail_proxy.api.unsubscribe_api import one_click_requested
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.mail.mime import ListUnsubscribe, build_email, message_bytes
 from mail_proxy.security.crypto import KeyRing
 from mail_proxy.usecases.suppressions import suppression_applies
@@ -63,12 +64,12 @@ def test_malformed_tokens_read_as_nothing(token: str) -> None:
     ({"unsubscribe": {"default": False, "mailto": "x@y.z"}}, {}, False),
 ])
 def test_which_messages_want_the_headers(tenant: dict, payload: dict, wanted: bool) -> None:
-    assert wants_list_unsubscribe(tenant, payload) is wanted
+    assert wants_list_unsubscribe(Tenant("acme", unsubscribe=tenant.get("unsubscribe")), payload) is wanted
 
 
 def headers_for(tenant: dict, payload: dict, public_url: str | None = "https://api.example") -> ListUnsubscribe | None:
-    return list_unsubscribe_for({"tenant_id": "acme", **tenant}, "m1", payload, public_url=public_url,
-                                ring=KeyRing(NEW), now=1_000)
+    return list_unsubscribe_for(Tenant("acme", unsubscribe=tenant.get("unsubscribe")), "m1", payload,
+                                public_url=public_url, ring=KeyRing(NEW), now=1_000)
 
 
 def test_the_link_names_the_recipient_the_list_when_scoped_and_the_message() -> None:
@@ -93,8 +94,7 @@ def test_a_link_too_long_for_a_header_line_is_left_out_and_the_message_still_bui
     huge = {**PAYLOAD, "to": ["a" * 64 + "@" + ("d" * 60 + ".") * 3 + "ex"]}  # 250 characters
     long_id = '"\\' * 64  # 128 characters, each escaped in the token
     assert headers_for({}, huge) is not None  # a long but fitting link
-    unsubscribe = list_unsubscribe_for({"tenant_id": "t" * 64, "unsubscribe": {"mailto": "u@acme.example",
-                                                                           "per_batch": True}},
+    unsubscribe = list_unsubscribe_for(Tenant("t" * 64, unsubscribe={"mailto": "u@acme.example", "per_batch": True}),
                                        long_id, {**huge, "batch_code": "b" * 64},
                                        public_url="https://api.example", ring=KeyRing(NEW), now=1_000)
     assert unsubscribe == ListUnsubscribe(("mailto:u@acme.example?subject=unsubscribe",), one_click=False)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from mail_proxy.security.crypto import generate_key
 
 if TYPE_CHECKING:
-    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.adapters.dynamodb import MailRepository
     from mail_proxy.security.crypto import KeyRing
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TABLE_NAME"] = args.table
     if args.secret_id:
         os.environ["SECRET_ID"] = args.secret_id
-    from mail_proxy.adapters.repository import MailRepository
+    from mail_proxy.adapters.dynamodb import MailRepository
     from mail_proxy.adapters.secrets_config import key_ring
 
     ring = key_ring(force_fetch=bool(args.secret_id))

@@ -416,7 +416,7 @@ def messages_count_active() -> Response[Any]:
     h = _http()
     who, svc = h.principal(), h.services()
     who.require_authenticated()
-    tenants = [who.tenant_id] if not who.is_admin else [t["tenant_id"] for t in svc.repo.list_tenants()]
+    tenants = [who.tenant_id] if not who.is_admin else [t.tenant_id for t in svc.repo.list_tenants()]
     return _json(sum(svc.messages.pending_count(who, t, None) for t in tenants if t))
 
 
@@ -522,7 +522,7 @@ def prometheus_metrics() -> Response[str]:
             token = headers.get("x-api-token") or (bearer[7:] if bearer.lower().startswith("bearer ") else None)
             who = authenticate(svc.repo, token)
         who.require_admin()
-    tenants = {t["tenant_id"]: t.get("name") for t in svc.repo.list_tenants()}
+    tenants = {t.tenant_id: t.name for t in svc.repo.list_tenants()}
     counters = {t: c for t, c in prometheus.read_counters(svc.repo).items() if t in tenants}
     pending = prometheus.pending_in_queues(client("sqs"), get_settings().send_queue_urls.values())
     pending += sum(sum(1 for _ in svc.repo.waiting_message_keys(t)) for t in tenants)  # deferred, due later

@@ -24,10 +24,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.api.api_docs import (
     BODY_ERRORS,
@@ -43,6 +43,7 @@ from mail_proxy.api.api_docs import (
     swagger_ui_base_url,
 )
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.models import (
     MAX_MESSAGES_PER_CALL,
     RETENTION_SECONDS,
@@ -478,12 +479,12 @@ def status(tenant_id: TenantIdQuery = None) -> Status:
     return answer
 
 
-def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> TenantStatus:
+def _tenant_status(repo: MailRepository, tenant: Tenant, limit: int) -> TenantStatus:
     """Counts of up to ``limit`` of the tenant's messages, oldest first.
 
     Oldest first, so the oldest waiting message found is the oldest there is, even when truncated.
     """
-    found, more = repo.message_census(tenant["tenant_id"], limit=limit) if limit > 0 else ([], True)
+    found, more = repo.message_census(tenant.tenant_id, limit=limit) if limit > 0 else ([], True)
     counts = {s.value: 0 for s in MessageStatus}
     oldest: tuple[int, str] | None = None
     for message_id, state, created_ms in found:
@@ -491,11 +492,11 @@ def _tenant_status(repo: MailRepository, tenant: dict[str, Any], limit: int) -> 
         if state in WAITING_STATUSES and (oldest is None or (created_ms, message_id) < oldest):
             oldest = (created_ms, message_id)
     return TenantStatus(
-        tenant_id=tenant["tenant_id"], active=bool(tenant.get("active", True)),
-        admin_suspended=bool(tenant.get("admin_suspended")),
-        reputation_paused=bool(tenant.get("reputation_paused")),
-        reputation_paused_reason=tenant.get("reputation_paused_reason"),
-        suspended_batches=sorted(tenant.get("suspended_batches") or []), messages=counts, counted=len(found),
+        tenant_id=tenant.tenant_id, active=tenant.is_active,
+        admin_suspended=bool(tenant.admin_suspended),
+        reputation_paused=bool(tenant.reputation_paused),
+        reputation_paused_reason=tenant.reputation_paused_reason,
+        suspended_batches=sorted(tenant.suspended_batch_codes), messages=counts, counted=len(found),
         oldest_waiting_id=oldest[1] if oldest else None,
         oldest_waiting_age_seconds=max(0, clock.now_ts() - oldest[0] // 1000) if oldest else None,
         truncated=more)

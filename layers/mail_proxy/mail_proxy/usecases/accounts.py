@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import encrypt
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Account, entity_from_fields
 from mail_proxy.domain.models import AccountCreate, AccountView, MailboxView, check_literal_host
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import NotFoundError
@@ -26,23 +27,23 @@ def imap_password_context(tenant_id: str, account_id: str) -> str:
     return f"tenant:{tenant_id}:account:{account_id}:imap_password"
 
 
-def _pec_mailbox_view(item: dict[str, Any]) -> MailboxView | None:
-    if not item.get("is_pec") or not item.get("imap_host"):
+def _pec_mailbox_view(account: Account) -> MailboxView | None:
+    if not account.is_pec or not account.imap_host:
         return None
-    return MailboxView(host=item["imap_host"], port=item.get("imap_port", 993),
-                       user=item.get("imap_user") or item.get("user"), folder=item.get("imap_folder", "INBOX"),
-                       tls=item.get("imap_tls", "ssl"),
-                       has_password=bool(item.get("imap_password") or item.get("password")))
+    return MailboxView(host=account.imap_host, port=account.imap_port if account.imap_port is not None else 993,
+                       user=account.imap_user or account.user, folder=account.imap_folder or "INBOX",
+                       tls=account.imap_tls or "ssl",
+                       has_password=bool(account.imap_password or account.password))
 
 
-def account_view(item: dict[str, Any]) -> AccountView:
+def account_view(account: Account) -> AccountView:
     return AccountView(
-        id=item["id"], tenant_id=item["tenant_id"], host=item["host"], port=item["port"], user=item.get("user"),
-        tls=item.get("tls", "starttls"), limit_per_minute=item.get("limit_per_minute"),
-        limit_per_hour=item.get("limit_per_hour"), limit_per_day=item.get("limit_per_day"),
-        limit_behavior=item.get("limit_behavior", "defer"), has_password=bool(item.get("password")),
-        is_pec=bool(item.get("is_pec")), imap=_pec_mailbox_view(item),
-        created_at=item.get("created_at"), updated_at=item.get("updated_at"),
+        id=account.id, tenant_id=account.tenant_id, host=account.host, port=account.port, user=account.user,
+        tls=account.tls_mode, limit_per_minute=account.limit_per_minute,
+        limit_per_hour=account.limit_per_hour, limit_per_day=account.limit_per_day,
+        limit_behavior=account.limit_behavior or "defer", has_password=bool(account.password),
+        is_pec=bool(account.is_pec), imap=_pec_mailbox_view(account),
+        created_at=account.created_at, updated_at=account.updated_at,
     )
 
 
@@ -59,7 +60,7 @@ class AccountAdmin:
         self.repo.require_tenant(tenant_id)
         now = clock.now_iso()
         existing = self.repo.get_account(tenant_id, request.id)
-        item = {
+        fields = {
             "id": request.id,
             "tenant_id": tenant_id,
             "host": request.host,
@@ -73,10 +74,10 @@ class AccountAdmin:
             "limit_per_day": request.limit_per_day or None,
             "limit_behavior": request.limit_behavior,
             **self._pec_fields(tenant_id, request),
-            "created_at": existing.get("created_at", now) if existing else now,
+            "created_at": (existing.created_at or now) if existing else now,
             "updated_at": now,
         }
-        replaced = self.repo.put_account(tenant_id, item)
+        replaced = self.repo.put_account(tenant_id, entity_from_fields(Account, fields))
         verb = "replaced" if replaced else "created"
         audit.record(self.repo, command="add_account", tenant_id=tenant_id,
                      payload=request.model_dump(exclude_none=True),

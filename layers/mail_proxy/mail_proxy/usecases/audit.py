@@ -6,8 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 
 SECRET_FIELDS = frozenset({"password", "token", "api_key", "client_auth", "imap_password", "signing_secret"})
 

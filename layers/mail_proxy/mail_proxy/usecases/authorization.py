@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import admin_token_hash
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.models import TENANT_SUSPENDED_DETAIL, Role
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, UnauthorizedError
@@ -35,7 +36,7 @@ def authenticate(repo: MailRepository, token: str | None) -> Principal:
     tenant_id = repo.find_tenant_id_by_token_hash(token_hash)
     if tenant_id is not None:
         tenant = repo.get_tenant(tenant_id)
-        if tenant is not None and hashes_match(tenant.get("token_hash"), token_hash):
+        if tenant is not None and hashes_match(tenant.token_hash, token_hash):
             logger.info(f"API auth successful for tenant '{tenant_id}'", extra={"tenant_id": tenant_id})
             return Principal(Role.TENANT, tenant_id)
     logger.info("API auth failed: invalid token")
@@ -66,7 +67,7 @@ def principal_from_context(context: dict[str, Any] | None) -> Principal:
 
 # ------------------------------------------------------------------------------- current key, every request
 
-_tenant_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+_tenant_cache: dict[str, tuple[float, Tenant | None]] = {}
 _tenant_cache_lock = threading.Lock()
 
 
@@ -79,7 +80,7 @@ def forget_tenant_keys(tenant_id: str | None = None) -> None:
             _tenant_cache.pop(tenant_id, None)
 
 
-def _current_tenant(repo: MailRepository, tenant_id: str) -> dict[str, Any] | None:
+def _current_tenant(repo: MailRepository, tenant_id: str) -> Tenant | None:
     now = clock.now()
     with _tenant_cache_lock:
         cached = _tenant_cache.get(tenant_id)
@@ -104,9 +105,9 @@ def confirm_principal(repo: MailRepository, who: Principal, token: str | None) -
         return who
     token_hash = hash_token(token) if token and len(token) <= MAX_TOKEN_LENGTH else ""
     tenant = _current_tenant(repo, who.tenant_id)
-    if tenant is None or not token_hash or not hashes_match(tenant.get("token_hash"), token_hash):
+    if tenant is None or not token_hash or not hashes_match(tenant.token_hash, token_hash):
         logger.info("API auth failed: the key was replaced or revoked", extra={"tenant_id": who.tenant_id})
         raise UnauthorizedError("Invalid or missing API token")
-    if tenant.get("admin_suspended"):
+    if tenant.admin_suspended:
         raise ForbiddenError(TENANT_SUSPENDED_DETAIL)
     return who

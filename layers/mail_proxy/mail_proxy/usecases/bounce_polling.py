@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.mail.bounce_parser import parse_bounce
 from mail_proxy.mail.complaint_parser import parse_complaint
 from mail_proxy.mail.imap_mailbox import ImapMailbox, ImapTls, MailboxSettings, MailboxUnavailable
@@ -102,7 +102,7 @@ class MailboxPoller:
         self.open_mailbox = open_mailbox
         self.feedback = DeliveryFeedback(repo, SuppressionList(repo, days=config.suppression_days))
 
-    def run(self, tenants: Iterable[dict[str, Any]], remaining_ms: Callable[[], int]) -> PollReport:
+    def run(self, tenants: Iterable[Tenant], remaining_ms: Callable[[], int]) -> PollReport:
         report = PollReport()
         tenant_list = list(tenants)
         if not tenant_list:
@@ -112,9 +112,9 @@ class MailboxPoller:
                 report.add(partial)
         return report
 
-    def poll_tenant(self, tenant: dict[str, Any], remaining_ms: Callable[[], int]) -> PollReport:
+    def poll_tenant(self, tenant: Tenant, remaining_ms: Callable[[], int]) -> PollReport:
         report = PollReport()
-        tenant_id = tenant["tenant_id"]
+        tenant_id = tenant.tenant_id
         try:
             mailboxes, has_pec = self._mailboxes(tenant)
         except Exception:  # one tenant's broken configuration must not stop the others
@@ -138,10 +138,10 @@ class MailboxPoller:
 
     # ------------------------------------------------------------------------------------- mailboxes
 
-    def _mailboxes(self, tenant: dict[str, Any]) -> tuple[list[_Mailbox], bool]:
-        tenant_id = tenant["tenant_id"]
+    def _mailboxes(self, tenant: Tenant) -> tuple[list[_Mailbox], bool]:
+        tenant_id = tenant.tenant_id
         found: list[_Mailbox] = []
-        bounce = tenant.get("bounce_imap")
+        bounce = tenant.bounce_imap
         if bounce and bounce.get("host"):
             password = decrypt(bounce["password"], context=bounce_imap_context(tenant_id)) \
                 if bounce.get("password") else ""
@@ -151,21 +151,21 @@ class MailboxPoller:
                                   lambda raw, key: self._bounce(tenant_id, raw, key)))
         has_pec = False
         for account in self.repo.list_accounts(tenant_id):
-            if not account.get("is_pec"):
+            if not account.is_pec:
                 continue
             has_pec = True
-            if not account.get("imap_host"):
+            if not account.imap_host:
                 continue
-            account_id = account["id"]
-            if account.get("imap_password"):
-                password = decrypt(account["imap_password"], context=imap_password_context(tenant_id, account_id))
-            elif account.get("password"):
-                password = decrypt(account["password"], context=password_context(tenant_id, account_id))
+            account_id = account.id
+            if account.imap_password:
+                password = decrypt(account.imap_password, context=imap_password_context(tenant_id, account_id))
+            elif account.password:
+                password = decrypt(account.password, context=password_context(tenant_id, account_id))
             else:
                 password = ""
-            settings = self._settings(account["imap_host"], account.get("imap_port", 993),
-                                      account.get("imap_user") or account.get("user") or "", password,
-                                      account.get("imap_folder"), account.get("imap_tls"))
+            settings = self._settings(account.imap_host, account.imap_port if account.imap_port is not None else 993,
+                                      account.imap_user or account.user or "", password,
+                                      account.imap_folder, account.imap_tls)
             found.append(_Mailbox(tenant_id, f"pec#{account_id}", settings, self._pec_handler(tenant_id, account_id)))
         return found, has_pec
 

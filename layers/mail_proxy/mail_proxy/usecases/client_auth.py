@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 from mail_proxy.adapters.secrets_config import decrypt
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.usecases.tenants import client_auth_context
 
 
-def client_auth_headers(tenant: dict[str, Any]) -> dict[str, str]:
-    auth = tenant.get("client_auth") or {}
-    ctx = client_auth_context(tenant["tenant_id"])
+def client_auth_headers(tenant: Tenant) -> dict[str, str]:
+    auth = tenant.client_auth or {}
+    ctx = client_auth_context(tenant.tenant_id)
     if auth.get("method") == "bearer" and auth.get("token"):
         return {"Authorization": "Bearer " + decrypt(auth["token"], context=ctx + ":token")}
     if auth.get("method") == "basic" and auth.get("user"):

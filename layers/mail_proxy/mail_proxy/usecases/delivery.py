@@ -32,15 +32,16 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mail_proxy.adapters import repository
 from mail_proxy.adapters.blob_store import BlobMissing
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.adapters.dynamodb import keys as dynamo_keys
 from mail_proxy.adapters.observability import FailureClass, count_failures_by_class, id_list, logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt, key_ring
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
-from mail_proxy.domain.models import MAX_RECIPIENTS, RETENTION_SECONDS, MessageStatus, tenant_is_sending
+from mail_proxy.domain.entities import Account, Tenant
+from mail_proxy.domain.models import MAX_RECIPIENTS, RETENTION_SECONDS, MessageStatus
 from mail_proxy.domain.rate_limits import RetryPolicy, Window, account_windows
 from mail_proxy.domain.reputation import SENT
 from mail_proxy.errors import ThrottledError
@@ -145,8 +146,8 @@ class Dispatcher:
         self.connections = connections
         self.config = config
         self.content = content or MessageContent.inline_only()
-        self._tenants: dict[str, dict[str, Any] | None] = {}
-        self._accounts: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._tenants: dict[str, Tenant | None] = {}
+        self._accounts: dict[tuple[str, str], Account | None] = {}
         self._unrecorded: list[_Unrecorded] = []
         self.reputation = ReputationGuard(repo)
         self.sleep: Callable[[float], None] = time.sleep
@@ -158,12 +159,12 @@ class Dispatcher:
         self._accounts.clear()
         self._write_unrecorded()
 
-    def _tenant(self, tenant_id: str) -> dict[str, Any] | None:
+    def _tenant(self, tenant_id: str) -> Tenant | None:
         if tenant_id not in self._tenants:
             self._tenants[tenant_id] = self.repo.get_tenant(tenant_id)
         return self._tenants[tenant_id]
 
-    def _account(self, tenant_id: str, account_id: str) -> dict[str, Any] | None:
+    def _account(self, tenant_id: str, account_id: str) -> Account | None:
         if (tenant_id, account_id) not in self._accounts:
             self._accounts[(tenant_id, account_id)] = self.repo.get_account(tenant_id, account_id)
         return self._accounts[(tenant_id, account_id)]
@@ -190,7 +191,7 @@ class Dispatcher:
                 self._settle_abandoned(tenant, seen, report)
             elif not seen.claimable(now):
                 report.skipped += 1  # sent, failed, claimed by a live sender, or not due yet
-            elif not tenant_is_sending(tenant, seen.batch_code):
+            elif not tenant.is_sending(seen.batch_code):
                 self.repo.apply_transition(tenant_id, mid, life.hold(seen), now=now)
                 report.handed_back += 1
             else:
@@ -228,10 +229,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------------------ sending
 
-    def _deliver_group(self, tenant: dict[str, Any], account_id: str, group: list[_Pending],
+    def _deliver_group(self, tenant: Tenant, account_id: str, group: list[_Pending],
                        remaining_ms: Callable[[], int]) -> list[_Pending]:
         """Send one account's messages over one connection; returns those left for another invocation."""
-        tenant_id = tenant["tenant_id"]
+        tenant_id = tenant.tenant_id
         account = self._account(tenant_id, account_id) if account_id else None
         if account is None:
             for item in group:
@@ -265,7 +266,7 @@ class Dispatcher:
             self.reputation.record(tenant_id, account_id, SENT, sent)  # the guard's denominator
         return []
 
-    def _resolve_content(self, tenant: dict[str, Any], item: _Pending) -> None:
+    def _resolve_content(self, tenant: Tenant, item: _Pending) -> None:
         """The stored payload, wherever it lives; missing content fails this message alone."""
         if item.stored_payload is None:
             self._fail(tenant, item, "stored message content is missing", failure_class=FailureClass.CONTENT_MISSING,
@@ -278,14 +279,14 @@ class Dispatcher:
                        attempted=False)
         except Exception as exc:  # S3 unavailable or throttled: it may work later
             logger.warning("stored message content unavailable; retried later",
-                           extra={"tenant_id": tenant["tenant_id"], "message_id": item.message_id,
+                           extra={"tenant_id": tenant.tenant_id, "message_id": item.message_id,
                                   "error": type(exc).__name__})
             self._retry_or_fail(tenant, item, "stored message content is unavailable", None)
 
-    def _send_one(self, tenant: dict[str, Any], account: dict[str, Any], settings: SmtpSettings, item: _Pending,
+    def _send_one(self, tenant: Tenant, account: Account, settings: SmtpSettings, item: _Pending,
                   rest: Sequence[_Pending], deadline: float) -> bool:
         """Prepare, claim, send and record one message; True if the server accepted it."""
-        tenant_id = tenant["tenant_id"]
+        tenant_id = tenant.tenant_id
         assert item.payload is not None
         try:
             prepared = self.content.prepare(tenant, item.message_id, item.payload, deadline=deadline)
@@ -329,7 +330,7 @@ class Dispatcher:
             self._apply_failure(tenant, item, exc)
             return False
         self._accepted(tenant, item, outcome)
-        if account.get("is_pec"):
+        if account.is_pec:
             self._watch_pec(tenant_id, item, data)
         return True
 
@@ -357,14 +358,14 @@ class Dispatcher:
         state = self.repo.get_states(tenant_id, [item.message_id]).get(item.message_id)
         return state is not None and state.get("lease_owner") == owner
 
-    def _smtp_settings(self, tenant_id: str, account: dict[str, Any]) -> SmtpSettings:
-        password = account.get("password")
+    def _smtp_settings(self, tenant_id: str, account: Account) -> SmtpSettings:
+        password = account.password
         return SmtpSettings(
-            host=account["host"],
-            port=int(account["port"]),
-            tls=account.get("tls", "starttls"),
-            user=account.get("user"),
-            password=decrypt(password, context=password_context(tenant_id, account["id"])) if password else None,
+            host=account.host,
+            port=int(account.port),
+            tls=account.tls_mode,
+            user=account.user,
+            password=decrypt(password, context=password_context(tenant_id, account.id)) if password else None,
             timeout=self.config.smtp_timeout,
             verify_tls=self.config.verify_tls,
             ca_file=self.config.ca_file,
@@ -387,15 +388,15 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------------------ returned mail
 
-    def _apply_bounce_settings(self, tenant: dict[str, Any], group: list[_Pending]) -> list[_Pending]:
+    def _apply_bounce_settings(self, tenant: Tenant, group: list[_Pending]) -> list[_Pending]:
         """The tenant's ``return_path`` where a message gives none, and its suppression list: a message whose
         every recipient is suppressed fails with ``suppressed`` unsent; suppressed recipients of the others
         are left out (and named in the sent event). One BatchGetItem for the whole group, and none for a
         tenant that never had a suppression list."""
-        if tenant.get("return_path"):
+        if tenant.return_path:
             for item in group:
                 if item.payload is not None and not item.payload.get("return_path"):
-                    item.payload = {**item.payload, "return_path": tenant["return_path"]}
+                    item.payload = {**item.payload, "return_path": tenant.return_path}
         recipients: dict[int, list[str]] = {}
         for index, item in enumerate(group):
             try:
@@ -403,8 +404,8 @@ class Dispatcher:
             except MalformedMessageError:
                 recipients[index] = []  # rendering fails it with the reason
         wanted = {a.lower() for addresses in recipients.values() for a in addresses}
-        has_list = tenant.get("has_suppressions")  # a tenant that never had one costs no read at all
-        suppressed = self.repo.suppressed(tenant["tenant_id"], wanted) if wanted and has_list else {}
+        has_list = tenant.has_suppressions  # a tenant that never had one costs no read at all
+        suppressed = self.repo.suppressed(tenant.tenant_id, wanted) if wanted and has_list else {}
         if not suppressed:
             return group
         sendable = []
@@ -434,25 +435,25 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------------------ rate limits
 
-    def _apply_rate_limits(self, tenant: dict[str, Any], account: dict[str, Any], group: list[_Pending]
+    def _apply_rate_limits(self, tenant: Tenant, account: Account, group: list[_Pending]
                            ) -> tuple[list[_Pending], list[tuple[Window, int, int]]]:
         """The messages that fit the account's windows, and the slots reserved for them (window, start, count)."""
         windows = account_windows(account)
         if not windows or not group:
             return group, []
-        tenant_id = tenant["tenant_id"]
+        tenant_id = tenant.tenant_id
         now = clock.now()
         granted = len(group)
         reserved: list[tuple[Window, int, int]] = []
         limiting: Window | None = None
         for window in windows:
             start = window.start(now)
-            got = self.repo.reserve_sends(tenant_id, account["id"], window.name, start, window.seconds,
+            got = self.repo.reserve_sends(tenant_id, account.id, window.name, start, window.seconds,
                                           granted, window.limit)
             if got < granted:
                 limiting = window
                 for earlier, earlier_start, count in reserved:  # give back what the tighter window will not use
-                    self.repo.release_sends(tenant_id, account["id"], earlier.name, earlier_start, count - got)
+                    self.repo.release_sends(tenant_id, account.id, earlier.name, earlier_start, count - got)
                 reserved = [(w, s, got) for w, s, _ in reserved]
                 granted = got
             reserved.append((window, start, got))
@@ -462,7 +463,7 @@ class Dispatcher:
         metrics.add_metric(name="MessagesRateLimited", unit=MetricUnit.Count, value=len(over))
         reason = f"rate_limit_exceeded: limit_per_{limiting.name}={limiting.limit}"
         for item in over:
-            if account.get("limit_behavior") == "reject":
+            if account.rejects_over_limit:
                 self._guarded(item, self._fail, tenant, item, reason, attempted=False,
                               failure_class=FailureClass.RATE_LIMIT)
             else:
@@ -470,7 +471,7 @@ class Dispatcher:
                 self._guarded(item, self._defer, tenant, item, reason, until, attempted=False)
         return group[:granted], reserved
 
-    def _give_back_slots(self, tenant_id: str, account: dict[str, Any], slots: list[tuple[Window, int, int]],
+    def _give_back_slots(self, tenant_id: str, account: Account, slots: list[tuple[Window, int, int]],
                          *, slots_used: int) -> None:
         """Slots reserved for messages that were not sent (failed, deferred, handed back) are released."""
         for window, start, count in slots:
@@ -478,14 +479,14 @@ class Dispatcher:
             if unused <= 0:
                 continue
             try:
-                self.repo.release_sends(tenant_id, account["id"], window.name, start, unused)
+                self.repo.release_sends(tenant_id, account.id, window.name, start, unused)
             except Exception:  # the window simply stays a little tighter until it ends
                 logger.exception("rate-limit slots not given back", extra={"tenant_id": tenant_id,
-                                                                           "account_id": account.get("id")})
+                                                                           "account_id": account.id})
 
     # ------------------------------------------------------------------------------------------ outcomes
 
-    def _apply_failure(self, tenant: dict[str, Any], item: _Pending, exc: SmtpDeliveryError) -> None:
+    def _apply_failure(self, tenant: Tenant, item: _Pending, exc: SmtpDeliveryError) -> None:
         """The one place that turns a delivery error into retry-or-fail."""
         reason = exc.reason
         if exc.refused:
@@ -497,7 +498,7 @@ class Dispatcher:
             return
         self._retry_or_fail(tenant, item, reason, exc.code)
 
-    def _retry_or_fail(self, tenant: dict[str, Any], item: _Pending, reason: str, code: int | None) -> None:
+    def _retry_or_fail(self, tenant: Tenant, item: _Pending, reason: str, code: int | None) -> None:
         """A temporary failure: another attempt after the backoff, or an error once the retries are spent."""
         attempts = item.seen.attempts + 1
         delay = self.config.retry.delay_after(attempts)
@@ -507,7 +508,7 @@ class Dispatcher:
             return
         self._defer(tenant, item, reason, clock.now_ts() + delay, code=code)
 
-    def _accepted(self, tenant: dict[str, Any], item: _Pending, outcome: SendOutcome) -> None:
+    def _accepted(self, tenant: Tenant, item: _Pending, outcome: SendOutcome) -> None:
         """Record the 250 now, whatever it takes: full, then minimal; kept for later if the table refuses."""
         assert item.owner is not None
         now = clock.now_ts()
@@ -518,22 +519,22 @@ class Dispatcher:
         item.done = True
         item.status = MessageStatus.SENT
         try:
-            self._write(tenant["tenant_id"], item.message_id, full)
+            self._write(tenant.tenant_id, item.message_id, full)
             return
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ValidationException":
-                self._keep_unrecorded(tenant["tenant_id"], item.message_id, full, exc)
+                self._keep_unrecorded(tenant.tenant_id, item.message_id, full, exc)
                 return
         except Exception as exc:
-            self._keep_unrecorded(tenant["tenant_id"], item.message_id, full, exc)
+            self._keep_unrecorded(tenant.tenant_id, item.message_id, full, exc)
             return
         # too large to write (an old item near DynamoDB's limit): the smallest write that still says "sent"
         minimal = life.accepted_minimal(item.seen, owner=item.owner, now=now, event_id=new_event_id(),
                                         expires_at=expires_at)
         try:
-            self._write(tenant["tenant_id"], item.message_id, minimal)
+            self._write(tenant.tenant_id, item.message_id, minimal)
         except Exception as exc:
-            self._keep_unrecorded(tenant["tenant_id"], item.message_id, minimal, exc)
+            self._keep_unrecorded(tenant.tenant_id, item.message_id, minimal, exc)
 
     def _keep_unrecorded(self, tenant_id: str, message_id: str, transition: life.Transition,
                          exc: BaseException) -> None:
@@ -551,7 +552,7 @@ class Dispatcher:
             except Exception as exc:
                 self._keep_unrecorded(entry.tenant_id, entry.message_id, entry.transition, exc)
 
-    def _fail(self, tenant: dict[str, Any], item: _Pending, reason: str, *, code: int | None = None,
+    def _fail(self, tenant: Tenant, item: _Pending, reason: str, *, code: int | None = None,
               attempted: bool = True, failure_class: FailureClass = FailureClass.OTHER,
               metadata: dict[str, Any] | None = None) -> None:
         now = clock.now_ts()
@@ -561,7 +562,7 @@ class Dispatcher:
             item.failure_class = failure_class
             item.error = reason
 
-    def _defer(self, tenant: dict[str, Any], item: _Pending, reason: str, until: int, *, code: int | None = None,
+    def _defer(self, tenant: Tenant, item: _Pending, reason: str, until: int, *, code: int | None = None,
                attempted: bool = True) -> None:
         now = clock.now_ts()
         delay = max(0, until - now)
@@ -573,19 +574,19 @@ class Dispatcher:
         if self._transition(tenant, item, transition):
             item.retry_at = until
             item.requeue_delay = requeue_delay
-            self._keep_content_until(tenant["tenant_id"], item, due_ts)
+            self._keep_content_until(tenant.tenant_id, item, due_ts)
 
     def _keep_content_until(self, tenant_id: str, item: _Pending, due_ts: int) -> None:
         """A deferral that reaches past the content's expiry (weeks of rate-limited backlog) extends it; any
         other costs no write (the content was stored to last ``PAYLOAD_TTL_SECONDS`` after submission)."""
-        ttl = repository.PAYLOAD_TTL_SECONDS
+        ttl = dynamo_keys.PAYLOAD_TTL_SECONDS
         created = (item.seen.created_ms or 0) // 1000
         if item.seen.payload_version and due_ts > created + ttl - CONTENT_MARGIN_SECONDS:
             self.repo.set_payload_expiry(tenant_id, item.message_id, item.seen.payload_version, due_ts + ttl)
 
-    def _transition(self, tenant: dict[str, Any], item: _Pending, transition: life.Transition) -> bool:
+    def _transition(self, tenant: Tenant, item: _Pending, transition: life.Transition) -> bool:
         item.done = True
-        if not self._write(tenant["tenant_id"], item.message_id, transition):
+        if not self._write(tenant.tenant_id, item.message_id, transition):
             return False  # someone else changed it meanwhile: theirs is the newer state
         item.status = transition.status
         return True
@@ -615,7 +616,7 @@ class Dispatcher:
             logger.exception("message outcome not written; recovery picks it up",
                              extra={"message_id": item.message_id})
 
-    def _settle_abandoned(self, tenant: dict[str, Any], seen: life.Seen, report: DeliveryReport) -> None:
+    def _settle_abandoned(self, tenant: Tenant, seen: life.Seen, report: DeliveryReport) -> None:
         """A claim whose sender died: ended or handed back (``scheduling.settle_abandoned`` decides)."""
         status = settle_abandoned(self.repo, tenant, seen, now=clock.now_ts())
         if status == MessageStatus.ERROR:
@@ -623,19 +624,19 @@ class Dispatcher:
             metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
             count_failures_by_class({FailureClass.OUTCOME_UNKNOWN: 1})
         elif status == MessageStatus.PENDING:
-            self.queue.enqueue(tenant["tenant_id"], [(seen.priority, seen.message_id)])
+            self.queue.enqueue(tenant.tenant_id, [(seen.priority, seen.message_id)])
             report.handed_back += 1
         else:
             report.skipped += 1
 
     @staticmethod
-    def _expiry(tenant: dict[str, Any], now: int) -> int | None:
+    def _expiry(tenant: Tenant, now: int) -> int | None:
         """Final messages of a tenant without a report URL expire after the retention period (the reporter
         sets the expiry of the others once their events are acknowledged)."""
-        return None if tenant.get("client_base_url") else now + RETENTION_SECONDS
+        return None if tenant.reports_enabled else now + RETENTION_SECONDS
 
-    def _report(self, tenant: dict[str, Any], items: list[_Pending], report: DeliveryReport) -> None:
-        tenant_id = tenant["tenant_id"]
+    def _report(self, tenant: Tenant, items: list[_Pending], report: DeliveryReport) -> None:
+        tenant_id = tenant.tenant_id
         counts: dict[MessageStatus, int] = defaultdict(int)
         failures: dict[FailureClass, int] = defaultdict(int)
         delayed: dict[int, list[tuple[int, str]]] = defaultdict(list)

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import MessageStatus

@@ -18,9 +18,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import decrypt, encrypt
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from mail_proxy.mail.dkim_signing import dns_name, dns_value, generate_key, sign
@@ -69,11 +70,15 @@ class SigningKey:
     private_key: str  # PEM, decrypted: in memory only, never logged
 
 
-def dkim_entries(tenant: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(e) for e in tenant.get("dkim_keys") or [] if isinstance(e, dict)]
+def dkim_entries(tenant: Tenant) -> list[dict[str, Any]]:
+    return _entries(tenant.dkim_keys)
 
 
-def signing_key_for(tenant: dict[str, Any], from_domain: str) -> SigningKey | None:
+def _entries(stored: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [dict(e) for e in stored or [] if isinstance(e, dict)]
+
+
+def signing_key_for(tenant: Tenant, from_domain: str) -> SigningKey | None:
     """The key that signs mail from ``from_domain``: its own domain's, else its closest registered parent's
     (``d=example.com`` on ``From: news.example.com`` is aligned for DMARC's relaxed mode); None when the
     tenant signs no such domain."""
@@ -89,11 +94,11 @@ def signing_key_for(tenant: dict[str, Any], from_domain: str) -> SigningKey | No
             best = entry
     if best is None:
         return None
-    pem = decrypt(best["private_key"], context=dkim_key_context(tenant["tenant_id"], best["domain"], best["selector"]))
+    pem = decrypt(best["private_key"], context=dkim_key_context(tenant.tenant_id, best["domain"], best["selector"]))
     return SigningKey(best["domain"], best["selector"], pem)
 
 
-def sign_for_tenant(tenant: dict[str, Any], from_domain: str, data: bytes) -> bytes:
+def sign_for_tenant(tenant: Tenant, from_domain: str, data: bytes) -> bytes:
     """``data`` DKIM-signed when the tenant signs the From domain, else unchanged. A key that does not
     decrypt raises (the message is retried, never sent unsigned by mistake)."""
     key = signing_key_for(tenant, from_domain)
@@ -236,8 +241,8 @@ class DkimDomains:
     def _update(self, tenant_id: str, change: Any) -> list[dict[str, Any]]:
         """Read the list, apply ``change``, write it on condition that nobody changed it meanwhile."""
         for _attempt in range(MAX_WRITE_ATTEMPTS):
-            stored = self.repo.require_tenant(tenant_id).get("dkim_keys") or []
-            entries = change(dkim_entries({"dkim_keys": stored}))
+            stored = self.repo.require_tenant(tenant_id).dkim_keys or []
+            entries = change(_entries(stored))
             if len(entries) > MAX_DKIM_KEYS:
                 raise ConflictError(f"at most {MAX_DKIM_KEYS} DKIM keys per tenant; remove retired selectors first")
             if self.repo.replace_dkim_keys(tenant_id, stored, entries):

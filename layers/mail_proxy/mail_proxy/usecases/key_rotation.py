@@ -13,13 +13,14 @@ does not decrypt, a write fails) is listed and the run goes on with the next one
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
+from mail_proxy.domain.entities import Account, Tenant
 from mail_proxy.errors import MailProxyError
 from mail_proxy.security.crypto import DecryptionError, KeyRing, is_encrypted, value_key_id
 from mail_proxy.usecases.accounts import imap_password_context, password_context
@@ -68,12 +69,12 @@ class StoredSecret:
         return f"{owner} {'.'.join(str(p) for p in self.path)}"
 
 
-def tenant_secrets(tenant: dict[str, Any]) -> list[StoredSecret]:
-    tid = tenant["tenant_id"]
+def tenant_secrets(tenant: Tenant) -> list[StoredSecret]:
+    tid = tenant.tenant_id
     found = [StoredSecret(tid, None, path, kind, context(tid), value)
              for path, kind, context in TENANT_SECRETS if (value := _at(tenant, path))]
     # DKIM private keys: bound to their domain and selector, so the context is read from each entry
-    for i, entry in enumerate((tenant.get("dkim_keys") or [])[:MAX_DKIM_KEYS]):
+    for i, entry in enumerate((tenant.dkim_keys or [])[:MAX_DKIM_KEYS]):
         path: tuple[str | int, ...] = ("dkim_keys", i, "private_key")
         if isinstance(entry, dict) and (value := _at(tenant, path)):
             found.append(StoredSecret(tid, None, path, "DKIM private keys",
@@ -82,19 +83,20 @@ def tenant_secrets(tenant: dict[str, Any]) -> list[StoredSecret]:
     return found
 
 
-def account_secrets(tenant_id: str, account: dict[str, Any]) -> list[StoredSecret]:
-    aid = account["id"]
+def account_secrets(tenant_id: str, account: Account) -> list[StoredSecret]:
+    aid = account.id
     return [StoredSecret(tenant_id, aid, path, kind, context(tenant_id, aid), value)
             for path, kind, context in ACCOUNT_SECRETS if (value := _at(account, path))]
 
 
-def _at(item: dict[str, Any], path: tuple[str | int, ...]) -> str | None:
-    value: Any = item
+def _at(entity: Tenant | Account, path: tuple[str | int, ...]) -> str | None:
+    """The value at a path of stored attribute names (the paths ``replace_ciphertexts`` writes to)."""
+    value: Any = entity
     for part in path:
         if isinstance(part, int):
             value = value[part] if isinstance(value, list) and part < len(value) else None
         else:
-            value = value.get(part) if isinstance(value, dict) else None
+            value = value.get(part) if isinstance(value, Mapping) else None
     return value if isinstance(value, str) and value else None
 
 
@@ -115,7 +117,7 @@ def reencrypt_all(repo: MailRepository, ring: KeyRing) -> RotationReport:
     """Every stored secret not under the current key is re-encrypted; failures are listed, never fatal."""
     report = RotationReport()
     for tenant in repo.list_tenants():
-        tid = tenant["tenant_id"]
+        tid = tenant.tenant_id
         report.tenants += _reencrypt_item(repo, ring, report, tid, None, tenant)
         try:
             accounts = repo.list_accounts(tid)
@@ -123,12 +125,12 @@ def reencrypt_all(repo: MailRepository, ring: KeyRing) -> RotationReport:
             report.failed.append(f"tenant {tid} accounts: not listed ({_reason(exc)})")
             continue
         for account in accounts:
-            report.accounts += _reencrypt_item(repo, ring, report, tid, account["id"], account)
+            report.accounts += _reencrypt_item(repo, ring, report, tid, account.id, account)
     return report
 
 
 def _reencrypt_item(repo: MailRepository, ring: KeyRing, report: RotationReport, tenant_id: str,
-                    account_id: str | None, item: dict[str, Any] | None) -> bool:
+                    account_id: str | None, item: Tenant | Account | None) -> bool:
     """True when the tenant item (or account item) was rewritten. When a concurrent write won, the item is
     read again and its values retried, up to ``MAX_ATTEMPTS`` times."""
     where = f"tenant {tenant_id}" + (f" account {account_id}" if account_id is not None else "")
@@ -139,7 +141,7 @@ def _reencrypt_item(repo: MailRepository, ring: KeyRing, report: RotationReport,
                 item = repo.get_tenant(tenant_id) if account_id is None else repo.get_account(tenant_id, account_id)
             if item is None:
                 return False  # deleted meanwhile: nothing left to re-encrypt
-            secrets = tenant_secrets(item) if account_id is None else account_secrets(tenant_id, item)
+            secrets = tenant_secrets(item) if isinstance(item, Tenant) else account_secrets(tenant_id, item)
             changes: dict[tuple[str | int, ...], tuple[str, str]] = {}
             for secret in secrets:
                 if not ring.needs_reencryption(secret.value):
@@ -201,7 +203,7 @@ def key_usage(repo: MailRepository) -> KeyUsage:
 
 def _every_secret(repo: MailRepository, usage: KeyUsage) -> Iterator[StoredSecret]:
     for tenant in repo.list_tenants():
-        tid = tenant["tenant_id"]
+        tid = tenant.tenant_id
         yield from tenant_secrets(tenant)
         try:
             accounts = repo.list_accounts(tid)

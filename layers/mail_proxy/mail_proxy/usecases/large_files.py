@@ -12,6 +12,7 @@ from typing import Any
 from mail_proxy.adapters.blob_store import BlobStore
 from mail_proxy.adapters.payload_store import files_prefix, message_folder
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.mail.mime import FetchedAttachment
 from mail_proxy.security.crypto import KeyRing
 from mail_proxy.security.file_links import FileLink, make_token
@@ -26,8 +27,8 @@ class LargeFilePolicy:
     file_ttl_days: int = 30
 
     @classmethod
-    def of(cls, tenant: Mapping[str, Any]) -> LargeFilePolicy:
-        config = tenant.get("large_file_config") or {}
+    def of(cls, tenant: Tenant) -> LargeFilePolicy:
+        config = tenant.large_file_config or {}
         return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
 
 

@@ -11,6 +11,7 @@ from mail_proxy.adapters.blob_store import BlobStore
 from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.mail.mime import FetchedAttachment, ListUnsubscribe
 from mail_proxy.usecases.attachments import DEFAULT_ATTACHMENT_PATH, AttachmentFetcher, TenantSources
 from mail_proxy.usecases.client_auth import client_auth_headers
@@ -44,7 +45,7 @@ class MessageContent:
     def resolve(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
         return self.payloads.resolve(stored)
 
-    def prepare(self, tenant: dict[str, Any], message_id: str, payload: dict[str, Any], *,
+    def prepare(self, tenant: Tenant, message_id: str, payload: dict[str, Any], *,
                 deadline: float | None = None) -> PreparedContent:
         """Raises AttachmentTemporaryError / AttachmentPermanentError when an attachment cannot be had;
         attachment fetches end by ``deadline`` (``time.monotonic()``)."""
@@ -53,14 +54,14 @@ class MessageContent:
         specs = payload.get("attachments") or []
         if not specs:
             return PreparedContent(payload, list_unsubscribe=unsubscribe)
-        base = (tenant.get("client_base_url") or "").rstrip("/")
+        base = (tenant.client_base_url or "").rstrip("/")
         sources = TenantSources(
-            tenant_id=tenant["tenant_id"],
-            endpoint_url=base + (tenant.get("client_attachment_path") or DEFAULT_ATTACHMENT_PATH) if base else None,
+            tenant_id=tenant.tenant_id,
+            endpoint_url=base + (tenant.client_attachment_path or DEFAULT_ATTACHMENT_PATH) if base else None,
             auth_headers=client_auth_headers(tenant) if base else {},
-            s3_buckets=tuple(tenant.get("s3_buckets") or ()),
+            s3_buckets=tuple(tenant.s3_buckets or ()),
         )
         fetched = self.fetcher.fetch_all(sources, specs, deadline=deadline)
-        rewritten = apply_policy(LargeFilePolicy.of(tenant), payload, fetched, tenant_id=tenant["tenant_id"],
+        rewritten = apply_policy(LargeFilePolicy.of(tenant), payload, fetched, tenant_id=tenant.tenant_id,
                                  message_id=message_id, blobs=self.blobs, ring=key_ring(), public_url=self.public_url)
         return PreparedContent(rewritten.payload, rewritten.attachments, rewritten.warnings, unsubscribe)

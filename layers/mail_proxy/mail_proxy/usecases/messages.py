@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobMissing, BlobStore, BlobTooLarge, BlobUnavailable
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import PayloadStore, files_prefix, message_folder, stored_object_key
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import (
@@ -199,7 +199,7 @@ class MessageDesk:
         """
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
-        reports_on = bool(tenant.get("client_base_url"))
+        reports_on = tenant.reports_enabled
         cutoff = clock.now_ts() - older_than_seconds
         doomed: list[dict[str, Any]] = []
         cursor = None
@@ -271,7 +271,7 @@ class MessageDesk:
         _check_batch_code(batch_code)
         tid = acting_tenant(principal, self.repo, tenant_id)
         tenant = self.repo.require_tenant(tid)
-        current = set(tenant.get("suspended_batches") or [])
+        current = tenant.suspended_batch_codes
         if batch_code is None:
             batches = self.repo.change_suspended_batches(tid, clear=True)
         elif "*" in current:

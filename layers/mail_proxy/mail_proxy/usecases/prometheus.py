@@ -14,14 +14,12 @@ rejections, ``deferred`` includes rate-limit deferrals, ``rate_limited`` counts 
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository, state_change_from_stream
+from mail_proxy.adapters.dynamodb import MailRepository, state_change_from_stream
 
-METRICS_PK = "METRICS#COUNTERS"
 COUNTERS = {
     "sent": ("gmp_sent_total", "Total sent emails"),
     "errors": ("gmp_errors_total", "Total send errors"),
@@ -30,7 +28,6 @@ COUNTERS = {
 }
 PENDING = ("gmp_pending_messages", "Current pending messages")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_ATTRIBUTE = re.compile(r"^c#(sent|errors|deferred|rate_limited)#(.+)$")
 
 
 def _kinds(event: Mapping[str, Any]) -> list[str]:
@@ -65,37 +62,14 @@ def record_stream_metrics(repo: MailRepository, records: Iterable[Mapping[str, A
     """Adds the batch's counts to the counter items; returns the number of writes (one per tenant)."""
     writes = 0
     for tenant_id, counts in count_stream_records(records).items():
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        adds = []
-        for i, ((kind, account), n) in enumerate(sorted(counts.items())):
-            names[f"#a{i}"] = f"c#{kind}#{account}"
-            values[f":v{i}"] = {"N": str(n)}
-            adds.append(f"#a{i} :v{i}")
-        repo.ddb.update_item(TableName=repo.table, Key={"pk": {"S": METRICS_PK}, "sk": {"S": tenant_id}},
-                             UpdateExpression="ADD " + ", ".join(adds), ExpressionAttributeNames=names,
-                             ExpressionAttributeValues=values)
+        repo.add_prometheus_counts(tenant_id, counts)
         writes += 1
     return writes
 
 
 def read_counters(repo: MailRepository) -> dict[str, dict[tuple[str, str], int]]:
     """Per tenant, the counters by (counter, account): one query over the counter items."""
-    found: dict[str, dict[tuple[str, str], int]] = {}
-    kwargs: dict[str, Any] = {"TableName": repo.table, "KeyConditionExpression": "pk = :p",
-                              "ExpressionAttributeValues": {":p": {"S": METRICS_PK}}}
-    while True:
-        page = repo.ddb.query(**kwargs)
-        for item in page.get("Items", []):
-            series: dict[tuple[str, str], int] = {}
-            for name, value in item.items():
-                match = _ATTRIBUTE.match(name)
-                if match and "N" in value:
-                    series[(match.group(1), match.group(2))] = int(value["N"])
-            found[item["sk"]["S"]] = series
-        if "LastEvaluatedKey" not in page:
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return repo.prometheus_counters()
 
 
 def _label(value: str) -> str:

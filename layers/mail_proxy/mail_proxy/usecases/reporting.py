@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository, StateChange, state_change_from_stream
 from mail_proxy.adapters.observability import id_list, logger
 from mail_proxy.adapters.outbound_http import OutboundFailed, OutboundRefused, post
 from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository, StateChange, state_change_from_stream
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.models import FINAL_STATUSES, RETENTION_SECONDS
 from mail_proxy.security.report_signing import HEADER, signature_header
 from mail_proxy.usecases.client_auth import client_auth_headers
@@ -147,13 +148,13 @@ def route_stream_records(repo: MailRepository, queue: ReportQueue, records: Iter
         for index, event in change.events:
             by_tenant[change.tenant_id].append(
                 {**report_item(change.message_id, event), "_ref": [change.message_id, index, final]})
-    tenants: dict[str, dict[str, Any] | None] = {}
+    tenants: dict[str, Tenant | None] = {}
     queued = 0
     for tenant_id, items in by_tenant.items():
         if tenant_id not in tenants:
             tenants[tenant_id] = repo.get_tenant(tenant_id)
         tenant = tenants[tenant_id]
-        if tenant is None or not tenant.get("client_base_url"):
+        if tenant is None or not tenant.reports_enabled:
             logger.debug("events not reported: tenant gone or without a report URL",
                          extra={"tenant_id": tenant_id, "events": len(items)})
             continue
@@ -174,7 +175,7 @@ def _state_change(record: dict[str, Any]) -> StateChange | None:
     return state_change_from_stream(record)
 
 
-def queue_heartbeats(repo: MailRepository, queue: ReportQueue, tenants: Iterable[dict[str, Any]]) -> int:
+def queue_heartbeats(repo: MailRepository, queue: ReportQueue, tenants: Iterable[Tenant]) -> int:
     """An empty sync to every active tenant with a URL not synced for 5 minutes (and not asking quiet).
 
     At most one empty sync per tenant is pending: while one waits (the endpoint is down and it is retried
@@ -183,22 +184,22 @@ def queue_heartbeats(repo: MailRepository, queue: ReportQueue, tenants: Iterable
     now = clock.now_ts()
     sent = 0
     for tenant in tenants:
-        if not tenant.get("active", True) or not tenant.get("client_base_url"):
+        if not tenant.is_active or not tenant.reports_enabled:
             continue
-        if (tenant.get("report_quiet_until") or 0) > now:
+        if (tenant.report_quiet_until or 0) > now:
             continue
-        if now - int(tenant.get("last_sync_ts") or 0) < HEARTBEAT_SECONDS - 30:
+        if now - int(tenant.last_sync_ts or 0) < HEARTBEAT_SECONDS - 30:
             continue
         if _sync_pending(tenant, now):
             continue
-        if request_sync(repo, queue, tenant["tenant_id"]):
+        if request_sync(repo, queue, tenant.tenant_id):
             sent += 1
     return sent
 
 
-def _sync_pending(tenant: dict[str, Any], now: int) -> bool:
-    pending_since = int(tenant.get("sync_pending_ts") or 0)
-    return bool(tenant.get("sync_pending")) and pending_since > now - SYNC_PENDING_STALE_SECONDS
+def _sync_pending(tenant: Tenant, now: int) -> bool:
+    pending_since = int(tenant.sync_pending_ts or 0)
+    return bool(tenant.sync_pending) and pending_since > now - SYNC_PENDING_STALE_SECONDS
 
 
 def request_sync(repo: MailRepository, queue: ReportQueue, tenant_id: str) -> bool:
@@ -223,7 +224,7 @@ def sync_now(repo: MailRepository, queue: ReportQueue, tenant_id: str, *, redriv
     (order per message is kept by ``ReportDelivery``, which reads the events from the table).
     """
     tenant = repo.get_tenant(tenant_id)
-    if tenant is None or not tenant.get("client_base_url"):
+    if tenant is None or not tenant.reports_enabled:
         return 0
     receipt = repo.end_report_wait(tenant_id)
     if receipt:
@@ -233,12 +234,12 @@ def sync_now(repo: MailRepository, queue: ReportQueue, tenant_id: str, *, redriv
     return moved
 
 
-def sync_all_now(repo: MailRepository, queue: ReportQueue, tenants: Iterable[dict[str, Any]]) -> int:
+def sync_all_now(repo: MailRepository, queue: ReportQueue, tenants: Iterable[Tenant]) -> int:
     """The admin's ``run-now`` without a tenant: redrive every parked report of every tenant in one pass
     over the parked queue, then end each tenant's quiet period and backoff and sync it."""
     moved = queue.redrive_parked(None)
     for tenant in tenants:
-        sync_now(repo, queue, tenant["tenant_id"], redrive=False)
+        sync_now(repo, queue, tenant.tenant_id, redrive=False)
     return moved
 
 
@@ -287,12 +288,12 @@ class ReportDelivery:
         tenant_id = record["tenant_id"]
         tenant = self.repo.get_tenant(tenant_id)
         outcome = SyncOutcome()
-        if tenant is None or not tenant.get("client_base_url"):
+        if tenant is None or not tenant.client_base_url:
             logger.info("report dropped: tenant gone or without a report URL", extra={"tenant_id": tenant_id})
             return outcome
         is_sync = record.get("kind") == KIND_SYNC
         now = clock.now_ts()
-        quiet_until = int(tenant.get("report_quiet_until") or 0)
+        quiet_until = int(tenant.report_quiet_until or 0)
         age = now - sent_ts if sent_ts else 0
         if quiet_until > now:
             if is_sync:  # nothing to deliver: the application asked not to be called now
@@ -307,7 +308,7 @@ class ReportDelivery:
         if events and not batch:
             outcome.skipped = True  # acknowledged already (through a later record of the same messages)
             return outcome
-        url = tenant["client_base_url"].rstrip("/") + (tenant.get("client_sync_path") or DEFAULT_SYNC_PATH)
+        url = tenant.client_base_url.rstrip("/") + (tenant.client_sync_path or DEFAULT_SYNC_PATH)
         headers = client_auth_headers(tenant)
         secrets_in_use = self._signing_secrets(tenant)
         try:
@@ -414,7 +415,7 @@ class ReportDelivery:
             self.repo.mark_events_reported(tenant_id, message_id, events, now, expires)
 
     @staticmethod
-    def _signing_secrets(tenant: dict[str, Any]) -> list[str]:
+    def _signing_secrets(tenant: Tenant) -> list[str]:
         return signing_secrets_in_use(tenant)  # the current secret and every retired one still in its grace
 
 

@@ -6,7 +6,7 @@
 - Crossing a warn threshold sets ``reputation_warning`` on the tenant and counts ``ReputationWarnings``;
   crossing a pause threshold sets ``reputation_paused`` (with ``reputation_paused_reason`` and
   ``reputation_paused_at``), counts ``ReputationPauses`` (both metrics have alarms) and holds the tenant's
-  messages exactly as an administrator's suspension does (``domain.tenant_is_sending``), while its token
+  messages exactly as an administrator's suspension does (``Tenant.is_sending``), while its token
   keeps working so the application can read why in ``/status``. Each state change is a conditional write,
   so its metric and its audit entry happen once however many pollers judge at the same time.
 - Only an administrator lifts a pause (``POST /tenant/{id}/resume``); the resume restarts the count
@@ -21,9 +21,10 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.models import ReputationRates, ReputationView
 from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
@@ -52,16 +53,16 @@ def rates_view(counts: Counts) -> ReputationRates:
                            bounce_rate=round(counts.bounce_rate, 6), complaint_rate=round(counts.complaint_rate, 6))
 
 
-def state_of(tenant: dict[str, Any]) -> Literal["ok", "warning", "paused"]:
-    if tenant.get("reputation_paused"):
+def state_of(tenant: Tenant) -> Literal["ok", "warning", "paused"]:
+    if tenant.reputation_paused:
         return "paused"
-    return "warning" if tenant.get("reputation_warning") else "ok"
+    return "warning" if tenant.reputation_warning else "ok"
 
 
-def stored_view(tenant: dict[str, Any]) -> ReputationView:
+def stored_view(tenant: Tenant) -> ReputationView:
     """The guard's state as the tenant item keeps it (no rates: those cost a query)."""
-    return ReputationView(state=state_of(tenant), paused_reason=tenant.get("reputation_paused_reason"),
-                          paused_at=tenant.get("reputation_paused_at"), warning=tenant.get("reputation_warning"),
+    return ReputationView(state=state_of(tenant), paused_reason=tenant.reputation_paused_reason,
+                          paused_at=tenant.reputation_paused_at, warning=tenant.reputation_warning,
                           thresholds=thresholds_of(tenant))
 
 
@@ -85,10 +86,10 @@ class ReputationGuard:
                                                                     "kind": kind, "count": count,
                                                                     "error": type(exc).__name__})
 
-    def counts(self, tenant: dict[str, Any]) -> WindowCounts:
+    def counts(self, tenant: Tenant) -> WindowCounts:
         since = window_start(clock.now_ts(), thresholds_of(tenant).window_hours)
-        return window_counts(self.repo.reputation_buckets(tenant["tenant_id"], since), since=since,
-                             baseline=tenant.get("reputation_baseline"))
+        return window_counts(self.repo.reputation_buckets(tenant.tenant_id, since), since=since,
+                             baseline=tenant.reputation_baseline)
 
     # -------------------------------------------------------------------------------------- judging
 
@@ -99,7 +100,7 @@ class ReputationGuard:
             return None
         verdict = judge(self.counts(tenant).tenant, thresholds_of(tenant))
         where = {"tenant_id": tenant_id, "reason": verdict.reason}
-        if verdict.level is Level.PAUSE and not tenant.get("reputation_paused"):
+        if verdict.level is Level.PAUSE and not tenant.reputation_paused:
             changes = {"reputation_paused": True, "reputation_paused_reason": verdict.reason,
                        "reputation_paused_at": clock.now_iso(), "updated_at": clock.now_iso()}
             if self.repo.update_tenant_unless_set(tenant_id, changes, "reputation_paused"):
@@ -108,18 +109,18 @@ class ReputationGuard:
                 audit.record(self.repo, command="reputation_pause", tenant_id=tenant_id,
                              payload={"reason": verdict.reason},
                              message=f"Tenant '{tenant_id}' paused by the reputation guard: {verdict.reason}")
-        if verdict.level in (Level.WARNING, Level.PAUSE) and not tenant.get("reputation_warning"):
+        if verdict.level in (Level.WARNING, Level.PAUSE) and not tenant.reputation_warning:
             changes = {"reputation_warning": verdict.reason, "reputation_warning_at": clock.now_iso()}
             if self.repo.update_tenant_unless_set(tenant_id, changes, "reputation_warning"):
                 logger.warning("tenant's bounce or complaint rate crossed a warn threshold", extra=where)
                 metrics.add_metric(name="ReputationWarnings", unit=MetricUnit.Count, value=1)
-        elif verdict.level is Level.OK and verdict.judged and tenant.get("reputation_warning"):
+        elif verdict.level is Level.OK and verdict.judged and tenant.reputation_warning:
             self.repo.update_tenant(tenant_id, {}, list(WARNING_FIELDS))
         return verdict
 
     # -------------------------------------------------------------------------------------- reading
 
-    def view(self, tenant: dict[str, Any]) -> ReputationView:
+    def view(self, tenant: Tenant) -> ReputationView:
         """The stored state with the rates over the window, the tenant's and each account's."""
         counts = self.counts(tenant)
         thresholds = thresholds_of(tenant)
@@ -131,11 +132,11 @@ class ReputationGuard:
 
     # -------------------------------------------------------------------------------------- resuming
 
-    def resume_changes(self, tenant: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    def resume_changes(self, tenant: Tenant) -> tuple[dict[str, Any], list[str]]:
         """What an administrator's resume writes: the pause and warning lifted, and the count restarted
         (this hour's counters so far become the baseline; earlier hours stop counting)."""
         bucket = bucket_start(clock.now_ts())
-        current = next((b for b in self.repo.reputation_buckets(tenant["tenant_id"], bucket) if b["bucket"] == bucket),
+        current = next((b for b in self.repo.reputation_buckets(tenant.tenant_id, bucket) if b["bucket"] == bucket),
                        {})
         counts = {k: v for k, v in current.items() if k != "bucket"}
         return {"reputation_baseline": {"bucket": bucket, "counts": counts}}, [*PAUSE_FIELDS, *WARNING_FIELDS]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from mail_proxy.adapters.dynamodb import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import PAYLOAD_TTL_SECONDS, MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
-from mail_proxy.domain.models import RETENTION_SECONDS, MessageStatus, tenant_is_sending
+from mail_proxy.domain.entities import Tenant
+from mail_proxy.domain.models import RETENTION_SECONDS, MessageStatus
 
 MAX_PER_TENANT_RUN = 5000
 ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
@@ -28,10 +28,10 @@ class ScheduleOutcome:
     skipped_suspended: int = 0
 
 
-def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
+def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: Tenant,
                 *, limit: int = MAX_PER_TENANT_RUN) -> ScheduleOutcome:
     outcome = ScheduleOutcome()
-    tenant_id = tenant["tenant_id"]
+    tenant_id = tenant.tenant_id
     now = clock.now_ts()
     released = release_held(repo, tenant, now=now)
     due_ids: list[str] = []
@@ -59,7 +59,7 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
         if seen.status == MessageStatus.SENDING:
             repo.set_due(tenant_id, mid, int(state["lease_until"]))
             continue
-        if not tenant_is_sending(tenant, seen.batch_code):
+        if not tenant.is_sending(seen.batch_code):
             repo.apply_transition(tenant_id, mid, life.hold(seen), now=now)  # out of the due index until released
             outcome.skipped_suspended += 1
             continue
@@ -74,21 +74,21 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any],
     return outcome
 
 
-def settle_abandoned(repo: MailRepository, tenant: dict[str, Any], seen: life.Seen, *, now: int
+def settle_abandoned(repo: MailRepository, tenant: Tenant, seen: life.Seen, *, now: int
                      ) -> MessageStatus | None:
     """A claim whose lease ran out (its sender died): ended in ``error`` if it died during the SMTP transaction,
     else handed back (pending, to be queued). The status it now has, or None if someone else settled it."""
     transition = life.abandoned(seen, now=now, event_id=new_event_id(), due_ts=now + ENQUEUE_GRACE_SECONDS,
-                                expires_at=None if tenant.get("client_base_url") else now + RETENTION_SECONDS)
-    if not repo.apply_transition(tenant["tenant_id"], seen.message_id, transition, now=now):
+                                expires_at=None if tenant.reports_enabled else now + RETENTION_SECONDS)
+    if not repo.apply_transition(tenant.tenant_id, seen.message_id, transition, now=now):
         return None
     if transition.status == MessageStatus.ERROR:
         logger.warning("claim expired during an SMTP transaction; the message is not sent again",
-                       extra={"tenant_id": tenant["tenant_id"], "message_id": seen.message_id})
+                       extra={"tenant_id": tenant.tenant_id, "message_id": seen.message_id})
     return transition.status
 
 
-def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limit: int = MAX_PER_TENANT_RUN
+def release_held(repo: MailRepository, tenant: Tenant, *, now: int, limit: int = MAX_PER_TENANT_RUN
                  ) -> list[str]:
     """Held messages whose tenant and batch send again go back to the due index (due now); their ids.
 
@@ -96,21 +96,21 @@ def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limi
     path (activate, tenant update, an administrator's resume) is picked up by the next tick or run-now; past
     ``limit`` held messages, a cursor moves through them a page per tick.
     """
-    if not tenant_is_sending(tenant, None):
+    if not tenant.is_sending(None):
         return []
-    held = repo.held_message_ids(tenant["tenant_id"], limit=limit)
+    held = repo.held_message_ids(tenant.tenant_id, limit=limit)
     if not held:
         return []
     if len(held) >= limit:
         # more than one page (a batch still suspended holds many): each tick reads the next page, so no
         # number of them can hide the messages of a batch that sends again
-        after = repo.get_held_cursor(tenant["tenant_id"])
+        after = repo.get_held_cursor(tenant.tenant_id)
         if after is not None:
-            held = repo.held_message_ids(tenant["tenant_id"], limit=limit, after=after)
-        repo.set_held_cursor(tenant["tenant_id"], held[-1] if len(held) >= limit else None)
+            held = repo.held_message_ids(tenant.tenant_id, limit=limit, after=after)
+        repo.set_held_cursor(tenant.tenant_id, held[-1] if len(held) >= limit else None)
         if not held:
             return []
-    states = repo.get_states(tenant["tenant_id"], held)
+    states = repo.get_states(tenant.tenant_id, held)
     released = []
     for mid in held:
         state = states.get(mid)
@@ -118,14 +118,14 @@ def release_held(repo: MailRepository, tenant: dict[str, Any], *, now: int, limi
             continue
         if state["status"] == MessageStatus.SENDING:
             # claimed by a sender that read it before the hold: watched until its lease ends, never dropped
-            repo.set_due(tenant["tenant_id"], mid, int(state.get("lease_until") or now))
+            repo.set_due(tenant.tenant_id, mid, int(state.get("lease_until") or now))
         elif state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
-            repo.clear_due(tenant["tenant_id"], mid)
-        elif tenant_is_sending(tenant, state.get("batch_code")):
+            repo.clear_due(tenant.tenant_id, mid)
+        elif tenant.is_sending(state.get("batch_code")):
             due = max(now, int(state.get("deferred_ts") or 0))
-            repo.set_due(tenant["tenant_id"], mid, due)
+            repo.set_due(tenant.tenant_id, mid, due)
             if state.get("payload_version"):
-                repo.set_payload_expiry(tenant["tenant_id"], mid, state["payload_version"], due + PAYLOAD_TTL_SECONDS)
+                repo.set_payload_expiry(tenant.tenant_id, mid, state["payload_version"], due + PAYLOAD_TTL_SECONDS)
             if due <= now:
                 released.append(mid)
     return released
@@ -136,7 +136,7 @@ FIRST_LOOK_BACK_SECONDS = 24 * 3600
 RECONCILE_PAGE = 1000
 
 
-def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str, Any]) -> int:
+def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: Tenant) -> int:
     """Queue again what was accepted but never reached a queue, or whose sender died.
 
     Messages queued at submission carry no due time (it would cost index writes on every message).
@@ -145,7 +145,7 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
     looks at it exactly once (a per-tenant checkpoint over the creation-time index) and gives any that is
     still waiting without a due time a due time and a queue record.
     """
-    tenant_id = tenant["tenant_id"]
+    tenant_id = tenant.tenant_id
     now = clock.now_ts()
     now_ms = int(clock.now() * 1000)
     checkpoint = repo.get_scheduler_checkpoint(tenant_id)
@@ -155,7 +155,7 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
         return 0
     states = repo.states_created_between(tenant_id, start, upto, limit=RECONCILE_PAGE)
     ready: list[tuple[int, str]] = []
-    sending = tenant_is_sending(tenant, None)
+    sending = tenant.is_sending(None)
     for state in states:
         if state.get("due_pk"):
             continue  # watched through the due index (or held) already
@@ -164,7 +164,7 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: dict[str,
             if settle_abandoned(repo, tenant, seen, now=now) == MessageStatus.PENDING and sending:
                 ready.append((seen.priority, seen.message_id))
         elif seen.status == MessageStatus.PENDING:
-            if sending and tenant_is_sending(tenant, seen.batch_code):
+            if sending and tenant.is_sending(seen.batch_code):
                 repo.set_due(tenant_id, seen.message_id, now + ENQUEUE_GRACE_SECONDS)
                 ready.append((seen.priority, seen.message_id))
             else:
@@ -190,7 +190,7 @@ class TickOutcome:
     held: int = 0
 
 
-def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[dict[str, Any]],
+def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[Tenant],
              remaining_ms: Callable[[], int]) -> TickOutcome:
     """One scheduler tick over every tenant, stopping while there is time left to finish cleanly."""
     total = TickOutcome()
@@ -203,10 +203,10 @@ def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[dict[str, Any
             found = reconcile_unqueued(repo, queue, tenant)
         except Exception:  # one tenant's failure stays its own: the next tick tries it again
             logger.exception("tenant not scheduled; the next tick tries again",
-                             extra={"tenant_id": tenant.get("tenant_id")})
+                             extra={"tenant_id": tenant.tenant_id})
             continue
         if outcome.queued or outcome.skipped_suspended or found:
-            logger.info("tenant scheduled", extra={"tenant_id": tenant["tenant_id"], "queued": outcome.queued,
+            logger.info("tenant scheduled", extra={"tenant_id": tenant.tenant_id, "queued": outcome.queued,
                                                    "recovered": found, "held": outcome.skipped_suspended})
         total.queued += outcome.queued
         total.held += outcome.skipped_suspended

@@ -23,9 +23,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.payload_store import PayloadStore
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import (
@@ -36,7 +36,6 @@ from mail_proxy.domain.models import (
     MessageStatus,
     describe_validation_error,
     normalise_priority,
-    tenant_is_sending,
 )
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, InvalidInputError
@@ -123,7 +122,7 @@ class MessageSubmission:
             for raw in raws:
                 result.reject(raw.get("id"), f"tenant '{tenant_id}' not found")
             return
-        accounts = {a["id"] for a in self.repo.list_accounts(tenant_id)}
+        accounts = {a.id for a in self.repo.list_accounts(tenant_id)}
         ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and _ID.fullmatch(r["id"])]
         existing = self.repo.get_states(tenant_id, ids)
         now = clock.now_ts()
@@ -166,7 +165,7 @@ class MessageSubmission:
                 result.reject(raw_id, reason or "invalid message")
                 if usable_id:
                     state = self._error_state(raw, reason or "invalid message", now, now_ms + seq)
-                    if not tenant.get("client_base_url"):
+                    if not tenant.reports_enabled:
                         state["expires_at"] = now + RETENTION_SECONDS  # nobody to report it to
                     entries.append((state, _safe_payload(raw), old.get("payload_version") if old else None))
                     accepted.append((state, False))
@@ -191,7 +190,7 @@ class MessageSubmission:
                 "content_hash": content_hash(message, priority),
                 "search_subject": search_text(message.subject),
             }
-            if not tenant_is_sending(tenant, message.batch_code):
+            if not tenant.is_sending(message.batch_code):
                 state["held"] = True  # waits among the held messages until the tenant or batch sends again
             entries.append((state, payload, old.get("payload_version") if old else None))
             accepted.append((state, True))
@@ -215,7 +214,7 @@ class MessageSubmission:
                 continue
             if counts:
                 result.queued += 1
-                if state["status"] == MessageStatus.PENDING and tenant_is_sending(tenant, state["batch_code"]):
+                if state["status"] == MessageStatus.PENDING and tenant.is_sending(state["batch_code"]):
                     to_queue.append((state["priority"], state["id"]))
         to_queue.sort()
         for mid in self.queue.enqueue(tenant_id, to_queue):

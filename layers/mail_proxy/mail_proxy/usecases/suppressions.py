@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from mail_proxy.adapters.repository import MailRepository
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
 from mail_proxy.domain.models import SuppressionCreate, SuppressionView
 from mail_proxy.domain.principal import Principal

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobStore, BlobUnavailable
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
 from mail_proxy.adapters.payload_store import files_prefix, payload_prefix
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant, entity_from_fields
 from mail_proxy.domain.models import (
     ClientAuth,
     ClientAuthView,
@@ -53,25 +54,25 @@ MAX_SIGNING_GRACE_SECONDS = 7 * 24 * 3600
 MAX_SIGNING_SECRETS_IN_GRACE = 3  # retired secrets kept while their grace runs (oldest dropped beyond)
 
 
-def retired_signing_secrets(tenant: dict[str, Any]) -> list[dict[str, Any]]:
+def retired_signing_secrets(tenant: Tenant) -> list[dict[str, Any]]:
     """Retired secrets (encrypted) whose grace has not ended, newest first: ``{"secret", "valid_until"}``.
 
     ``previous_signing_secrets`` holds them all; the older single pair ``previous_signing_secret`` /
     ``previous_signing_valid_until`` (kept as a mirror of the newest) is read when the list is absent.
     """
     now = clock.now_ts()
-    entries = tenant.get("previous_signing_secrets")
-    if entries is None and tenant.get("previous_signing_secret"):
-        entries = [{"secret": tenant["previous_signing_secret"],
-                    "valid_until": tenant.get("previous_signing_valid_until") or 0}]
+    entries = tenant.previous_signing_secrets
+    if entries is None and tenant.previous_signing_secret:
+        entries = [{"secret": tenant.previous_signing_secret,
+                    "valid_until": tenant.previous_signing_valid_until or 0}]
     return [{"secret": e["secret"], "valid_until": int(e.get("valid_until") or 0)} for e in entries or []
             if e.get("secret") and int(e.get("valid_until") or 0) > now]
 
 
-def signing_secrets_in_use(tenant: dict[str, Any]) -> list[str]:
+def signing_secrets_in_use(tenant: Tenant) -> list[str]:
     """Every secret a delivery report is signed with: the current one, then each retired one in its grace."""
-    ctx = signing_secret_context(tenant["tenant_id"])
-    found = [decrypt(tenant["signing_secret"], context=ctx)] if tenant.get("signing_secret") else []
+    ctx = signing_secret_context(tenant.tenant_id)
+    found = [decrypt(tenant.signing_secret, context=ctx)] if tenant.signing_secret else []
     found.extend(decrypt(e["secret"], context=ctx) for e in retired_signing_secrets(tenant))
     return found
 
@@ -126,35 +127,35 @@ def acting_tenant(principal: Principal, repo: MailRepository, requested: str | N
     return tenant_id
 
 
-def tenant_view(item: dict[str, Any]) -> TenantView:
-    auth = item.get("client_auth")
+def tenant_view(tenant: Tenant) -> TenantView:
+    auth = tenant.client_auth
     return TenantView(
-        tenant_id=item["tenant_id"],
-        name=item.get("name"),
-        active=item.get("active", True),
-        client_base_url=item.get("client_base_url"),
-        client_sync_path=item.get("client_sync_path") or DEFAULT_SYNC_PATH,
-        client_attachment_path=item.get("client_attachment_path") or DEFAULT_ATTACHMENT_PATH,
+        tenant_id=tenant.tenant_id,
+        name=tenant.name,
+        active=tenant.is_active,
+        client_base_url=tenant.client_base_url,
+        client_sync_path=tenant.client_sync_path or DEFAULT_SYNC_PATH,
+        client_attachment_path=tenant.client_attachment_path or DEFAULT_ATTACHMENT_PATH,
         client_auth=ClientAuthView(
             method=auth.get("method", "none"), user=auth.get("user"),
             has_token=bool(auth.get("token")), has_password=bool(auth.get("password")),
         ) if auth else None,
-        rate_limits=RateLimits(**item["rate_limits"]) if item.get("rate_limits") else None,
-        large_file_config=LargeFileConfig(**item["large_file_config"]) if item.get("large_file_config") else None,
-        s3_buckets=list(item.get("s3_buckets") or []),
-        bounce_imap=MailboxView(**{k: v for k, v in item["bounce_imap"].items() if k != "password"},
-                                has_password=bool(item["bounce_imap"].get("password")))
-        if item.get("bounce_imap") else None,
-        return_path=item.get("return_path"),
-        unsubscribe=UnsubscribeConfig(**item["unsubscribe"]) if item.get("unsubscribe") else None,
-        suspended_batches=sorted(item.get("suspended_batches") or []),
-        admin_suspended=bool(item.get("admin_suspended")),
-        admin_suspended_reason=item.get("admin_suspended_reason"),
-        admin_suspended_at=item.get("admin_suspended_at"),
-        reputation=stored_view(item),
-        has_api_key=bool(item.get("token_hash")),
-        created_at=item.get("created_at"),
-        updated_at=item.get("updated_at"),
+        rate_limits=RateLimits(**tenant.rate_limits) if tenant.rate_limits else None,
+        large_file_config=LargeFileConfig(**tenant.large_file_config) if tenant.large_file_config else None,
+        s3_buckets=list(tenant.s3_buckets or []),
+        bounce_imap=MailboxView(**{k: v for k, v in tenant.bounce_imap.items() if k != "password"},
+                                has_password=bool(tenant.bounce_imap.get("password")))
+        if tenant.bounce_imap else None,
+        return_path=tenant.return_path,
+        unsubscribe=UnsubscribeConfig(**tenant.unsubscribe) if tenant.unsubscribe else None,
+        suspended_batches=sorted(tenant.suspended_batch_codes),
+        admin_suspended=bool(tenant.admin_suspended),
+        admin_suspended_reason=tenant.admin_suspended_reason,
+        admin_suspended_at=tenant.admin_suspended_at,
+        reputation=stored_view(tenant),
+        has_api_key=bool(tenant.token_hash),
+        created_at=tenant.created_at,
+        updated_at=tenant.updated_at,
     )
 
 
@@ -190,7 +191,7 @@ class TenantAdmin:
             **_fields_to_item(request.tenant_id, request),
         }
         item.setdefault("client_sync_path", DEFAULT_SYNC_PATH)
-        self.repo.create_tenant(item, token_hash)
+        self.repo.create_tenant(entity_from_fields(Tenant, item), token_hash)
         audit.record(self.repo, command="create_tenant", tenant_id=request.tenant_id,
                      payload=request.model_dump(exclude_none=True),
                      message=f"Tenant '{request.tenant_id}' created", status=201)
@@ -213,8 +214,8 @@ class TenantAdmin:
         retired: list[dict[str, Any]] = []
         if grace_seconds > 0:
             retired = retired_signing_secrets(tenant)
-            if tenant.get("signing_secret"):
-                retired.insert(0, {"secret": tenant["signing_secret"], "valid_until": valid_until})
+            if tenant.signing_secret:
+                retired.insert(0, {"secret": tenant.signing_secret, "valid_until": valid_until})
             retired = retired[:MAX_SIGNING_SECRETS_IN_GRACE]
         if retired:
             changes["previous_signing_secrets"] = retired
@@ -231,7 +232,7 @@ class TenantAdmin:
     def list_tenants(self, principal: Principal, *, active_only: bool) -> list[TenantView]:
         principal.require_admin()
         items = self.repo.list_tenants()
-        return [tenant_view(t) for t in items if not active_only or t.get("active", True)]
+        return [tenant_view(t) for t in items if not active_only or t.is_active]
 
     def get(self, principal: Principal, tenant_id: str) -> TenantView:
         principal.require_self_or_admin(tenant_id)
@@ -284,7 +285,7 @@ class TenantAdmin:
         """Lift an administrator's suspension and a reputation guard's pause (the guard counts afresh)."""
         principal.require_admin()
         tenant = self.repo.require_tenant(tenant_id)
-        changes, removals = ReputationGuard(self.repo).resume_changes(tenant) if tenant.get("reputation_paused") \
+        changes, removals = ReputationGuard(self.repo).resume_changes(tenant) if tenant.reputation_paused \
             else ({}, [])
         self.repo.update_tenant(tenant_id, changes,
                                 ["admin_suspended", "admin_suspended_reason", "admin_suspended_at", *removals])
@@ -305,7 +306,7 @@ class TenantAdmin:
     def revoke_api_key(self, principal: Principal, tenant_id: str) -> None:
         principal.require_admin()
         tenant = self.repo.require_tenant(tenant_id)
-        if not tenant.get("token_hash"):
+        if not tenant.token_hash:
             raise ConflictError(f"tenant '{tenant_id}' has no API key")
         self.repo.set_token_hash(tenant_id, None)
         forget_tenant_keys(tenant_id)

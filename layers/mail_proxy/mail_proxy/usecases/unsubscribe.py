@@ -13,10 +13,11 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.errors import NotFoundError
 from mail_proxy.usecases import audit
 from mail_proxy.usecases.delivery_feedback import Applied, DeliveryFeedback
@@ -36,12 +37,12 @@ def event_key(link: UnsubscribeLink) -> str:
     return f"{EVENT_TYPE}:{digest}"
 
 
-def _made_before(tenant: dict[str, Any], link: UnsubscribeLink) -> bool:
+def _made_before(tenant: Tenant, link: UnsubscribeLink) -> bool:
     """Whether the link was made before its tenant was created: a deleted tenant's link, its id given again
     to a new tenant, which must not unsubscribe anybody from the new one's mail."""
     try:
-        created = int(datetime.fromisoformat(str(tenant["created_at"])).timestamp())
-    except (KeyError, ValueError):
+        created = int(datetime.fromisoformat(str(tenant.created_at)).timestamp())
+    except ValueError:  # never set (an item older than the field)
         return False
     return link.expires_ts - LINK_DAYS * 86400 < created
 

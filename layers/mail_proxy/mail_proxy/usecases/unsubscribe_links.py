@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mail_proxy.adapters.observability import logger
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.mail.mime import ListUnsubscribe, MalformedMessageError, envelope_recipients
 from mail_proxy.security.crypto import KeyRing, derived_key
 
@@ -74,22 +75,22 @@ def read_token(ring: KeyRing, token: str) -> UnsubscribeLink | None:
         return None
 
 
-def wants_list_unsubscribe(tenant: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+def wants_list_unsubscribe(tenant: Tenant, payload: Mapping[str, Any]) -> bool:
     """Whether the message asks for the headers, itself or by its tenant's default (the recipients aside)."""
     wanted = payload.get("unsubscribe")
     if wanted is not None:
         return bool(wanted)
-    if not (tenant.get("unsubscribe") or {}).get("default"):
+    if not (tenant.unsubscribe or {}).get("default"):
         return False
     return not any(str(name).lower().startswith("list-unsubscribe") for name in payload.get("headers") or {})
 
 
-def list_unsubscribe_for(tenant: Mapping[str, Any], message_id: str, payload: Mapping[str, Any], *,
+def list_unsubscribe_for(tenant: Tenant, message_id: str, payload: Mapping[str, Any], *,
                          public_url: str | None, ring: KeyRing, now: int) -> ListUnsubscribe | None:
     """The ``List-Unsubscribe`` headers a message goes out with, or None for a message that gets none."""
     if not wants_list_unsubscribe(tenant, payload):
         return None
-    config = tenant.get("unsubscribe") or {}
+    config = tenant.unsubscribe or {}
     try:
         recipients = envelope_recipients(payload)
     except MalformedMessageError:
@@ -98,7 +99,7 @@ def list_unsubscribe_for(tenant: Mapping[str, Any], message_id: str, payload: Ma
         return None
     uris: list[str] = []
     if public_url:
-        link = UnsubscribeLink(tenant_id=str(tenant["tenant_id"]), address=recipients[0],
+        link = UnsubscribeLink(tenant_id=tenant.tenant_id, address=recipients[0],
                                list_id=payload.get("batch_code") if config.get("per_batch") else None,
                                message_id=message_id, expires_ts=now + LINK_DAYS * 86400)
         uri = f"{public_url.rstrip('/')}/unsubscribe/{make_token(ring, link)}"
