@@ -6,7 +6,6 @@ application asked for quiet do not count) the reporter parks it in the parked qu
 records in the batch are not held up (skip_group_on_error).
 """
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -14,22 +13,10 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
-from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.repository import MailRepository
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.reporting import ReportDelivery, RetryLater, parse_backoff
+from mail_proxy.wiring import RetryLater, id_list, logger, metrics, tracer
+from mail_proxy.wiring import reporter_parts as wiring
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-
-
-@lru_cache(maxsize=1)
-def wiring() -> tuple[ReportDelivery, ReportQueue]:
-    settings = get_settings()
-    queue = ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
-    delivery = ReportDelivery(MailRepository(settings.table_name), queue, allow_loopback=settings.allow_loopback,
-                              backoff_seconds=parse_backoff(settings.report_backoff))
-    return delivery, queue
 
 
 @tracer.capture_method(capture_response=False)

@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 
 from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
-from mail_proxy.api.http_api import AddMessagesRequest, canonical_body_hash
+from mail_proxy.api.idempotency import canonical_body_hash
+from mail_proxy.api.messages_api import AddMessagesRequest
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
