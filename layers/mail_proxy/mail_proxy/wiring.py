@@ -22,7 +22,8 @@ from mail_proxy.adapters.send_queue import parse_record_body
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.authorization import authenticate, authorizer_response
 from mail_proxy.usecases.prometheus import record_stream_metrics
-from mail_proxy.usecases.reporting import RetryLater, queue_heartbeats, route_stream_records
+from mail_proxy.usecases.report_records import deliver_report_record
+from mail_proxy.usecases.reporting import queue_heartbeats, route_stream_records
 from mail_proxy.usecases.scheduling import run_tick
 
 if TYPE_CHECKING:  # what the builders build: imported by the builder, so a function loads only its own parts
@@ -39,7 +40,8 @@ if TYPE_CHECKING:  # what the builders build: imported by the builder, so a func
     from mail_proxy.usecases.reporting import ReportDelivery
 
 __all__ = [  # what the handlers may use
-    "RetryLater", "api_resolver", "authenticate", "authorizer_repository", "authorizer_response", "dispatcher",
+    "api_resolver", "authenticate", "authorizer_repository", "authorizer_response", "deliver_report_record",
+    "dispatcher",
     "id_list", "logger", "mailbox_poller", "metrics", "parse_record_body", "queue_heartbeats",
     "record_stream_metrics", "removed_payload_from_stream", "report_router_parts", "reporter_parts",
     "route_stream_records", "run_tick", "scheduler_parts", "smtp_connections", "stored_object_key", "tracer",
