@@ -11,33 +11,56 @@ called by one function only, so it is built with that function's settings.
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-# what the handlers call: imported with this module
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
-from mail_proxy.adapters.payload_store import stored_object_key
-from mail_proxy.adapters.repository import MailRepository, removed_payload_from_stream
-from mail_proxy.adapters.send_queue import parse_record_body
+from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.settings import get_settings
-from mail_proxy.usecases.authorization import authenticate, authorizer_response
-from mail_proxy.usecases.prometheus import record_stream_metrics
-from mail_proxy.usecases.report_records import deliver_report_record
-from mail_proxy.usecases.reporting import queue_heartbeats, route_stream_records
-from mail_proxy.usecases.scheduling import run_tick
 
-if TYPE_CHECKING:  # what the builders build: imported by the builder, so a function loads only its own parts
+if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
     from mail_proxy.adapters.blob_store import BlobStore
+    from mail_proxy.adapters.payload_store import stored_object_key
     from mail_proxy.adapters.report_queue import ReportQueue
-    from mail_proxy.adapters.send_queue import SendQueue
+    from mail_proxy.adapters.repository import removed_payload_from_stream
+    from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
     from mail_proxy.api.services import ApiServices
     from mail_proxy.mail.smtp_client import ConnectionCache
     from mail_proxy.usecases.attachments import ContentCache
+    from mail_proxy.usecases.authorization import authenticate, authorizer_response
     from mail_proxy.usecases.bounce_polling import MailboxPoller
     from mail_proxy.usecases.delivery import Dispatcher
-    from mail_proxy.usecases.reporting import ReportDelivery
+    from mail_proxy.usecases.prometheus import record_stream_metrics
+    from mail_proxy.usecases.report_records import deliver_report_record
+    from mail_proxy.usecases.reporting import ReportDelivery, queue_heartbeats, route_stream_records
+    from mail_proxy.usecases.scheduling import run_tick
+
+# What a handler calls, imported when a handler first names it: each function loads only its own modules (a cold
+# start pays for what it uses; the authorizer, on every API call's path, stays small).
+_ON_FIRST_USE = {
+    "authenticate": "mail_proxy.usecases.authorization",
+    "authorizer_response": "mail_proxy.usecases.authorization",
+    "deliver_report_record": "mail_proxy.usecases.report_records",
+    "parse_record_body": "mail_proxy.adapters.send_queue",
+    "queue_heartbeats": "mail_proxy.usecases.reporting",
+    "record_stream_metrics": "mail_proxy.usecases.prometheus",
+    "removed_payload_from_stream": "mail_proxy.adapters.repository",
+    "route_stream_records": "mail_proxy.usecases.reporting",
+    "run_tick": "mail_proxy.usecases.scheduling",
+    "stored_object_key": "mail_proxy.adapters.payload_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [  # what the handlers may use
     "api_resolver", "authenticate", "authorizer_repository", "authorizer_response", "deliver_report_record",
