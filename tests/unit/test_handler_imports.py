@@ -49,3 +49,20 @@ def test_an_adapter_imported_by_a_handler_is_caught_wherever_it_is_imported() ->
               "    from mail_proxy.adapters.repository import MailRepository\n    import boto3\n"
               "from . import helpers\nfrom mail_proxy.wiringx import y\n")
     assert not_allowed(source) == {"mail_proxy.adapters.repository", "boto3", ".", "mail_proxy.wiringx"}
+
+
+def test_every_name_the_wiring_offers_the_handlers_resolves_and_no_other() -> None:
+    import mail_proxy.wiring as wiring
+
+    for name in wiring.__all__:
+        assert callable(getattr(wiring, name)) or name in {"logger", "metrics", "tracer"}, name
+    with pytest.raises(AttributeError):
+        wiring.no_such_part  # noqa: B018
+    used = set().union(*(imported_names(path.read_text(encoding="utf-8")) for path in HANDLERS))
+    assert used <= set(wiring.__all__)
+
+
+def imported_names(source: str) -> set[str]:
+    """The names a handler takes from ``mail_proxy.wiring``."""
+    return {alias.name for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.module == "mail_proxy.wiring" for alias in node.names}
