@@ -5,8 +5,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.observability import logger, metrics, tracer
-from mail_proxy.api.http_api import app
+from mail_proxy.wiring import api_resolver, logger, metrics, tracer
+
+app = api_resolver()
 
 
 # never log_event: requests carry tokens, SMTP passwords and message bodies

@@ -1,20 +1,12 @@
 """Authorizer function: X-API-Token → {role, tenant_id} for the api function (HTTP API simple response)."""
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.dynamodb import MailRepository
-from mail_proxy.adapters.observability import logger, tracer
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.authorization import authenticate, authorizer_response
-
-
-@lru_cache(maxsize=1)
-def repository() -> MailRepository:
-    return MailRepository(get_settings().table_name)
+from mail_proxy.wiring import authenticate, authorizer_response, logger, tracer
+from mail_proxy.wiring import authorizer_repository as repository
 
 
 # never log_event: the event carries the caller's token

@@ -6,25 +6,13 @@ and marks PEC messages without acceptance in time with ``pec_timeout``. A mailbo
 counted (``MailboxPollFailed``); the others are polled all the same.
 """
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.dynamodb import MailRepository
-from mail_proxy.adapters.observability import logger, metrics, tracer
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.bounce_polling import MailboxPoller, PollConfig
-
-
-@lru_cache(maxsize=1)
-def poller() -> MailboxPoller:
-    settings = get_settings()
-    config = PollConfig(imap_timeout=settings.imap_timeout, ca_file=settings.imap_ca_file,
-                        pec_acceptance_timeout=settings.pec_acceptance_timeout,
-                        suppression_days=settings.suppression_days, address_policy=settings.relay_address_policy())
-    return MailboxPoller(MailRepository(settings.table_name), config)
+from mail_proxy.wiring import logger, metrics, tracer
+from mail_proxy.wiring import mailbox_poller as poller
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, clear_state=True, log_event=False)

@@ -4,27 +4,21 @@ It also deletes the S3 object of a message's content once the table lets go of i
 replaced, deleted or expired by its TTL), so content stored in S3 lives exactly as long as its message needs it.
 """
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.blob_store import BlobStore
-from mail_proxy.adapters.dynamodb import MailRepository, removed_payload_from_stream
-from mail_proxy.adapters.observability import logger, metrics, tracer
-from mail_proxy.adapters.payload_store import stored_object_key
-from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.prometheus import record_stream_metrics
-from mail_proxy.usecases.reporting import route_stream_records
-
-
-@lru_cache(maxsize=1)
-def wiring() -> tuple[MailRepository, ReportQueue, BlobStore]:
-    settings = get_settings()
-    return (MailRepository(settings.table_name), ReportQueue(settings.report_queue_url, None),
-            BlobStore(settings.attachment_bucket))
+from mail_proxy.wiring import (
+    logger,
+    metrics,
+    record_stream_metrics,
+    removed_payload_from_stream,
+    route_stream_records,
+    stored_object_key,
+    tracer,
+)
+from mail_proxy.wiring import report_router_parts as wiring
 
 
 @logger.inject_lambda_context(clear_state=True, log_event=False)

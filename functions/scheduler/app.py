@@ -1,26 +1,13 @@
 """Scheduler function (every minute): queue what became due and what was never queued, per tenant."""
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.dynamodb import MailRepository
-from mail_proxy.adapters.observability import logger, metrics, tracer
-from mail_proxy.adapters.report_queue import ReportQueue
-from mail_proxy.adapters.send_queue import SendQueue
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.reporting import queue_heartbeats
-from mail_proxy.usecases.scheduling import run_tick
-
-
-@lru_cache(maxsize=1)
-def wiring() -> tuple[MailRepository, SendQueue, ReportQueue]:
-    settings = get_settings()
-    return (MailRepository(settings.table_name), SendQueue(settings.send_queue_urls),
-            ReportQueue(settings.report_queue_url, None))
+from mail_proxy.wiring import logger, metrics, queue_heartbeats, run_tick, tracer
+from mail_proxy.wiring import scheduler_parts as wiring
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, clear_state=True, log_event=False)

@@ -4,41 +4,16 @@ A record fails (and SQS retries it) only on an unexpected error; SMTP failures a
 the message. SMTP connections stay open across warm invocations.
 """
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mail_proxy.adapters.blob_store import BlobStore
-from mail_proxy.adapters.dynamodb import MailRepository
-from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
-from mail_proxy.adapters.payload_store import PayloadStore
-from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
-from mail_proxy.domain.rate_limits import RetryPolicy
-from mail_proxy.mail.smtp_client import ConnectionCache
-from mail_proxy.settings import get_settings
-from mail_proxy.usecases.attachments import AttachmentFetcher, ContentCache
-from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher
-from mail_proxy.usecases.message_content import MessageContent
+from mail_proxy.wiring import dispatcher, id_list, logger, metrics, parse_record_body, smtp_connections, tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)
-connections = ConnectionCache()
-attachment_cache = ContentCache()
-
-
-@lru_cache(maxsize=1)
-def dispatcher() -> Dispatcher:
-    settings = get_settings()
-    config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
-                            ca_file=settings.smtp_ca_file, address_policy=settings.relay_address_policy())
-    blobs = BlobStore(settings.attachment_bucket)
-    content = MessageContent(PayloadStore(blobs, settings.payload_inline_max_bytes),
-                             AttachmentFetcher(blobs, allow_loopback=settings.allow_loopback, cache=attachment_cache),
-                             public_url=settings.public_api_url)
-    return Dispatcher(MailRepository(settings.table_name), SendQueue(settings.send_queue_urls), connections, config,
-                      content)
+connections = smtp_connections()  # open across warm invocations
 
 
 @tracer.capture_method(capture_response=False)

@@ -18,7 +18,8 @@ from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.dynamodb.keys import STATE_SK, message_pk
 from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.send_queue import SendQueue
-from mail_proxy.api.http_api import AddMessagesRequest, canonical_body_hash
+from mail_proxy.api.idempotency import canonical_body_hash
+from mail_proxy.api.messages_api import AddMessagesRequest
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.api import http_api
 from mail_proxy.domain import clock
+from mail_proxy.usecases import service_status
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer
@@ -114,7 +114,7 @@ def test_a_suspended_tenant_shows_it(api: ApiClient, smtp: ScriptedSmtpServer) -
 
 def test_counting_stops_at_the_limit_and_says_so(
         api: ApiClient, smtp: ScriptedSmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_api, "STATUS_MAX_MESSAGES", 3)
+    monkeypatch.setattr(service_status, "STATUS_MAX_MESSAGES", 3)
     acme = make_tenant(api, smtp, "acme")
     rival = make_tenant(api, smtp, "rival")
     for i in range(5):

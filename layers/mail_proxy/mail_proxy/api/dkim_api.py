@@ -6,7 +6,7 @@ log line ever carries a private key: the views are built from the public fields 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from mail_proxy.api.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, answers
+from mail_proxy.api.services import principal, services
 from mail_proxy.usecases.dkim_keys import DkimDomains
 
 router = APIGatewayHttpRouter()
@@ -59,20 +60,14 @@ class DkimDomainList(BaseModel):
     domains: list[DkimDomainView]
 
 
-def _http() -> Any:
-    from mail_proxy.api import http_api  # the resolver includes this router at its end
-
-    return http_api
-
-
 def _desk() -> DkimDomains:
-    return DkimDomains(_http().services().repo)
+    return DkimDomains(services().repo)
 
 
 @router.get("/tenant/<tenant_id>/dkim", tags=TAGS, summary="The tenant's DKIM signing domains and DNS records",
             security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domains"))
 def list_dkim_domains(tenant_id: TenantPath) -> DkimDomainList:
-    found = _desk().list_domains(_http().principal(), tenant_id)
+    found = _desk().list_domains(principal(), tenant_id)
     return DkimDomainList(domains=[DkimDomainView(**d) for d in found])
 
 
@@ -82,21 +77,21 @@ def list_dkim_domains(tenant_id: TenantPath) -> DkimDomainList:
                                                ok_description="registered",
                                                conflict="already registered, or too many keys"))
 def register_dkim_domain(tenant_id: TenantPath, request: DkimRegistration) -> Response[DkimDomainView]:
-    view = _desk().register(_http().principal(), tenant_id, request.domain, request.selector)
+    view = _desk().register(principal(), tenant_id, request.domain, request.selector)
     return Response(status_code=201, content_type="application/json", body=DkimDomainView(**view))
 
 
 @router.get("/tenant/<tenant_id>/dkim/<domain>", tags=TAGS, summary="One signing domain and its selectors",
             security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domain"))
 def get_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> DkimDomainView:
-    return DkimDomainView(**_desk().get(_http().principal(), tenant_id, domain))
+    return DkimDomainView(**_desk().get(principal(), tenant_id, domain))
 
 
 @router.delete("/tenant/<tenant_id>/dkim/<domain>", tags=TAGS,
                summary="Stop signing a domain and forget all its keys",
                security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="removed"))
 def remove_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> dict[str, bool]:
-    _desk().remove_domain(_http().principal(), tenant_id, domain)
+    _desk().remove_domain(principal(), tenant_id, domain)
     return {"ok": True}
 
 
@@ -108,7 +103,7 @@ def remove_dkim_domain(tenant_id: TenantPath, domain: DomainPath) -> dict[str, b
 def rotate_dkim_key(tenant_id: TenantPath, domain: DomainPath,
                     request: Annotated[DkimRotation | None, Body()] = None) -> DkimDomainView:
     rotation = request or DkimRotation()
-    return DkimDomainView(**_desk().rotate(_http().principal(), tenant_id, domain, rotation.selector,
+    return DkimDomainView(**_desk().rotate(principal(), tenant_id, domain, rotation.selector,
                                            rotation.activate))
 
 
@@ -116,7 +111,7 @@ def rotate_dkim_key(tenant_id: TenantPath, domain: DomainPath,
              summary="Sign the domain's mail with this selector's key from now on",
              security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, ok_description="the domain"))
 def activate_dkim_selector(tenant_id: TenantPath, domain: DomainPath, selector: SelectorPath) -> DkimDomainView:
-    return DkimDomainView(**_desk().activate(_http().principal(), tenant_id, domain, selector))
+    return DkimDomainView(**_desk().activate(principal(), tenant_id, domain, selector))
 
 
 @router.delete("/tenant/<tenant_id>/dkim/<domain>/selectors/<selector>", tags=TAGS,
@@ -124,4 +119,4 @@ def activate_dkim_selector(tenant_id: TenantPath, domain: DomainPath, selector: 
                security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 409, ok_description="the domain",
                                                  conflict="the selector still signs"))
 def remove_dkim_selector(tenant_id: TenantPath, domain: DomainPath, selector: SelectorPath) -> DkimDomainView:
-    return DkimDomainView(**_desk().remove_selector(_http().principal(), tenant_id, domain, selector))
+    return DkimDomainView(**_desk().remove_selector(principal(), tenant_id, domain, selector))

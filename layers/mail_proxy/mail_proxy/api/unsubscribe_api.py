@@ -64,7 +64,7 @@ _RESPONSES: dict[int, OpenAPIResponse] = {
 
 @lru_cache(maxsize=1)
 def _unsubscribes() -> OneClickUnsubscribe:
-    from mail_proxy.api.http_api import services  # the resolver includes this router at its end
+    from mail_proxy.api.services import services
     from mail_proxy.usecases.unsubscribe import OneClickUnsubscribe
 
     return OneClickUnsubscribe(services().repo, services().suppressions)
