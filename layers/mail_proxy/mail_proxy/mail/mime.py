@@ -1,7 +1,8 @@
 """The outgoing email, built from a stored message payload. Pure: no AWS, no I/O.
 
-What every built message is guaranteed to carry: ``Date``, ``Message-ID`` (the payload's, else a fresh
-``<uuid@sender-domain>``), ``X-Mail-Proxy-ID: <tenant>/<message id>``, ``MIME-Version``, and never a
+What every built message is guaranteed to carry: ``Date``, ``Message-ID`` (the payload's, else one made
+from the proxy's identity of the message, at the envelope sender's domain: see :func:`stable_message_id`),
+``X-Mail-Proxy-ID: <tenant>/<message id>``, ``MIME-Version``, and never a
 ``Bcc`` header. Every header is 7-bit on the wire (RFC 2047 for non-ASCII text, IDNA for non-ASCII
 domains), except an address whose local part is UTF-8: such a message is an RFC 6532 message with UTF-8
 headers, which the SMTP client sends only with SMTPUTF8. Every body part is ``7bit``, ``quoted-printable``
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.generator import BytesGenerator
@@ -56,6 +58,7 @@ __all__ = [
     "envelope_sender",
     "message_bytes",
     "parse_mailboxes",
+    "stable_message_id",
 ]
 
 PROTECTED_HEADERS: frozenset[str] = frozenset(
@@ -492,9 +495,18 @@ def _custom_date(value: str) -> datetime:
     return when
 
 
-def _message_id(value: Any, sender: Mailbox) -> str:
+def stable_message_id(tenant_id: str, message_id: str, created_ms: int | None, envelope_from: str) -> str:
+    """The ``Message-ID`` of a message whose payload gives none: the only place one is made. The same for
+    every attempt (a retried message is the same message to its recipients), different for a message
+    submitted again under the same id (``created_ms``), at the domain of the envelope sender."""
+    seed = f"{tenant_id}/{message_id}/{'' if created_ms is None else created_ms}".encode()
+    domain = envelope_from.rpartition("@")[2] or "mail-proxy.invalid"
+    return f"<{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
+
+
+def _message_id(value: Any, default: Callable[[], str]) -> str:
     if not value:
-        return f"<{uuid.uuid4().hex}@{sender.domain}>"
+        return default()
     if not isinstance(value, str):
         raise MalformedMessageError("message_id must be a string")
     text = value.strip()
@@ -668,6 +680,7 @@ def build_email(
     *,
     tenant_id: str,
     message_id: str,
+    created_ms: int | None = None,
     now: datetime | None = None,
     attachments: Sequence[FetchedAttachment] = (),
     list_unsubscribe: ListUnsubscribe | None = None,
@@ -676,6 +689,7 @@ def build_email(
     """The email to send for ``payload`` (the submitted message fields), as the proxy's message
     ``message_id`` of ``tenant_id``.
 
+    ``created_ms`` (when the proxy accepted it) makes the ``Message-ID`` of a payload that gives none.
     ``now`` is the ``Date`` (a naive value is taken as UTC). ``attachments`` are parts the sender has
     already fetched; the payload's own ``attachments`` (storage pointers) are not read here.
     ``list_unsubscribe``: the one-click unsubscribe headers, replacing any the payload's ``headers`` give.
@@ -710,7 +724,8 @@ def build_email(
     if reply_to:
         msg["Reply-To"] = _address_header("Reply-To", reply_to)
     msg["Subject"] = _unstructured("Subject", _text_field(payload, "subject"), "subject")
-    msg_id = _message_id(payload.get("message_id"), sender)
+    msg_id = _message_id(payload.get("message_id"), lambda: stable_message_id(
+        tenant_id, message_id, created_ms, envelope_sender(payload)))
     msg["Message-ID"] = _WireHeader("Message-ID", msg_id, _fold("Message-ID", msg_id))
     msg["X-Mail-Proxy-ID"] = _unstructured("X-Mail-Proxy-ID", f"{tenant_id}/{message_id}", "message id")
     if proxy_tag is not None:
