@@ -483,7 +483,7 @@ def profile_group(filename: str, function: str) -> str:
 BUCKETS = (
     ("AWS calls (botocore + moto; in the stack: + HTTP wait)", "botocore/client.py", ("_make_api_call",)),
     ("SMTP (SmtpConnection.send, connect/NOOP check)", "mail_proxy/mail/smtp_client.py", ("send", "get")),
-    ("MIME rendering (Dispatcher._render)", "mail_proxy/usecases/delivery.py", ("_render",)),
+    ("MIME rendering (delivery_preparation.render)", "mail_proxy/usecases/delivery_preparation.py", ("render",)),
     ("Powertools logger calls", "aws_lambda_powertools/logging/logger.py",
      ("info", "debug", "warning", "error", "exception", "append_keys")),
     ("Powertools metrics flush", "metrics/provider/base.py", ("flush_metrics",)),
