@@ -214,7 +214,7 @@ def test_a_message_that_cannot_become_an_email_is_counted_as_malformed(
         api: ApiClient, smtp: ScriptedSmtpServer, delivery: DeliveryHarness, emf: MetricsCapture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     import mail_proxy.usecases.delivery_preparation
-    from mail_proxy.mail.mime import MalformedMessageError
+    from mail_proxy.mail.mime_headers import MalformedMessageError
 
     def unbuildable(*_args: Any, **_kwargs: Any) -> Any:
         raise MalformedMessageError("subject contains a line break or control character")

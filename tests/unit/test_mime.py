@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.mail.mime import (
-    FetchedAttachment,
-    MalformedMessageError,
-    build_email,
-    envelope_recipients,
-    envelope_sender,
-    message_bytes,
-    parse_mailboxes,
-)
+from mail_proxy.mail.mime import build_email, message_bytes
+from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender, parse_mailboxes
+from mail_proxy.mail.mime_bodies import FetchedAttachment
+from mail_proxy.mail.mime_headers import MalformedMessageError
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -40,7 +40,8 @@ from mail_proxy.domain.models import (
 )
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, InvalidInputError
-from mail_proxy.mail.mime import MalformedMessageError, envelope_recipients
+from mail_proxy.mail.mime_addresses import envelope_recipients
+from mail_proxy.mail.mime_headers import MalformedMessageError
 from mail_proxy.usecases import audit
 
 _ID = re.compile(MESSAGE_ID_PATTERN)
