@@ -17,7 +17,7 @@ from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
 from mail_proxy.domain.rate_limits import RetryPolicy
-from mail_proxy.mail.smtp_client import ConnectionCache
+from mail_proxy.mail.smtp_pool import ConnectionCache
 from mail_proxy.settings import get_settings
 from mail_proxy.usecases.attachments import AttachmentFetcher, ContentCache
 from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher

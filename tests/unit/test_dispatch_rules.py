@@ -14,7 +14,8 @@ from mail_proxy.domain import clock
 from mail_proxy.domain.message_lifecycle import STAGE_OUTCOME, STAGE_SMTP, Transition
 from mail_proxy.domain.models import MessageStatus
 from mail_proxy.domain.rate_limits import RetryPolicy
-from mail_proxy.mail.smtp_client import SendOutcome, SmtpPermanentError, SmtpSettings, SmtpTemporaryError
+from mail_proxy.mail.smtp_replies import SendOutcome, SmtpPermanentError, SmtpTemporaryError
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher
 from mail_proxy.usecases.message_content import PreparedContent
 from tests.fixtures.fakes import FakeContent, FakeLanes, FakeSmtp, FakeStore

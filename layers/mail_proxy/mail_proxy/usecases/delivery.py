@@ -44,7 +44,8 @@ from mail_proxy.domain.models import MessageStatus, tenant_is_sending
 from mail_proxy.domain.reputation import SENT
 from mail_proxy.errors import ThrottledError
 from mail_proxy.mail.mime_headers import MalformedMessageError
-from mail_proxy.mail.smtp_client import SmtpDeliveryError, SmtpSettings
+from mail_proxy.mail.smtp_replies import SmtpDeliveryError
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.usecases.attachments import AttachmentPermanentError, AttachmentTemporaryError
 from mail_proxy.usecases.delivery_outcomes import OutcomeRecorder, PendingMessage, internal_reason
 from mail_proxy.usecases.delivery_preparation import (

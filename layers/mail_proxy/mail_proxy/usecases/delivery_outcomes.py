@@ -25,7 +25,7 @@ from mail_proxy.domain.message_lifecycle import MessageState, Transition
 from mail_proxy.domain.models import RETENTION_SECONDS, MessageStatus
 from mail_proxy.domain.rate_limits import RetryPolicy
 from mail_proxy.errors import ThrottledError
-from mail_proxy.mail.smtp_client import SendOutcome, SmtpDeliveryError, SmtpPermanentError
+from mail_proxy.mail.smtp_replies import SendOutcome, SmtpDeliveryError, SmtpPermanentError
 from mail_proxy.usecases.ports import MessageStates
 
 MAX_SQS_DELAY = 900

@@ -21,7 +21,7 @@ from mail_proxy.domain.rate_limits import RetryPolicy
 from mail_proxy.mail.mime import build_email, message_bytes
 from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender, parse_mailboxes
 from mail_proxy.mail.mime_headers import MalformedMessageError
-from mail_proxy.mail.smtp_client import SmtpSettings
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import AddressPolicy
 from mail_proxy.security.proxy_tags import make_tag
 from mail_proxy.usecases.accounts import password_context

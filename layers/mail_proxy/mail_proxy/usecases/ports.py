@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only: the ports import nothing at run time, so any use case can import them
     from mail_proxy.domain.message_lifecycle import Transition
-    from mail_proxy.mail.smtp_client import SendOutcome, SmtpSettings
+    from mail_proxy.mail.smtp_replies import SendOutcome
+    from mail_proxy.mail.smtp_settings import SmtpSettings
     from mail_proxy.usecases.message_content import PreparedContent
 
 
