@@ -23,7 +23,7 @@ TARGET_RATIO = 0.5
 
 def render_messages(count: int) -> list[tuple[str, list[str], bytes]]:
     """What the sender would put on the wire for each message: stored payload → MIME (as ``render``)."""
-    from mail_proxy.domain.models import MessageIn
+    from mail_proxy.domain.message_models import MessageIn
     from mail_proxy.mail.mime import build_email, message_bytes
     from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender
 

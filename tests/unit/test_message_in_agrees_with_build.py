@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import MessageIn
+from mail_proxy.domain.message_models import MessageIn
 from mail_proxy.mail.mime import build_email
 from mail_proxy.mail.mime_headers import MalformedMessageError
 

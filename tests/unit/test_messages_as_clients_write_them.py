@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import MessageIn, describe_validation_error
+from mail_proxy.domain.message_models import MessageIn, describe_validation_error
 from mail_proxy.mail.addresses import AddressError, check_addr_spec, parse_mailbox
 from mail_proxy.mail.mime import build_email, message_bytes
 from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender

@@ -33,16 +33,10 @@ from mail_proxy.api.api_docs import (
     PathId,
     answers,
 )
-from mail_proxy.domain.models import (
-    TENANT_ID_PATTERN,
-    AccountCreate,
-    AccountView,
-    MessageIn,
-    MessageRecord,
-    TenantCreate,
-    TenantUpdate,
-    TenantView,
-)
+from mail_proxy.domain.account_models import AccountCreate, AccountView
+from mail_proxy.domain.message_models import MessageIn, MessageRecord
+from mail_proxy.domain.models import TENANT_ID_PATTERN
+from mail_proxy.domain.tenant_models import TenantCreate, TenantUpdate, TenantView
 from mail_proxy.errors import InvalidInputError, NotFoundError
 
 router = APIGatewayHttpRouter()

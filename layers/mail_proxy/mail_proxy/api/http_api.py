@@ -43,15 +43,11 @@ from mail_proxy.api.api_docs import (
     swagger_ui_base_url,
 )
 from mail_proxy.domain import clock
-from mail_proxy.domain.models import (
-    MAX_MESSAGES_PER_CALL,
-    RETENTION_SECONDS,
-    WAITING_STATUSES,
-    AccountCreate,
-    AccountView,
-    MessageIn,
-    MessageRecord,
-    MessageStatus,
+from mail_proxy.domain.account_models import AccountCreate, AccountView
+from mail_proxy.domain.message_models import MessageIn, MessageRecord
+from mail_proxy.domain.models import MAX_MESSAGES_PER_CALL, RETENTION_SECONDS, WAITING_STATUSES, MessageStatus
+from mail_proxy.domain.principal import Principal
+from mail_proxy.domain.tenant_models import (
     SuppressionCreate,
     SuppressionView,
     TenantCreate,
@@ -59,7 +55,6 @@ from mail_proxy.domain.models import (
     TenantUpdate,
     TenantView,
 )
-from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import (
     ConfigurationError,
     ConflictError,

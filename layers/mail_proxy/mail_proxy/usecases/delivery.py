@@ -385,9 +385,10 @@ class Dispatcher:
         report.failed += counts[MessageStatus.ERROR]
         report.deferred += counts[MessageStatus.DEFERRED]
         report.skipped += sum(1 for item in items if item.done and item.status is None)
-        for status, metric in ((MessageStatus.SENT, "MessagesSent"), (MessageStatus.DEFERRED, "MessagesDeferred"),
-                               (MessageStatus.ERROR, "MessagesFailed")):
-            if counts[status]:
-                metrics.add_metric(name=metric, unit=MetricUnit.Count, value=counts[status])
+        if counts[MessageStatus.SENT]:
+            metrics.add_metric(name="MessagesSent", unit=MetricUnit.Count, value=counts[MessageStatus.SENT])
+        if counts[MessageStatus.DEFERRED]:
+            metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=counts[MessageStatus.DEFERRED])
         if counts[MessageStatus.ERROR]:
+            metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=counts[MessageStatus.ERROR])
             count_failures_by_class(failures)

@@ -24,7 +24,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mail_proxy.adapters.observability import logger, metrics
 from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.domain import clock
-from mail_proxy.domain.models import ReputationRates, ReputationView
 from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
     Counts,
@@ -38,6 +37,7 @@ from mail_proxy.domain.reputation import (
     window_counts,
     window_start,
 )
+from mail_proxy.domain.tenant_models import ReputationRates, ReputationView
 from mail_proxy.errors import ThrottledError
 from mail_proxy.usecases import audit
 from mail_proxy.usecases.ports import SendCounts

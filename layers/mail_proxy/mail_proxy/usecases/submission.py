@@ -28,13 +28,12 @@ from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
+from mail_proxy.domain.message_models import MessageIn, describe_validation_error
 from mail_proxy.domain.models import (
     MAX_MESSAGES_PER_CALL,
     MESSAGE_ID_PATTERN,
     RETENTION_SECONDS,
-    MessageIn,
     MessageStatus,
-    describe_validation_error,
     normalise_priority,
     tenant_is_sending,
 )
