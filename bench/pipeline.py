@@ -482,8 +482,9 @@ def profile_group(filename: str, function: str) -> str:
 # Inclusive buckets: (label, file suffix, function names). Their subtrees do not overlap.
 BUCKETS = (
     ("AWS calls (botocore + moto; in the stack: + HTTP wait)", "botocore/client.py", ("_make_api_call",)),
-    ("SMTP (SmtpConnection.send, connect/NOOP check)", "mail_proxy/mail/smtp_client.py", ("send", "get")),
-    ("MIME rendering (Dispatcher._render)", "mail_proxy/usecases/delivery.py", ("_render",)),
+    ("SMTP (SmtpConnection.send)", "mail_proxy/mail/smtp_client.py", ("send",)),
+    ("SMTP (ConnectionCache.get: connect/NOOP check)", "mail_proxy/mail/smtp_pool.py", ("get",)),
+    ("MIME rendering (delivery_preparation.render)", "mail_proxy/usecases/delivery_preparation.py", ("render",)),
     ("Powertools logger calls", "aws_lambda_powertools/logging/logger.py",
      ("info", "debug", "warning", "error", "exception", "append_keys")),
     ("Powertools metrics flush", "metrics/provider/base.py", ("flush_metrics",)),

@@ -8,7 +8,6 @@ then the conservative one). Every message must arrive exactly once (counted by `
 
 from __future__ import annotations
 
-import hashlib
 import smtplib
 import ssl
 import time
@@ -23,18 +22,17 @@ TARGET_RATIO = 0.5
 
 
 def render_messages(count: int) -> list[tuple[str, list[str], bytes]]:
-    """What the sender would put on the wire for each message: stored payload → MIME (as Dispatcher._render)."""
-    from mail_proxy.domain.models import MessageIn
-    from mail_proxy.mail.mime import build_email, envelope_recipients, envelope_sender, message_bytes
+    """What the sender would put on the wire for each message: stored payload → MIME (as ``render``)."""
+    from mail_proxy.domain.message_models import MessageIn
+    from mail_proxy.mail.mime import build_email, message_bytes
+    from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender
 
     now = datetime.now(UTC)
     rendered = []
     for index in range(count):
         payload = MessageIn.model_validate(bench_message(index)).payload()
         sender = envelope_sender(payload)
-        seed = f"{TENANT_ID}/{message_id(index)}/0".encode()
-        payload["message_id"] = f"<{hashlib.sha256(seed).hexdigest()[:32]}@{sender.rpartition('@')[2]}>"
-        email = build_email(payload, tenant_id=TENANT_ID, message_id=message_id(index), now=now)
+        email = build_email(payload, tenant_id=TENANT_ID, message_id=message_id(index), created_ms=0, now=now)
         rendered.append((sender, envelope_recipients(payload), message_bytes(email)))
     return rendered
 

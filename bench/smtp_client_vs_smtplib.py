@@ -23,8 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "layers" / "mail_proxy"), str(ROOT)]
 
-from mail_proxy.mail.mime import build_email, envelope_recipients, envelope_sender, message_bytes  # noqa: E402
-from mail_proxy.mail.smtp_client import SmtpConnection, SmtpSettings  # noqa: E402
+from mail_proxy.mail.mime import build_email, message_bytes  # noqa: E402
+from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender  # noqa: E402
+from mail_proxy.mail.smtp_client import SmtpConnection  # noqa: E402
+from mail_proxy.mail.smtp_settings import SmtpSettings  # noqa: E402
 from mail_proxy.security.address_guard import AddressPolicy  # noqa: E402
 
 SINK_ON_LOOPBACK = AddressPolicy(allow_loopback=True)  # the sink listens on 127.0.0.1

@@ -12,7 +12,9 @@ import pytest
 
 from mail_proxy.adapters.outbound_http import OutboundRefused, post
 from mail_proxy.mail.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
-from mail_proxy.mail.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.mail.smtp_client import SmtpConnection
+from mail_proxy.mail.smtp_replies import SmtpPermanentError
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import NOT_ALLOWED, AddressPolicy, parse_networks
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness

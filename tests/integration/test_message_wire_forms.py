@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from mail_proxy.mail.mime import build_email, message_bytes
-from mail_proxy.mail.smtp_client import SmtpConnection, SmtpPermanentError, SmtpSettings
+from mail_proxy.mail.smtp_client import SmtpConnection
+from mail_proxy.mail.smtp_replies import SmtpPermanentError
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import AddressPolicy
 from tests.conftest import ApiClient, Stack, message, reset_caches
 from tests.fixtures.delivery import DeliveryHarness, record, submit

@@ -214,13 +214,13 @@ def test_an_account_deleted_after_submission_is_counted_as_account_missing(
 def test_a_message_that_cannot_become_an_email_is_counted_as_malformed(
         api: ApiClient, smtp: ScriptedSmtpServer, delivery: DeliveryHarness, emf: MetricsCapture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import mail_proxy.usecases.delivery
-    from mail_proxy.mail.mime import MalformedMessageError
+    import mail_proxy.usecases.delivery_preparation
+    from mail_proxy.mail.mime_headers import MalformedMessageError
 
     def unbuildable(*_args: Any, **_kwargs: Any) -> Any:
         raise MalformedMessageError("subject contains a line break or control character")
 
-    monkeypatch.setattr(mail_proxy.usecases.delivery, "build_email", unbuildable)
+    monkeypatch.setattr(mail_proxy.usecases.delivery_preparation, "build_email", unbuildable)
     token = make_tenant(api, smtp)
     submit(api, token, message("m1"))
     delivery.drain()

@@ -16,7 +16,10 @@ import pytest
 from mail_proxy.adapters.blob_store import BlobStore
 from mail_proxy.adapters.outbound_http import OutboundFailed, post
 from mail_proxy.mail.imap_mailbox import ImapMailbox, MailboxSettings, MailboxUnavailable
-from mail_proxy.mail.smtp_client import ConnectionCache, SmtpConnection, SmtpSettings, SmtpTemporaryError
+from mail_proxy.mail.smtp_client import SmtpConnection
+from mail_proxy.mail.smtp_pool import ConnectionCache
+from mail_proxy.mail.smtp_replies import SmtpTemporaryError
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import AddressPolicy
 from mail_proxy.usecases.attachments import AttachmentFetcher, AttachmentTemporaryError, TenantSources
 from mail_proxy.usecases.reporting import IO_MARGIN_MS, RetryLater

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.mail.smtp_client import (
-    ConnectionCache,
-    SmtpConnection,
+from mail_proxy.mail.smtp_client import SmtpConnection
+from mail_proxy.mail.smtp_pool import ConnectionCache
+from mail_proxy.mail.smtp_replies import (
     SmtpDeliveryError,
     SmtpPermanentError,
-    SmtpSettings,
     SmtpTemporaryError,
     classify_smtp_failure,
 )
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import AddressPolicy
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpServer
 

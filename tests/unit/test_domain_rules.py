@@ -7,14 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import (
-    AccountCreate,
-    MessageIn,
-    TenantCreate,
-    TenantUpdate,
-    describe_validation_error,
-    normalise_priority,
-)
+from mail_proxy.domain.account_models import AccountCreate
+from mail_proxy.domain.message_models import MessageIn, describe_validation_error
+from mail_proxy.domain.models import normalise_priority
+from mail_proxy.domain.tenant_models import TenantCreate, TenantUpdate
 from mail_proxy.mail.addresses import AddressError, parse_address_list, parse_mailbox
 
 

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import MessageIn
-from mail_proxy.mail.mime import MalformedMessageError, build_email
+from mail_proxy.domain.message_models import MessageIn
+from mail_proxy.mail.mime import build_email
+from mail_proxy.mail.mime_headers import MalformedMessageError
 
 BASE = {"id": "m1", "account_id": "smtp1", "from": "a@example.com", "to": ["b@example.org"], "subject": "Hi"}
 NAMES = ["X-Campaign", "List-Unsubscribe", "Content-Type", "content-disposition", "Content-X", "MIME-Version",

@@ -14,16 +14,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import MessageIn, describe_validation_error
+from mail_proxy.domain.message_models import MessageIn, describe_validation_error
 from mail_proxy.mail.addresses import AddressError, check_addr_spec, parse_mailbox
-from mail_proxy.mail.mime import (
-    FetchedAttachment,
-    MalformedMessageError,
-    build_email,
-    envelope_recipients,
-    envelope_sender,
-    message_bytes,
-)
+from mail_proxy.mail.mime import build_email, message_bytes
+from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender
+from mail_proxy.mail.mime_bodies import FetchedAttachment
+from mail_proxy.mail.mime_headers import MalformedMessageError
 
 BASE: dict[str, Any] = {"id": "m1", "account_id": "smtp1", "from": "shop@example.com", "to": ["ada@example.org"],
                         "subject": "Hi"}

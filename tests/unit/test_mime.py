@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
-from mail_proxy.mail.mime import (
-    FetchedAttachment,
-    MalformedMessageError,
-    build_email,
-    envelope_recipients,
-    envelope_sender,
-    message_bytes,
-    parse_mailboxes,
-)
+from mail_proxy.mail.mime import build_email, message_bytes
+from mail_proxy.mail.mime_addresses import envelope_recipients, envelope_sender, parse_mailboxes
+from mail_proxy.mail.mime_bodies import FetchedAttachment
+from mail_proxy.mail.mime_headers import MalformedMessageError
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -69,7 +64,24 @@ def test_every_message_gets_a_date_from_now_and_a_message_id_at_the_sender_domai
 
 
 def test_generated_message_ids_differ_between_messages() -> None:
-    assert sent(payload())["Message-ID"] != sent(payload())["Message-ID"]
+    first = build_email(payload(), tenant_id="acme", message_id="msg-1", created_ms=1, now=NOW)
+    second = build_email(payload(), tenant_id="acme", message_id="msg-2", created_ms=1, now=NOW)
+    again = build_email(payload(), tenant_id="acme", message_id="msg-1", created_ms=2, now=NOW)
+
+    assert len({first["Message-ID"], second["Message-ID"], again["Message-ID"]}) == 3
+
+
+def test_a_retried_message_keeps_its_generated_message_id() -> None:
+    attempts = [build_email(payload(), tenant_id="acme", message_id="msg-1", created_ms=1700000000000,
+                            now=NOW + timedelta(minutes=n)) for n in (0, 5, 60)]
+
+    assert len({msg["Message-ID"] for msg in attempts}) == 1
+
+
+def test_a_generated_message_id_is_at_the_envelope_senders_domain() -> None:
+    msg = build(payload(return_path="bounces@returns.example.net"))
+
+    assert msg["Message-ID"].endswith("@returns.example.net>")
 
 
 def test_date_keeps_the_offset_of_an_aware_now_and_takes_a_naive_now_as_utc() -> None:

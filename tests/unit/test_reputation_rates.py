@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mail_proxy.domain.models import ReputationThresholds
 from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
     Counts,
@@ -19,6 +18,7 @@ from mail_proxy.domain.reputation import (
     window_counts,
     window_start,
 )
+from mail_proxy.domain.tenant_models import ReputationThresholds
 
 HOUR = BUCKET_SECONDS
 DEFAULTS = ReputationThresholds()

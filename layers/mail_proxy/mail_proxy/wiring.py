@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mail_proxy.adapters.report_queue import ReportQueue
     from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
     from mail_proxy.api.services import ApiServices
-    from mail_proxy.mail.smtp_client import ConnectionCache
+    from mail_proxy.mail.smtp_pool import ConnectionCache
     from mail_proxy.usecases.attachments import ContentCache
     from mail_proxy.usecases.authorization import authenticate, authorizer_response
     from mail_proxy.usecases.bounce_polling import MailboxPoller
@@ -122,7 +122,7 @@ def authorizer_repository() -> MailRepository:
 @lru_cache(maxsize=1)
 def smtp_connections() -> ConnectionCache:
     """The sender's SMTP connections: they stay open across warm invocations."""
-    from mail_proxy.mail.smtp_client import ConnectionCache
+    from mail_proxy.mail.smtp_pool import ConnectionCache
 
     return ConnectionCache()
 

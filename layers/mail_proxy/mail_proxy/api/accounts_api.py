@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from mail_proxy.api.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, PathId, answers
 from mail_proxy.api.schemas import ACCOUNTS, Ok, TenantIdQuery, created, path_id
 from mail_proxy.api.services import principal, services
-from mail_proxy.domain.models import AccountCreate, AccountView
+from mail_proxy.domain.account_models import AccountCreate, AccountView
 
 router = APIGatewayHttpRouter()
 

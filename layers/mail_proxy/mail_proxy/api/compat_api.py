@@ -27,15 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mail_proxy.api.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, DescribedAs, answers
 from mail_proxy.api.messages_api import BatchState
 from mail_proxy.api.services import principal, services
-from mail_proxy.domain.models import (
-    TENANT_ID_PATTERN,
-    AccountCreate,
-    AccountView,
-    MessageRecord,
-    TenantCreate,
-    TenantUpdate,
-    TenantView,
-)
+from mail_proxy.domain.account_models import AccountCreate, AccountView
+from mail_proxy.domain.message_models import MessageRecord
+from mail_proxy.domain.models import TENANT_ID_PATTERN
+from mail_proxy.domain.tenant_models import TenantCreate, TenantUpdate, TenantView
 from mail_proxy.errors import InvalidInputError
 from mail_proxy.usecases.service_status import service_status
 

@@ -35,7 +35,7 @@ from mail_proxy.api.compat_api import (
 )
 from mail_proxy.api.schemas import path_id
 from mail_proxy.api.services import principal, services
-from mail_proxy.domain.models import MessageIn
+from mail_proxy.domain.message_models import MessageIn
 from mail_proxy.errors import InvalidInputError, NotFoundError
 from mail_proxy.usecases.command_log import read_command_log
 

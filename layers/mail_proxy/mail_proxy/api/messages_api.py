@@ -23,7 +23,8 @@ from mail_proxy.api.api_docs import (
 from mail_proxy.api.idempotency import run_idempotent
 from mail_proxy.api.schemas import MESSAGES, Ok, TenantIdQuery, path_id
 from mail_proxy.api.services import principal, services
-from mail_proxy.domain.models import MAX_MESSAGES_PER_CALL, RETENTION_SECONDS, MessageIn, MessageRecord, MessageStatus
+from mail_proxy.domain.message_models import MessageIn, MessageRecord
+from mail_proxy.domain.models import MAX_MESSAGES_PER_CALL, RETENTION_SECONDS, MessageStatus
 from mail_proxy.usecases.messages import MessageSearch
 
 router = APIGatewayHttpRouter()

@@ -13,7 +13,7 @@ from pydantic import Field
 from mail_proxy.api.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, answers
 from mail_proxy.api.schemas import TENANTS, Ok, TenantPath, created
 from mail_proxy.api.services import principal, services
-from mail_proxy.domain.models import TenantCreate, TenantSuspension, TenantUpdate, TenantView
+from mail_proxy.domain.tenant_models import TenantCreate, TenantSuspension, TenantUpdate, TenantView
 
 router = APIGatewayHttpRouter()
 

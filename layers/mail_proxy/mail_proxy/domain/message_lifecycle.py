@@ -1,7 +1,10 @@
 """A message's life as a state machine: every transition names the state it expects and what it changes.
 
-Pure (no AWS, no I/O): the repository applies a :class:`Transition` as one conditional write, so a stale
-sender, a concurrent delete or a replacement can never be overwritten. The transitions::
+Pure (no AWS, no I/O): :class:`MessageState` is a message's state item as the rules see it, and each of its
+transitions is a method returning a :class:`Transition`, which the repository applies as one conditional
+write, so a stale sender, a concurrent delete or a replacement can never be overwritten.
+:meth:`MessageState.after` says what that write means without a table (in-memory stores and unit tests use
+it; the repository's condition expression is the same rule in DynamoDB's words). The transitions::
 
     pending / deferred ──claim──► sending ──accepted──► sent
           ▲    │                     │ ──failed────► error
@@ -19,6 +22,7 @@ is simply handed back.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +38,16 @@ STAGE_OUTCOME = "outcome"  # the claim was taken only to record an outcome decid
 OUTCOME_UNKNOWN = ("delivery outcome unknown: the sender stopped during the SMTP transaction, so the server "
                    "may have accepted the message; it is not sent again, to never deliver it twice")
 WAITING = (MessageStatus.PENDING, MessageStatus.DEFERRED)
+_LEASE = ("lease_owner", "lease_until", "lease_stage")
+
+
+class TransitionRefused(Exception):
+    """The state is not the one the transition expects (the conditional write would not apply)."""
+
+    def __init__(self, transition: str, status: MessageStatus) -> None:
+        super().__init__(f"{transition} refused: the message is {status}, or changed since it was read")
+        self.transition = transition
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,17 @@ class Expectation:
     attempts: int | None = None  # optimistic check for transitions made without a claim
     due_by: int | None = None  # deferred messages: deferred_ts at or before this
     lease_expired_by: int | None = None  # sending messages: lease_until before this
+
+    def admits(self, state: MessageState) -> bool:
+        """Whether ``state`` is one this transition may be applied to (the write's condition, in Python)."""
+        return (state.status in self.statuses
+                and (self.payload_version is None or state.payload_version == self.payload_version)
+                and (self.lease_owner is None or state.lease_owner == self.lease_owner)
+                and (self.attempts is None or state.attempts == self.attempts)
+                and (self.due_by is None or state.status != MessageStatus.DEFERRED or state.deferred_ts is None
+                     or state.deferred_ts <= self.due_by)
+                and (self.lease_expired_by is None
+                     or (state.lease_until is not None and state.lease_until < self.lease_expired_by)))
 
 
 @dataclass(frozen=True)
@@ -69,8 +94,8 @@ class Transition:
 
 
 @dataclass(frozen=True)
-class Seen:
-    """The parts of a state read earlier that a transition is conditioned on."""
+class MessageState:
+    """A message's state as read: what its transitions are conditioned on, and the transitions themselves."""
 
     message_id: str
     status: MessageStatus
@@ -84,9 +109,11 @@ class Seen:
     batch_code: str | None = None
     account_id: str | None = None
     created_ms: int | None = None
+    watched: bool = False  # in the due index or among the held messages: the scheduler sees it already
 
     @classmethod
-    def of(cls, state: Mapping[str, Any]) -> Seen:
+    def from_item(cls, state: Mapping[str, Any]) -> MessageState:
+        """The typed state of a state item as the repository returns it."""
         return cls(
             message_id=state["id"], status=MessageStatus(state["status"]),
             payload_version=state.get("payload_version"), attempts=int(state.get("attempts") or 0),
@@ -94,7 +121,15 @@ class Seen:
             lease_stage=state.get("lease_stage"), deferred_ts=_int(state.get("deferred_ts")),
             priority=int(state.get("priority", 2)), batch_code=state.get("batch_code"),
             account_id=state.get("account_id"), created_ms=_int(state.get("created_ms")),
+            watched=bool(state.get("due_pk")),
         )
+
+    of = from_item  # the name callers written against ``Seen`` use
+
+    @property
+    def next_attempt(self) -> int:
+        """The number of the attempt being made now: the one place an attempt is counted."""
+        return self.attempts + 1
 
     def claimable(self, now: int) -> bool:
         return self.status == MessageStatus.PENDING or (
@@ -109,6 +144,111 @@ class Seen:
 
     def claimed_by(self, owner: str) -> Expectation:
         return Expectation(statuses=(MessageStatus.SENDING,), payload_version=self.payload_version, lease_owner=owner)
+
+    def after(self, transition: Transition) -> MessageState:
+        """The state once ``transition`` is written; :class:`TransitionRefused` if its expectation fails."""
+        if not transition.expect.admits(self):
+            raise TransitionRefused(transition.name, self.status)
+        changes: dict[str, Any] = {name: None for name in transition.removes if name in _TYPED}
+        changes.update({name: value for name, value in transition.sets.items() if name in _TYPED})
+        if "status" in changes:
+            changes["status"] = MessageStatus(changes["status"])
+        if transition.count_attempt:
+            changes["attempts"] = self.next_attempt
+        if transition.hold or transition.due_ts is not None:
+            changes["watched"] = True
+        elif transition.leaves_due_index:
+            changes["watched"] = False
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------------------------------ transitions
+
+    def claim(self, *, owner: str, lease_until: int, now: int, stage: str) -> Transition:
+        """Take a waiting message; only one sender can, and only while nobody changed it since it was read."""
+        return Transition(
+            "claim",
+            Expectation(statuses=WAITING, payload_version=self.payload_version, due_by=now),
+            sets={"status": MessageStatus.SENDING, "lease_owner": owner, "lease_until": lease_until,
+                  "lease_stage": stage},
+        )
+
+    def accepted(self, *, owner: str, now: int, event_id: str, refused: Mapping[str, Any] | None = None,
+                 warnings: list[str] | None = None, suppressed: list[str] | None = None,
+                 expires_at: int | None = None) -> Transition:
+        """The server answered 250 to DATA: recorded at once, before anything else happens."""
+        metadata: dict[str, Any] = summarise_refusals(refused)
+        if warnings:
+            metadata["warnings"] = [w[:REPLY_CHARS] for w in warnings[:WARNINGS_KEPT]]
+        if suppressed:
+            metadata["suppressed"] = suppressed[:REFUSALS_KEPT]
+            if len(suppressed) > REFUSALS_KEPT:
+                metadata["suppressed_count"] = len(suppressed)
+        sets: dict[str, Any] = {"status": MessageStatus.SENT, "sent_ts": now}
+        if expires_at is not None:
+            sets["expires_at"] = expires_at
+        return Transition("accepted", self.claimed_by(owner), sets=sets, count_attempt=True,
+                          removes=(*_LEASE, "error", "deferred_ts"),
+                          event=event("sent", "sent", now, event_id, metadata), leaves_due_index=True)
+
+    def accepted_minimal(self, *, owner: str, now: int, event_id: str, expires_at: int | None = None
+                         ) -> Transition:
+        """The smallest write that still says "sent": used when the full outcome cannot be written."""
+        return self.accepted(owner=owner, now=now, event_id=event_id, expires_at=expires_at)
+
+    def failed(self, reason: str, *, now: int, event_id: str, owner: str | None, code: int | None = None,
+               attempted: bool = True, metadata: Mapping[str, Any] | None = None, expires_at: int | None = None
+               ) -> Transition:
+        """A permanent failure: the message ends in ``error`` with its reason."""
+        details = dict(metadata or {})
+        if code:
+            details["smtp_code"] = code
+        sets: dict[str, Any] = {"status": MessageStatus.ERROR, "error": reason[:DESCRIPTION_CHARS], "error_ts": now}
+        if expires_at is not None:
+            sets["expires_at"] = expires_at
+        return Transition("failed", self.claimed_by(owner) if owner else self.without_claim(), sets=sets,
+                          removes=(*_LEASE, "deferred_ts"), count_attempt=attempted,
+                          event=event("error", reason, now, event_id, details or None), leaves_due_index=True)
+
+    def retry_later(self, reason: str, *, until: int, now: int, event_id: str, owner: str | None,
+                    code: int | None = None, attempted: bool = True, due_ts: int | None = None) -> Transition:
+        """A temporary failure (or a rate limit): ``deferred`` until ``until``; ``due_ts`` is when the scheduler
+        looks again (later than ``until`` when an SQS delay already carries the retry)."""
+        metadata: dict[str, Any] = {"retry_at": until, "attempt": self.next_attempt if attempted else self.attempts}
+        if code:
+            metadata["smtp_code"] = code
+        return Transition("retry_later", self.claimed_by(owner) if owner else self.without_claim(),
+                          sets={"status": MessageStatus.DEFERRED, "deferred_ts": until},
+                          removes=(*_LEASE, "error"), count_attempt=attempted,
+                          event=event("deferred", reason, now, event_id, metadata),
+                          due_ts=due_ts if due_ts is not None else until)
+
+    def release(self, *, owner: str, due_ts: int) -> Transition:
+        """Hand a claimed message back untouched (never sent), to be queued again at ``due_ts``."""
+        return Transition("release", self.claimed_by(owner), sets={"status": MessageStatus.PENDING},
+                          removes=_LEASE, due_ts=due_ts)
+
+    def hold(self) -> Transition:
+        """The tenant is not sending (inactive, suspended by an administrator, or the batch is suspended): the
+        message waits among the held ones, out of the due index, until the scheduler releases it."""
+        return Transition("hold", self.without_claim(), hold=True)
+
+    def abandoned(self, *, now: int, event_id: str, due_ts: int, expires_at: int | None = None) -> Transition:
+        """A claim whose lease ran out: the sender died. See the module docstring for why the stages differ."""
+        expect = Expectation(statuses=(MessageStatus.SENDING,), payload_version=self.payload_version,
+                             lease_owner=self.lease_owner, lease_expired_by=now)
+        if self.lease_stage == STAGE_OUTCOME:
+            return Transition("abandoned", expect, sets={"status": MessageStatus.PENDING}, removes=_LEASE,
+                              due_ts=due_ts)
+        sets: dict[str, Any] = {"status": MessageStatus.ERROR, "error": OUTCOME_UNKNOWN, "error_ts": now}
+        if expires_at is not None:
+            sets["expires_at"] = expires_at
+        return Transition("abandoned", expect, sets=sets, removes=(*_LEASE, "deferred_ts"), count_attempt=True,
+                          event=event("error", OUTCOME_UNKNOWN, now, event_id, {"outcome_unknown": True}),
+                          leaves_due_index=True)
+
+
+Seen = MessageState  # the earlier name: "the parts of a state read earlier that a transition is conditioned on"
+_TYPED = frozenset(f.name for f in dataclasses.fields(MessageState)) - {"message_id", "attempts", "watched"}
 
 
 def _int(value: Any) -> int | None:
@@ -136,98 +276,13 @@ def summarise_refusals(refused: Mapping[str, tuple[int, bytes | str]] | None) ->
     return {"refused": named, "refused_count": len(refused)}
 
 
-# ----------------------------------------------------------------------------------------------- transitions
+# ----------------------------------------------------------------- the transitions in function form (older callers)
 
-
-def claim(seen: Seen, *, owner: str, lease_until: int, now: int, stage: str) -> Transition:
-    """Take a waiting message; only one sender can, and only while nobody changed it since it was read."""
-    return Transition(
-        "claim",
-        Expectation(statuses=WAITING, payload_version=seen.payload_version, due_by=now),
-        sets={"status": MessageStatus.SENDING, "lease_owner": owner, "lease_until": lease_until,
-              "lease_stage": stage},
-    )
-
-
-def accepted(seen: Seen, *, owner: str, now: int, event_id: str, refused: Mapping[str, Any] | None = None,
-             warnings: list[str] | None = None, suppressed: list[str] | None = None,
-             expires_at: int | None = None) -> Transition:
-    """The server answered 250 to DATA: recorded at once, before anything else happens."""
-    metadata: dict[str, Any] = summarise_refusals(refused)
-    if warnings:
-        metadata["warnings"] = [w[:REPLY_CHARS] for w in warnings[:WARNINGS_KEPT]]
-    if suppressed:
-        metadata["suppressed"] = suppressed[:REFUSALS_KEPT]
-        if len(suppressed) > REFUSALS_KEPT:
-            metadata["suppressed_count"] = len(suppressed)
-    sets: dict[str, Any] = {"status": MessageStatus.SENT, "sent_ts": now}
-    if expires_at is not None:
-        sets["expires_at"] = expires_at
-    return Transition("accepted", seen.claimed_by(owner), sets=sets, count_attempt=True,
-                      removes=("lease_owner", "lease_until", "lease_stage", "error", "deferred_ts"),
-                      event=event("sent", "sent", now, event_id, metadata), leaves_due_index=True)
-
-
-def accepted_minimal(seen: Seen, *, owner: str, now: int, event_id: str, expires_at: int | None = None
-                     ) -> Transition:
-    """The smallest write that still says "sent": used when the full outcome cannot be written."""
-    return accepted(seen, owner=owner, now=now, event_id=event_id, expires_at=expires_at)
-
-
-def failed(seen: Seen, reason: str, *, now: int, event_id: str, owner: str | None, code: int | None = None,
-           attempted: bool = True, metadata: Mapping[str, Any] | None = None, expires_at: int | None = None
-           ) -> Transition:
-    """A permanent failure: the message ends in ``error`` with its reason."""
-    details = dict(metadata or {})
-    if code:
-        details["smtp_code"] = code
-    sets: dict[str, Any] = {"status": MessageStatus.ERROR, "error": reason[:DESCRIPTION_CHARS], "error_ts": now}
-    if expires_at is not None:
-        sets["expires_at"] = expires_at
-    return Transition("failed", seen.claimed_by(owner) if owner else seen.without_claim(), sets=sets,
-                      removes=("lease_owner", "lease_until", "lease_stage", "deferred_ts"),
-                      count_attempt=attempted, event=event("error", reason, now, event_id, details or None),
-                      leaves_due_index=True)
-
-
-def retry_later(seen: Seen, reason: str, *, until: int, now: int, event_id: str, owner: str | None,
-                code: int | None = None, attempted: bool = True, due_ts: int | None = None) -> Transition:
-    """A temporary failure (or a rate limit): ``deferred`` until ``until``; ``due_ts`` is when the scheduler
-    looks again (later than ``until`` when an SQS delay already carries the retry)."""
-    attempt = seen.attempts + (1 if attempted else 0)
-    metadata: dict[str, Any] = {"retry_at": until, "attempt": attempt}
-    if code:
-        metadata["smtp_code"] = code
-    return Transition("retry_later", seen.claimed_by(owner) if owner else seen.without_claim(),
-                      sets={"status": MessageStatus.DEFERRED, "deferred_ts": until},
-                      removes=("lease_owner", "lease_until", "lease_stage", "error"), count_attempt=attempted,
-                      event=event("deferred", reason, now, event_id, metadata),
-                      due_ts=due_ts if due_ts is not None else until)
-
-
-def release(seen: Seen, *, owner: str, due_ts: int) -> Transition:
-    """Hand a claimed message back untouched (never sent), to be queued again at ``due_ts``."""
-    return Transition("release", seen.claimed_by(owner), sets={"status": MessageStatus.PENDING},
-                      removes=("lease_owner", "lease_until", "lease_stage"), due_ts=due_ts)
-
-
-def hold(seen: Seen) -> Transition:
-    """The tenant is not sending (inactive, suspended by an administrator, or the batch is suspended): the
-    message waits among the held ones, out of the due index, until the scheduler releases it."""
-    return Transition("hold", seen.without_claim(), hold=True)
-
-
-def abandoned(seen: Seen, *, now: int, event_id: str, due_ts: int, expires_at: int | None = None) -> Transition:
-    """A claim whose lease ran out: the sender died. See the module docstring for why the two stages differ."""
-    expect = Expectation(statuses=(MessageStatus.SENDING,), payload_version=seen.payload_version,
-                         lease_owner=seen.lease_owner, lease_expired_by=now)
-    if seen.lease_stage == STAGE_OUTCOME:
-        return Transition("abandoned", expect, sets={"status": MessageStatus.PENDING},
-                          removes=("lease_owner", "lease_until", "lease_stage"), due_ts=due_ts)
-    sets: dict[str, Any] = {"status": MessageStatus.ERROR, "error": OUTCOME_UNKNOWN, "error_ts": now}
-    if expires_at is not None:
-        sets["expires_at"] = expires_at
-    return Transition("abandoned", expect, sets=sets,
-                      removes=("lease_owner", "lease_until", "lease_stage", "deferred_ts"), count_attempt=True,
-                      event=event("error", OUTCOME_UNKNOWN, now, event_id, {"outcome_unknown": True}),
-                      leaves_due_index=True)
+claim = MessageState.claim
+accepted = MessageState.accepted
+accepted_minimal = MessageState.accepted_minimal
+failed = MessageState.failed
+retry_later = MessageState.retry_later
+release = MessageState.release
+hold = MessageState.hold
+abandoned = MessageState.abandoned

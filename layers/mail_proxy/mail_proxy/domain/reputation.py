@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mail_proxy.domain.models import ReputationThresholds
+from mail_proxy.domain.tenant_models import ReputationThresholds
 
 BUCKET_SECONDS = 3600
 SENT = "sent"

@@ -1,7 +1,7 @@
 """E-mail address and header-value checks, strict enough that a bad address is refused at the API and
 never reaches a retry loop.
 
-The grammar is the one :mod:`mail_proxy.mail.mime` builds from, so what the API accepts can be sent: a dot-atom
+The grammar is the one ``mime_addresses`` builds from, so what the API accepts can be sent: a dot-atom
 local part, ASCII or UTF-8 (RFC 6531: sent with SMTPUTF8, and refused by a server that does not offer it),
 and a host name of two labels or more, ASCII or international (IDNA-encoded here, as in the envelope and
 headers, so ``user@exämple.org`` is kept as ``user@xn--exmple-cua.org``).

@@ -2,10 +2,10 @@
 
 A pure library over :mod:`smtplib` (no AWS). One message costs the round trips of MAIL, RCPT (one per
 recipient) and DATA, or two in all when the server offers PIPELINING (RFC 2920); nothing else is sent
-per message. Connections live in a :class:`ConnectionCache` across warm Lambda invocations and are
+per message. Connections live in a ``ConnectionCache`` (``smtp_pool``) across warm Lambda invocations and are
 checked (a free socket poll always, a NOOP only after a few idle seconds) before reuse.
 
-Classification happens in one place, :func:`classify_smtp_failure`:
+Classification happens in one place, ``classify_smtp_failure`` (``smtp_replies``, with the errors):
 
 * temporary (:class:`SmtpTemporaryError`, retry later): 4xx replies, timeouts, refused/reset/dropped
   connections (also a connection dropped during DATA: the message may or may not have been accepted;
@@ -28,24 +28,19 @@ in :attr:`SendOutcome.refused` (a 4xx-refused recipient of a sent message is not
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import re
-import secrets
 import select
 import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
 
+from mail_proxy.mail.smtp_replies import SendOutcome, SmtpPermanentError, _text, classify_smtp_failure
+from mail_proxy.mail.smtp_settings import SmtpSettings
 from mail_proxy.security.address_guard import (
-    NOT_ALLOWED,
-    AddressPolicy,
-    DeadlineExceeded,
     DeadlineTLSContext,
     HostNotAllowed,
     connect,
@@ -55,202 +50,14 @@ from mail_proxy.security.address_guard import (
     tls_client_context,
 )
 
-__all__ = [
-    "ConnectionCache",
-    "SendOutcome",
-    "SmtpConnection",
-    "SmtpDeliveryError",
-    "SmtpPermanentError",
-    "SmtpSettings",
-    "SmtpTemporaryError",
-    "TlsMode",
-    "classify_smtp_failure",
-]
+__all__ = ["SmtpConnection"]
 
-TlsMode = Literal["ssl", "starttls", "none"]
-_TLS_MODES = ("ssl", "starttls", "none")
-_MAX_REASON = 500
 _QUIT_TIMEOUT = 2.0
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
-# Keys fingerprints of passwords for this process only: a fingerprint is useless anywhere else.
-_PROCESS_KEY = secrets.token_bytes(32)
-
-
-# --- settings -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """How to reach and log in to one SMTP account. ``repr`` never shows the password.
-
-    Login happens only when both ``user`` and ``password`` are set. ``timeout`` (seconds) bounds every
-    call (open, send) in total, well inside a Lambda's run time. ``verify_tls`` checks the server's
-    certificate and host name against ``ca_file`` (or the system's CAs). ``address_policy`` says which
-    addresses the host may resolve to (public only, by default).
-    """
-
-    host: str
-    port: int
-    tls: TlsMode = "starttls"
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    timeout: float = 20.0
-    local_hostname: str | None = None
-    verify_tls: bool = True
-    ca_file: str | None = None
-    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
-
-    def __post_init__(self) -> None:
-        if self.tls not in _TLS_MODES:
-            raise ValueError(f"tls must be one of {_TLS_MODES}, not {self.tls!r}")
-        if not self.host:
-            raise ValueError("host is required")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port {self.port} is out of range")
-        if not self.timeout > 0:
-            raise ValueError("timeout must be positive")
-
-    @property
-    def has_credentials(self) -> bool:
-        return bool(self.user) and self.password is not None
-
-    @cached_property
-    def fingerprint(self) -> tuple[object, ...]:
-        """Identifies the connection these settings open; holds a keyed hash of the password, never
-        the password, so a connection is not reused after a password change."""
-        password_digest = (
-            None
-            if self.password is None
-            else hmac.new(_PROCESS_KEY, self.password.encode(), hashlib.sha256).hexdigest()
-        )
-        return (
-            self.host.lower(),
-            self.port,
-            self.tls,
-            self.user,
-            password_digest,
-            self.verify_tls,
-            self.ca_file,
-            self.local_hostname,
-            self.timeout,
-            self.address_policy,
-        )
-
-
-# --- errors ---------------------------------------------------------------------------------------
-
-
-class SmtpDeliveryError(Exception):
-    """A delivery attempt failed. ``reason`` is short and fit for the message's ``error`` field
-    (e.g. ``"550 5.1.1 user unknown"``); ``code``/``reply`` are the server's, when it answered."""
-
-    temporary: bool = False
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        code: int | None = None,
-        reply: str = "",
-        refused: Mapping[str, tuple[int, str]] | None = None,
-    ) -> None:
-        reason = " ".join(reason.split())
-        if len(reason) > _MAX_REASON:
-            reason = reason[: _MAX_REASON - 3] + "..."
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-        self.reply = reply
-        self.refused: dict[str, tuple[int, str]] = dict(refused or {})
-
-
-class SmtpTemporaryError(SmtpDeliveryError):
-    """May succeed later: retry with backoff."""
-
-    temporary = True
-
-
-class SmtpPermanentError(SmtpDeliveryError):
-    """Can never succeed as it is: fail the message now."""
-
-    temporary = False
-
-
-def _text(reply: bytes | str) -> str:
-    if isinstance(reply, bytes):
-        reply = reply.decode("utf-8", "replace")
-    return " ".join(reply.split())
-
-
-def _by_code(code: int, reply: bytes | str, prefix: str = "") -> SmtpDeliveryError:
-    text = _text(reply)
-    reason = f"{prefix}{code} {text}".strip()
-    if 500 <= code < 600:
-        return SmtpPermanentError(reason, code=code, reply=text)
-    # 4xx, and anything a server should not have answered: assume the next attempt can succeed.
-    return SmtpTemporaryError(reason, code=code, reply=text)
-
-
-def classify_smtp_failure(exc: BaseException) -> SmtpDeliveryError:
-    """The one place that decides whether a failure is temporary or permanent (see the module doc).
-
-    Accepts what :mod:`smtplib`, :mod:`ssl` and :mod:`socket` raise (also from a plain
-    ``smtplib.SMTP.sendmail``); returns the typed error to raise ``from`` the original.
-    """
-    if isinstance(exc, SmtpDeliveryError):
-        return exc
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        refused = {address: (code, _text(reply)) for address, (code, reply) in exc.recipients.items()}
-        listed = "; ".join(f"{address}: {code} {reply}" for address, (code, reply) in refused.items())
-        first_code, first_reply = next(iter(refused.values()), (0, ""))
-        every_permanent = all(500 <= code < 600 for code, _ in refused.values())
-        error_type = SmtpPermanentError if every_permanent else SmtpTemporaryError
-        return error_type(
-            f"every recipient refused: {listed}", code=first_code or None, reply=first_reply, refused=refused
-        )
-    if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return _by_code(exc.smtp_code, exc.smtp_error, prefix="authentication failed: ")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _by_code(exc.smtp_code, exc.smtp_error)
-    if isinstance(exc, HostNotAllowed):
-        return SmtpPermanentError(NOT_ALLOWED)
-    if isinstance(exc, DeadlineExceeded) or isinstance(exc.__context__, DeadlineExceeded):
-        return SmtpTemporaryError("timed out: the server did not finish within the time allowed")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        if isinstance(exc.__context__, TimeoutError):  # smtplib reports a read timeout as a disconnect
-            return SmtpTemporaryError("timed out waiting for the server")
-        return SmtpTemporaryError(f"connection closed by the server: {exc}")
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return SmtpPermanentError(f"not supported by the server: {exc}")
-    if isinstance(exc, smtplib.SMTPException):
-        return SmtpPermanentError(f"SMTP error: {exc}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return SmtpPermanentError(f"TLS certificate not accepted: {getattr(exc, 'verify_message', None) or exc}")
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
-        return SmtpTemporaryError(f"connection dropped during TLS: {exc}")
-    if isinstance(exc, ssl.SSLError):
-        return SmtpPermanentError(f"TLS failure: {exc}")
-    if isinstance(exc, TimeoutError):
-        return SmtpTemporaryError(f"timed out: {exc}" if str(exc) else "timed out")
-    if isinstance(exc, ConnectionRefusedError):
-        return SmtpTemporaryError(f"connection refused: {exc}")
-    if isinstance(exc, OSError):
-        return SmtpTemporaryError(f"network error: {exc}")
-    return SmtpTemporaryError(f"unexpected {type(exc).__name__}: {exc}")
 
 
 # --- connection -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    """A message the server accepted. ``refused`` maps each refused recipient to (code, reply)."""
-
-    accepted: tuple[str, ...]
-    refused: Mapping[str, tuple[int, str]]
-    code: int
-    reply: str
 
 
 @lru_cache(maxsize=1)
@@ -584,77 +391,3 @@ class SmtpConnection:
     def _close_quietly(smtp: smtplib.SMTP) -> None:
         with contextlib.suppress(OSError):
             smtp.close()
-
-
-# --- cache ----------------------------------------------------------------------------------------
-
-
-class ConnectionCache:
-    """Open connections kept across warm Lambda invocations, one per account's settings.
-
-    ``get`` hands out a connection that is open and fresh: the server has not closed it (checked
-    without a round trip), it was used within ``max_idle`` seconds, and if idle more than
-    ``noop_after`` seconds it answered NOOP; otherwise a new one is opened. Call ``discard`` after a
-    :class:`SmtpDeliveryError`. At most ``max_connections`` are kept (least recently used closed first).
-
-    Not thread-safe: a Lambda runs one invocation at a time; use one cache per thread otherwise.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_idle: float = 240.0,
-        noop_after: float = 5.0,
-        max_connections: int = 16,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_idle = max_idle
-        self.noop_after = noop_after
-        self.max_connections = max_connections
-        self._clock = clock
-        self._connections: dict[tuple[object, ...], SmtpConnection] = {}
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def get(self, settings: SmtpSettings, *, deadline: float | None = None) -> SmtpConnection:
-        """An open connection for ``settings``, checked or opened by ``deadline`` (``time.monotonic()``);
-        raises :class:`SmtpDeliveryError` if one cannot be opened."""
-        key = settings.fingerprint
-        connection = self._connections.pop(key, None)
-        if connection is not None and not self._reusable(connection, deadline):
-            connection.close()
-            connection = None
-        self._close_stale()
-        if connection is None:
-            connection = SmtpConnection(settings, clock=self._clock)
-            connection.open(deadline=deadline)
-        self._connections[key] = connection  # most recently used last
-        while len(self._connections) > self.max_connections:
-            self._connections.pop(next(iter(self._connections))).close()
-        return connection
-
-    def discard(self, settings: SmtpSettings) -> None:
-        """Close and forget the connection for ``settings`` (after an error it may be unusable)."""
-        connection = self._connections.pop(settings.fingerprint, None)
-        if connection is not None:
-            connection.close()
-
-    def close_all(self) -> None:
-        connections, self._connections = list(self._connections.values()), {}
-        for connection in connections:
-            connection.close()
-
-    def _reusable(self, connection: SmtpConnection, deadline: float | None) -> bool:
-        if not connection.is_open or connection.peer_closed():
-            return False
-        idle = connection.idle_seconds()
-        if idle > self.max_idle:
-            return False
-        return idle <= self.noop_after or connection.is_alive(deadline=deadline)
-
-    def _close_stale(self) -> None:
-        for key, connection in list(self._connections.items()):
-            if connection.idle_seconds() > self.max_idle or not connection.is_open:
-                del self._connections[key]
-                connection.close()

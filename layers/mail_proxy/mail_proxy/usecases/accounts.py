@@ -7,9 +7,11 @@ from typing import Any
 from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.secrets_config import encrypt
 from mail_proxy.domain import clock
+from mail_proxy.domain.account_models import AccountCreate, AccountView
 from mail_proxy.domain.entities import Account, entity_from_fields
-from mail_proxy.domain.models import AccountCreate, AccountView, MailboxView, check_literal_host
+from mail_proxy.domain.models import check_literal_host
 from mail_proxy.domain.principal import Principal
+from mail_proxy.domain.tenant_models import MailboxView
 from mail_proxy.errors import NotFoundError
 from mail_proxy.security.address_guard import AddressPolicy
 from mail_proxy.settings import get_settings

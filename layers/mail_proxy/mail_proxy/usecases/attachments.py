@@ -25,7 +25,7 @@ from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobMissing, BlobStore, BlobTooLarge, BlobUnavailable
 from mail_proxy.adapters.outbound_http import OutboundFailed, OutboundRefused, request
-from mail_proxy.mail.mime import FetchedAttachment
+from mail_proxy.mail.mime_bodies import FetchedAttachment
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 MAX_TOTAL_BYTES = 30 * 1024 * 1024

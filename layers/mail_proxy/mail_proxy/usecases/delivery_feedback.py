@@ -33,7 +33,8 @@ from mail_proxy.domain.reputation import BOUNCED, COMPLAINED
 from mail_proxy.mail.bounce_parser import Bounce
 from mail_proxy.mail.complaint_parser import Complaint
 from mail_proxy.mail.inbound_mail import ProxyReference
-from mail_proxy.mail.mime import MalformedMessageError, envelope_recipients
+from mail_proxy.mail.mime_addresses import envelope_recipients
+from mail_proxy.mail.mime_headers import MalformedMessageError
 from mail_proxy.mail.pec_parser import PecReceipt
 from mail_proxy.security.proxy_tags import tag_is_valid
 from mail_proxy.usecases.reputation_guard import ReputationGuard

@@ -13,7 +13,7 @@ from mail_proxy.adapters.blob_store import BlobStore
 from mail_proxy.adapters.payload_store import files_prefix, message_folder
 from mail_proxy.domain import clock
 from mail_proxy.domain.entities import Tenant
-from mail_proxy.mail.mime import FetchedAttachment
+from mail_proxy.mail.mime_bodies import FetchedAttachment
 from mail_proxy.security.crypto import KeyRing
 from mail_proxy.security.file_links import FileLink, make_token
 from mail_proxy.usecases.attachments import AttachmentPermanentError

@@ -12,7 +12,8 @@ from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.secrets_config import key_ring
 from mail_proxy.domain import clock
 from mail_proxy.domain.entities import Tenant
-from mail_proxy.mail.mime import FetchedAttachment, ListUnsubscribe
+from mail_proxy.mail.mime import ListUnsubscribe
+from mail_proxy.mail.mime_bodies import FetchedAttachment
 from mail_proxy.usecases.attachments import DEFAULT_ATTACHMENT_PATH, AttachmentFetcher, TenantSources
 from mail_proxy.usecases.client_auth import client_auth_headers
 from mail_proxy.usecases.large_files import LargeFilePolicy, apply_policy

@@ -12,13 +12,8 @@ from mail_proxy.adapters.payload_store import PayloadStore, files_prefix, messag
 from mail_proxy.adapters.report_queue import ReportQueue
 from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.domain import clock
-from mail_proxy.domain.models import (
-    FINAL_STATUSES,
-    WAITING_STATUSES,
-    HistoryEvent,
-    MessageRecord,
-    MessageStatus,
-)
+from mail_proxy.domain.message_models import HistoryEvent, MessageRecord
+from mail_proxy.domain.models import FINAL_STATUSES, WAITING_STATUSES, MessageStatus
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from mail_proxy.usecases import audit

@@ -25,7 +25,6 @@ from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import logger, metrics
 from mail_proxy.domain import clock
 from mail_proxy.domain.entities import Tenant
-from mail_proxy.domain.models import ReputationRates, ReputationView
 from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
     Counts,
@@ -39,8 +38,10 @@ from mail_proxy.domain.reputation import (
     window_counts,
     window_start,
 )
+from mail_proxy.domain.tenant_models import ReputationRates, ReputationView
 from mail_proxy.errors import ThrottledError
 from mail_proxy.usecases import audit
+from mail_proxy.usecases.ports import SendCounts
 
 MAX_WINDOW_HOURS = 168
 COUNTER_TTL_SECONDS = (MAX_WINDOW_HOURS + 2) * BUCKET_SECONDS
@@ -66,11 +67,11 @@ def stored_view(tenant: Tenant) -> ReputationView:
                           thresholds=thresholds_of(tenant))
 
 
-class ReputationGuard:
-    def __init__(self, repo: MailRepository) -> None:
-        self.repo = repo
+class ReputationCounter:
+    """The counting half of the guard: all the sender needs (it never judges)."""
 
-    # -------------------------------------------------------------------------------------- counting
+    def __init__(self, counts: SendCounts) -> None:
+        self.store = counts
 
     def record(self, tenant_id: str, account_id: str | None, kind: str, count: int = 1) -> None:
         """Add ``count`` to this hour's ``kind`` counter of the tenant (and its account)."""
@@ -79,12 +80,18 @@ class ReputationGuard:
         now = clock.now_ts()
         bucket = bucket_start(now)
         try:
-            self.repo.add_reputation_counts(tenant_id, bucket, dict.fromkeys(counter_names(kind, account_id), count),
-                                            expires_at=bucket + COUNTER_TTL_SECONDS)
+            self.store.add_reputation_counts(tenant_id, bucket, dict.fromkeys(counter_names(kind, account_id), count),
+                                             expires_at=bucket + COUNTER_TTL_SECONDS)
         except (ThrottledError, BotoCoreError, ClientError) as exc:  # a count lost never holds up mail
             logger.warning("reputation counter not written", extra={"tenant_id": tenant_id, "account_id": account_id,
                                                                     "kind": kind, "count": count,
                                                                     "error": type(exc).__name__})
+
+
+class ReputationGuard(ReputationCounter):
+    def __init__(self, repo: MailRepository) -> None:
+        super().__init__(repo)
+        self.repo = repo
 
     def counts(self, tenant: Tenant) -> WindowCounts:
         since = window_start(clock.now_ts(), thresholds_of(tenant).window_hours)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mail_proxy.adapters.dynamodb import PAYLOAD_TTL_SECONDS, MailRepository
+from mail_proxy.adapters.dynamodb.keys import PAYLOAD_TTL_SECONDS
 from mail_proxy.adapters.observability import logger
-from mail_proxy.adapters.send_queue import SendQueue, new_event_id
+from mail_proxy.adapters.send_queue import new_event_id
 from mail_proxy.domain import clock
-from mail_proxy.domain import message_lifecycle as life
 from mail_proxy.domain.entities import Tenant
+from mail_proxy.domain.message_lifecycle import MessageState
 from mail_proxy.domain.models import RETENTION_SECONDS, MessageStatus
+from mail_proxy.usecases.ports import MessageStates, SchedulingStore, SendLanes
 
 MAX_PER_TENANT_RUN = 5000
 ENQUEUE_GRACE_SECONDS = 900  # a message the scheduler queued and nobody claimed by then is queued again
@@ -28,7 +29,7 @@ class ScheduleOutcome:
     skipped_suspended: int = 0
 
 
-def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: Tenant,
+def enqueue_due(repo: SchedulingStore, queue: SendLanes, tenant: Tenant,
                 *, limit: int = MAX_PER_TENANT_RUN) -> ScheduleOutcome:
     outcome = ScheduleOutcome()
     tenant_id = tenant.tenant_id
@@ -45,25 +46,25 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: Tenant,
     states = repo.get_states(tenant_id, due_ids)
     ready: list[tuple[int, str]] = []
     for mid in due_ids:
-        state = states.get(mid)
-        if state is None or state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED,
-                                                     MessageStatus.SENDING):
-            if state is not None:
-                repo.clear_due(tenant_id, mid)
+        item = states.get(mid)
+        if item is None:
             continue
-        seen = life.Seen.of(state)
-        if seen.lease_expired(now):
-            if settle_abandoned(repo, tenant, seen, now=now) == MessageStatus.PENDING:
-                ready.append((seen.priority, mid))
+        state = MessageState.from_item(item)
+        if state.status not in (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.SENDING):
+            repo.clear_due(tenant_id, mid)
             continue
-        if seen.status == MessageStatus.SENDING:
-            repo.set_due(tenant_id, mid, int(state["lease_until"]))
+        if state.lease_expired(now):
+            if settle_abandoned(repo, tenant, state, now=now) == MessageStatus.PENDING:
+                ready.append((state.priority, mid))
             continue
-        if not tenant.is_sending(seen.batch_code):
-            repo.apply_transition(tenant_id, mid, life.hold(seen), now=now)  # out of the due index until released
+        if state.status == MessageStatus.SENDING:
+            repo.set_due(tenant_id, mid, int(state.lease_until or now))
+            continue
+        if not tenant.is_sending(state.batch_code):
+            repo.apply_transition(tenant_id, mid, state.hold(), now=now)  # out of the due index until released
             outcome.skipped_suspended += 1
             continue
-        ready.append((seen.priority, mid))
+        ready.append((state.priority, mid))
     ready.sort()
     for _, mid in ready:
         repo.set_due(tenant_id, mid, now + ENQUEUE_GRACE_SECONDS)
@@ -74,21 +75,21 @@ def enqueue_due(repo: MailRepository, queue: SendQueue, tenant: Tenant,
     return outcome
 
 
-def settle_abandoned(repo: MailRepository, tenant: Tenant, seen: life.Seen, *, now: int
+def settle_abandoned(repo: MessageStates, tenant: Tenant, state: MessageState, *, now: int
                      ) -> MessageStatus | None:
     """A claim whose lease ran out (its sender died): ended in ``error`` if it died during the SMTP transaction,
     else handed back (pending, to be queued). The status it now has, or None if someone else settled it."""
-    transition = life.abandoned(seen, now=now, event_id=new_event_id(), due_ts=now + ENQUEUE_GRACE_SECONDS,
-                                expires_at=None if tenant.reports_enabled else now + RETENTION_SECONDS)
-    if not repo.apply_transition(tenant.tenant_id, seen.message_id, transition, now=now):
+    transition = state.abandoned(now=now, event_id=new_event_id(), due_ts=now + ENQUEUE_GRACE_SECONDS,
+                                 expires_at=None if tenant.reports_enabled else now + RETENTION_SECONDS)
+    if not repo.apply_transition(tenant.tenant_id, state.message_id, transition, now=now):
         return None
     if transition.status == MessageStatus.ERROR:
         logger.warning("claim expired during an SMTP transaction; the message is not sent again",
-                       extra={"tenant_id": tenant.tenant_id, "message_id": seen.message_id})
+                       extra={"tenant_id": tenant.tenant_id, "message_id": state.message_id})
     return transition.status
 
 
-def release_held(repo: MailRepository, tenant: Tenant, *, now: int, limit: int = MAX_PER_TENANT_RUN
+def release_held(repo: SchedulingStore, tenant: Tenant, *, now: int, limit: int = MAX_PER_TENANT_RUN
                  ) -> list[str]:
     """Held messages whose tenant and batch send again go back to the due index (due now); their ids.
 
@@ -113,19 +114,20 @@ def release_held(repo: MailRepository, tenant: Tenant, *, now: int, limit: int =
     states = repo.get_states(tenant.tenant_id, held)
     released = []
     for mid in held:
-        state = states.get(mid)
-        if state is None:
+        item = states.get(mid)
+        if item is None:
             continue
-        if state["status"] == MessageStatus.SENDING:
+        state = MessageState.from_item(item)
+        if state.status == MessageStatus.SENDING:
             # claimed by a sender that read it before the hold: watched until its lease ends, never dropped
-            repo.set_due(tenant.tenant_id, mid, int(state.get("lease_until") or now))
-        elif state["status"] not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
+            repo.set_due(tenant.tenant_id, mid, int(state.lease_until or now))
+        elif state.status not in (MessageStatus.PENDING, MessageStatus.DEFERRED):
             repo.clear_due(tenant.tenant_id, mid)
-        elif tenant.is_sending(state.get("batch_code")):
-            due = max(now, int(state.get("deferred_ts") or 0))
+        elif tenant.is_sending(state.batch_code):
+            due = max(now, state.deferred_ts or 0)
             repo.set_due(tenant.tenant_id, mid, due)
-            if state.get("payload_version"):
-                repo.set_payload_expiry(tenant.tenant_id, mid, state["payload_version"], due + PAYLOAD_TTL_SECONDS)
+            if state.payload_version:
+                repo.set_payload_expiry(tenant.tenant_id, mid, state.payload_version, due + PAYLOAD_TTL_SECONDS)
             if due <= now:
                 released.append(mid)
     return released
@@ -136,7 +138,7 @@ FIRST_LOOK_BACK_SECONDS = 24 * 3600
 RECONCILE_PAGE = 1000
 
 
-def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: Tenant) -> int:
+def reconcile_unqueued(repo: SchedulingStore, queue: SendLanes, tenant: Tenant) -> int:
     """Queue again what was accepted but never reached a queue, or whose sender died.
 
     Messages queued at submission carry no due time (it would cost index writes on every message).
@@ -156,21 +158,21 @@ def reconcile_unqueued(repo: MailRepository, queue: SendQueue, tenant: Tenant) -
     states = repo.states_created_between(tenant_id, start, upto, limit=RECONCILE_PAGE)
     ready: list[tuple[int, str]] = []
     sending = tenant.is_sending(None)
-    for state in states:
-        if state.get("due_pk"):
+    for item in states:
+        state = MessageState.from_item(item)
+        if state.watched:
             continue  # watched through the due index (or held) already
-        seen = life.Seen.of(state)
-        if seen.lease_expired(now):
-            if settle_abandoned(repo, tenant, seen, now=now) == MessageStatus.PENDING and sending:
-                ready.append((seen.priority, seen.message_id))
-        elif seen.status == MessageStatus.PENDING:
-            if sending and tenant.is_sending(seen.batch_code):
-                repo.set_due(tenant_id, seen.message_id, now + ENQUEUE_GRACE_SECONDS)
-                ready.append((seen.priority, seen.message_id))
+        if state.lease_expired(now):
+            if settle_abandoned(repo, tenant, state, now=now) == MessageStatus.PENDING and sending:
+                ready.append((state.priority, state.message_id))
+        elif state.status == MessageStatus.PENDING:
+            if sending and tenant.is_sending(state.batch_code):
+                repo.set_due(tenant_id, state.message_id, now + ENQUEUE_GRACE_SECONDS)
+                ready.append((state.priority, state.message_id))
             else:
-                repo.apply_transition(tenant_id, seen.message_id, life.hold(seen), now=now)
-        elif seen.status == MessageStatus.SENDING:
-            repo.set_due(tenant_id, seen.message_id, int(state["lease_until"]))
+                repo.apply_transition(tenant_id, state.message_id, state.hold(), now=now)
+        elif state.status == MessageStatus.SENDING:
+            repo.set_due(tenant_id, state.message_id, int(state.lease_until or now))
     ready.sort()
     failed = set(queue.enqueue(tenant_id, ready))
     for mid in failed:
@@ -190,7 +192,7 @@ class TickOutcome:
     held: int = 0
 
 
-def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[Tenant],
+def run_tick(repo: SchedulingStore, queue: SendLanes, tenants: list[Tenant],
              remaining_ms: Callable[[], int]) -> TickOutcome:
     """One scheduler tick over every tenant, stopping while there is time left to finish cleanly."""
     total = TickOutcome()
@@ -203,7 +205,7 @@ def run_tick(repo: MailRepository, queue: SendQueue, tenants: list[Tenant],
             found = reconcile_unqueued(repo, queue, tenant)
         except Exception:  # one tenant's failure stays its own: the next tick tries it again
             logger.exception("tenant not scheduled; the next tick tries again",
-                             extra={"tenant_id": tenant.tenant_id})
+                             extra={"tenant_id": tenant.get("tenant_id")})
             continue
         if outcome.queued or outcome.skipped_suspended or found:
             logger.info("tenant scheduled", extra={"tenant_id": tenant.tenant_id, "queued": outcome.queued,

@@ -28,18 +28,18 @@ from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.payload_store import PayloadStore
 from mail_proxy.adapters.send_queue import SendQueue, new_event_id
 from mail_proxy.domain import clock
+from mail_proxy.domain.message_models import MessageIn, describe_validation_error
 from mail_proxy.domain.models import (
     MAX_MESSAGES_PER_CALL,
     MESSAGE_ID_PATTERN,
     RETENTION_SECONDS,
-    MessageIn,
     MessageStatus,
-    describe_validation_error,
     normalise_priority,
 )
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ForbiddenError, InvalidInputError
-from mail_proxy.mail.mime import MalformedMessageError, envelope_recipients
+from mail_proxy.mail.mime_addresses import envelope_recipients
+from mail_proxy.mail.mime_headers import MalformedMessageError
 from mail_proxy.usecases import audit
 
 _ID = re.compile(MESSAGE_ID_PATTERN)

@@ -15,8 +15,8 @@ from typing import Any
 
 from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.domain import clock
-from mail_proxy.domain.models import SuppressionCreate, SuppressionView
 from mail_proxy.domain.principal import Principal
+from mail_proxy.domain.tenant_models import SuppressionCreate, SuppressionView
 from mail_proxy.errors import InvalidInputError, NotFoundError
 from mail_proxy.usecases import audit
 

@@ -12,7 +12,9 @@ from mail_proxy.adapters.payload_store import files_prefix, payload_prefix
 from mail_proxy.adapters.secrets_config import admin_token_hash, decrypt, encrypt
 from mail_proxy.domain import clock
 from mail_proxy.domain.entities import Tenant, entity_from_fields
-from mail_proxy.domain.models import (
+from mail_proxy.domain.models import check_literal_host
+from mail_proxy.domain.principal import Principal
+from mail_proxy.domain.tenant_models import (
     ClientAuth,
     ClientAuthView,
     LargeFileConfig,
@@ -23,9 +25,7 @@ from mail_proxy.domain.models import (
     TenantUpdate,
     TenantView,
     UnsubscribeConfig,
-    check_literal_host,
 )
-from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.security.report_signing import new_signing_secret
 from mail_proxy.security.tokens import generate_token, hash_token, hashes_match

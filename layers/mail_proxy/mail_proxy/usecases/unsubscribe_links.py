@@ -25,7 +25,9 @@ from urllib.parse import quote
 
 from mail_proxy.adapters.observability import logger
 from mail_proxy.domain.entities import Tenant
-from mail_proxy.mail.mime import ListUnsubscribe, MalformedMessageError, envelope_recipients
+from mail_proxy.mail.mime import ListUnsubscribe
+from mail_proxy.mail.mime_addresses import envelope_recipients
+from mail_proxy.mail.mime_headers import MalformedMessageError
 from mail_proxy.security.crypto import KeyRing, derived_key
 
 LINK_DAYS = 365  # how long a link in a delivered message keeps working
