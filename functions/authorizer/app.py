@@ -8,13 +8,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.adapters.observability import logger, tracer
 from mail_proxy.adapters.repository import MailRepository
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import AuthorizerSettings, get_settings
 from mail_proxy.usecases.authorization import authenticate, authorizer_response
 
 
 @lru_cache(maxsize=1)
 def repository() -> MailRepository:
-    return MailRepository(get_settings().table_name)
+    return MailRepository(get_settings(AuthorizerSettings).table_name)
 
 
 # never log_event: the event carries the caller's token

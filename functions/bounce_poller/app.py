@@ -14,13 +14,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mail_proxy.adapters.observability import logger, metrics, tracer
 from mail_proxy.adapters.repository import MailRepository
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import BouncePollerSettings, get_settings
 from mail_proxy.usecases.bounce_polling import MailboxPoller, PollConfig
 
 
 @lru_cache(maxsize=1)
 def poller() -> MailboxPoller:
-    settings = get_settings()
+    settings = get_settings(BouncePollerSettings)
     config = PollConfig(imap_timeout=settings.imap_timeout, ca_file=settings.imap_ca_file,
                         pec_acceptance_timeout=settings.pec_acceptance_timeout,
                         suppression_days=settings.suppression_days, address_policy=settings.relay_address_policy())

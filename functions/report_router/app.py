@@ -15,14 +15,14 @@ from mail_proxy.adapters.observability import logger, metrics, tracer
 from mail_proxy.adapters.payload_store import stored_object_key
 from mail_proxy.adapters.report_queue import ReportQueue
 from mail_proxy.adapters.repository import MailRepository, removed_payload_from_stream
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ReportRouterSettings, get_settings
 from mail_proxy.usecases.prometheus import record_stream_metrics
 from mail_proxy.usecases.reporting import route_stream_records
 
 
 @lru_cache(maxsize=1)
 def wiring() -> tuple[MailRepository, ReportQueue, BlobStore]:
-    settings = get_settings()
+    settings = get_settings(ReportRouterSettings)
     return (MailRepository(settings.table_name), ReportQueue(settings.report_queue_url, None),
             BlobStore(settings.attachment_bucket))
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
 from mail_proxy.adapters.report_queue import ReportQueue
 from mail_proxy.adapters.repository import MailRepository
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ReporterSettings, get_settings
 from mail_proxy.usecases.reporting import ReportDelivery, RetryLater, parse_backoff
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
@@ -25,7 +25,7 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 @lru_cache(maxsize=1)
 def wiring() -> tuple[ReportDelivery, ReportQueue]:
-    settings = get_settings()
+    settings = get_settings(ReporterSettings)
     queue = ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
     delivery = ReportDelivery(MailRepository(settings.table_name), queue, allow_loopback=settings.allow_loopback,
                               backoff_seconds=parse_backoff(settings.report_backoff))

@@ -11,14 +11,14 @@ from mail_proxy.adapters.observability import logger, metrics, tracer
 from mail_proxy.adapters.report_queue import ReportQueue
 from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import SchedulerSettings, get_settings
 from mail_proxy.usecases.reporting import queue_heartbeats
 from mail_proxy.usecases.scheduling import run_tick
 
 
 @lru_cache(maxsize=1)
 def wiring() -> tuple[MailRepository, SendQueue, ReportQueue]:
-    settings = get_settings()
+    settings = get_settings(SchedulerSettings)
     return (MailRepository(settings.table_name), SendQueue(settings.send_queue_urls),
             ReportQueue(settings.report_queue_url, None))
 

@@ -18,7 +18,7 @@ from mail_proxy.adapters.repository import MailRepository
 from mail_proxy.adapters.send_queue import SendQueue, parse_record_body
 from mail_proxy.domain.rate_limits import RetryPolicy
 from mail_proxy.mail.smtp_client import ConnectionCache
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import SenderSettings, get_settings
 from mail_proxy.usecases.attachments import AttachmentFetcher, ContentCache
 from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher
 from mail_proxy.usecases.message_content import MessageContent
@@ -30,7 +30,7 @@ attachment_cache = ContentCache()
 
 @lru_cache(maxsize=1)
 def dispatcher() -> Dispatcher:
-    settings = get_settings()
+    settings = get_settings(SenderSettings)
     config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
                             ca_file=settings.smtp_ca_file, address_policy=settings.relay_address_policy())
     blobs = BlobStore(settings.attachment_bucket)

@@ -71,7 +71,7 @@ from mail_proxy.errors import (
     ThrottledError,
     UnauthorizedError,
 )
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ApiSettings, get_settings
 from mail_proxy.usecases.accounts import AccountAdmin
 from mail_proxy.usecases.authorization import confirm_principal, forget_tenant_keys, principal_from_context
 from mail_proxy.usecases.messages import MessageDesk, MessageSearch
@@ -95,7 +95,7 @@ def _json_body(text: str) -> Any:
     an oversize body that fails validation with 422), and it would quietly take the first element of a
     JSON array given where an object is expected.
     """
-    limit = get_settings().max_body_bytes
+    limit = get_settings(ApiSettings).max_body_bytes
     if len(text.encode("utf-8")) > limit:
         raise PayloadTooLargeError(f"request body larger than {limit} bytes")
     data = json.loads(text)
@@ -118,7 +118,7 @@ class Services:
     """The use cases, built once per container from the settings."""
 
     def __init__(self) -> None:
-        settings = get_settings()
+        settings = get_settings(ApiSettings)
         self.repo = MailRepository(settings.table_name)
         self.queue = SendQueue(settings.send_queue_urls)
         self.blobs = BlobStore(settings.attachment_bucket)
@@ -249,7 +249,7 @@ def _not_found(_exc: Exception) -> Response:
 
 def _body_size_guard(app_: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
     body = app_.current_event.body or ""
-    limit = get_settings().max_body_bytes
+    limit = get_settings(ApiSettings).max_body_bytes
     # the limit is in bytes: a JSON body arrives as text, so count its UTF-8 bytes, not its characters
     size = len(body) * 3 // 4 if app_.current_event.is_base64_encoded else len(body.encode("utf-8"))
     if size > limit:
@@ -768,7 +768,7 @@ def _idempotent_add_messages() -> Any:
         idempotent_function,
     )
 
-    table = get_settings().idempotency_table_name
+    table = get_settings(ApiSettings).idempotency_table_name
     if not table:
         raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set; Idempotency-Key cannot be honoured")
     config = IdempotencyConfig(
