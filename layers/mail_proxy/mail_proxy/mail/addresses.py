@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from email.utils import formataddr, getaddresses, parseaddr
 
+from mail_proxy.errors import InvalidInputError
+
 _LOCAL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"  # RFC 6531 adds UTF-8 to atext
 _LOCAL = rf"{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -21,7 +23,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ADDRESS_LENGTH = 254
 
 
-class AddressError(ValueError):
+class AddressError(InvalidInputError, ValueError):
     """An address or header value that must not be sent."""
 
 

@@ -43,6 +43,7 @@ from io import BytesIO
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from mail_proxy.errors import DeliveryError
 from mail_proxy.mail.addresses import idna_domain
 
 __all__ = [
@@ -96,7 +97,7 @@ _NEWLINES = re.compile(r"\r\n?")
 _UTF8 = "utf-8"
 
 
-class MalformedMessageError(ValueError):
+class MalformedMessageError(DeliveryError, ValueError):
     """The payload can never become a sendable message; ``str(error)`` is the reason to record."""
 
     @property

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
+from mail_proxy.errors import DeliveryError
 from mail_proxy.security.address_guard import (
     NOT_ALLOWED,
     AddressPolicy,
@@ -141,7 +142,7 @@ class SmtpSettings:
 # --- errors ---------------------------------------------------------------------------------------
 
 
-class SmtpDeliveryError(Exception):
+class SmtpDeliveryError(DeliveryError):
     """A delivery attempt failed. ``reason`` is short and fit for the message's ``error`` field
     (e.g. ``"550 5.1.1 user unknown"``); ``code``/``reply`` are the server's, when it answered."""
 
