@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 from mail_proxy.adapters.aws_clients import client
 from mail_proxy.domain import clock
 from mail_proxy.domain.message_lifecycle import Transition
-from mail_proxy.domain.models import MessageStatus
+from mail_proxy.domain.models import RETENTION_SECONDS, MessageStatus
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError, ThrottledError
 
 TENANT_SK = "#TENANT"
@@ -61,7 +61,7 @@ MAX_CREATED_MS = 10**13 - 1
 ID_AFTER_ALL = "#\x7f"  # sorts after "#<any message id>" (ids are printable ASCII, up to "~")
 RECIPIENT_SHARDS = 16
 MAX_INDEXED_RECIPIENTS = 50
-RECIPIENT_INDEX_TTL_SECONDS = PAYLOAD_TTL_SECONDS + 7 * 24 * 3600  # as long as a message's content, and a week
+RECIPIENT_INDEX_TTL_SECONDS = PAYLOAD_TTL_SECONDS + RETENTION_SECONDS  # as long as a message's content, and its record
 REPLACEABLE_STATUSES = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.ERROR)
 _THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 

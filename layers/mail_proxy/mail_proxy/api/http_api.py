@@ -77,11 +77,10 @@ from mail_proxy.usecases.authorization import confirm_principal, forget_tenant_k
 from mail_proxy.usecases.messages import MessageDesk, MessageSearch
 from mail_proxy.usecases.submission import MessageSubmission
 from mail_proxy.usecases.suppressions import SuppressionList
-from mail_proxy.usecases.tenants import TenantAdmin
+from mail_proxy.usecases.tenants import MAX_SIGNING_GRACE_SECONDS, TenantAdmin
 
 API_TITLE = "Mail proxy"
 API_VERSION = "1.0.0"
-DEFAULT_RETENTION_SECONDS = RETENTION_SECONDS
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _STARTED = time.monotonic()
 
@@ -560,8 +559,9 @@ def new_api_key(tenant_id: TenantPath) -> ApiKey:
 
 @app.post("/tenant/<tenant_id>/signing-secret", summary="Rotate the secret that signs delivery reports",
           tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
-def rotate_signing_secret(tenant_id: TenantPath,
-                          grace_seconds: Annotated[int, Query(ge=0, le=7 * 24 * 3600)] = 24 * 3600) -> SigningSecret:
+def rotate_signing_secret(
+        tenant_id: TenantPath, grace_seconds: Annotated[int, Query(ge=0, le=MAX_SIGNING_GRACE_SECONDS)] = 24 * 3600,
+) -> SigningSecret:
     secret, valid_until = services().tenants.rotate_signing_secret(principal(), tenant_id, grace_seconds)
     return SigningSecret(signing_secret=secret, previous_valid_until=valid_until)
 
@@ -673,7 +673,7 @@ def delete_messages(request: DeleteMessagesRequest, tenant_id: TenantIdQuery = N
 def cleanup_messages(request: Annotated[CleanupRequest | None, Body()] = None, tenant_id: TenantIdQuery = None
                      ) -> CleanupResponse:
     given = request.older_than_seconds if request is not None else None
-    older = DEFAULT_RETENTION_SECONDS if given is None else given
+    older = RETENTION_SECONDS if given is None else given
     return CleanupResponse(removed=services().messages.cleanup(principal(), tenant_id, older))
 
 

@@ -6,7 +6,7 @@ sender, a concurrent delete or a replacement can never be overwritten. The trans
     pending / deferred ──claim──► sending ──accepted──► sent
           ▲    │                     │ ──failed────► error
           │    │ (before sending)    │ ──retry─────► deferred (due later)
-          │    └─failed / retry /    │ ──release───► pending (handed back, never sent)
+          │    └─failed / retry /    │
           │      hold                └─(lease expired) abandoned: error if the SMTP transaction had
           └──────── released from hold                   started (outcome unknown), else pending
 
@@ -203,12 +203,6 @@ def retry_later(seen: Seen, reason: str, *, until: int, now: int, event_id: str,
                       removes=("lease_owner", "lease_until", "lease_stage", "error"), count_attempt=attempted,
                       event=event("deferred", reason, now, event_id, metadata),
                       due_ts=due_ts if due_ts is not None else until)
-
-
-def release(seen: Seen, *, owner: str, due_ts: int) -> Transition:
-    """Hand a claimed message back untouched (never sent), to be queued again at ``due_ts``."""
-    return Transition("release", seen.claimed_by(owner), sets={"status": MessageStatus.PENDING},
-                      removes=("lease_owner", "lease_until", "lease_stage"), due_ts=due_ts)
 
 
 def hold(seen: Seen) -> Transition:

@@ -98,7 +98,3 @@ def parse_address_list(value: str | list[str] | None, *, field: str) -> list[str
         for name, addr in pairs:
             result.append(_mailbox_text(name, check_addr_spec(addr, field=field)))
     return result
-
-
-def addr_part(mailbox: str) -> str:
-    return parseaddr(mailbox)[1]
