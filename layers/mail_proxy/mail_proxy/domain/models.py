@@ -20,6 +20,7 @@ from mail_proxy.mail.addresses import (
     AddressError,
     check_addr_spec,
     check_header_value,
+    check_host,
     parse_address_list,
     parse_mailbox,
 )
@@ -186,13 +187,13 @@ class UnsubscribeConfig(Strict):
         return _bare_address(v, "mailto")
 
 
-_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
-
-
 def _host_name(value: str | None, field: str) -> str | None:
-    if value is not None and not _HOST.fullmatch(value):
-        raise ValueError(f"{field} must be a host name or an IP address")
-    return value
+    if value is None:
+        return None
+    try:
+        return check_host(value, field=field)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def check_literal_host(host: str | None, policy: AddressPolicy, loc: Sequence[str]) -> None:
@@ -447,9 +448,7 @@ class AccountCreate(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", v):
-            raise ValueError("host must be a host name or an IP address")
-        return v
+        return _host_name(v, "host") or v
 
     @field_validator("user", "password", "imap_user", "imap_password", "imap_folder")
     @classmethod
