@@ -89,6 +89,17 @@ def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.max_body_bytes == 5 * 1024 * 1024 and settings.secret_id is None
 
 
+def test_a_setting_is_read_only_from_its_template_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_MAX_AGE", "7")  # the field's own name, not the variable's
+    monkeypatch.setenv("smtp_timeout", "3")
+    settings = SenderSettings.from_env()
+    assert settings.secret_max_age == 300 and settings.smtp_timeout == 20
+    monkeypatch.setenv("mail_proxy_secret_max_age_seconds", "7")  # the variable in another case
+    assert SenderSettings.from_env().secret_max_age == 300
+    monkeypatch.setenv("MAIL_PROXY_SECRET_MAX_AGE_SECONDS", "7")
+    assert SenderSettings.from_env().secret_max_age == 7
+
+
 def test_a_function_never_fails_on_a_variable_it_does_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_BODY_BYTES", "5MB")  # the API's, wrong
     assert SenderSettings.from_env().table_name == "mail"

@@ -30,10 +30,10 @@ S = TypeVar("S", bound="FunctionSettings")
 
 
 class _Environment(BaseSettings):
-    """Read from the environment only (no .env file); an empty variable counts as unset; names as the
-    template spells them (each field's alias), read whatever their case."""
+    """Read from the environment only (no .env file), by the names the template spells (each field's alias,
+    exactly); an empty variable counts as unset."""
 
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True)
 
 
 def _seconds_list(value: str | None, what: str) -> str | None:
