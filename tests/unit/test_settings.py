@@ -62,6 +62,7 @@ def test_a_body_limit_that_is_not_a_number_names_the_variable_and_the_form_expec
 @pytest.mark.parametrize(("kind", "name", "value", "expected"), [
     (ApiSettings, "MAX_BODY_BYTES", "0", "more than 0"),
     (ApiSettings, "MAIL_PROXY_SUPPRESSION_DAYS", "0", "at least 1"),
+    (ApiSettings, "METRICS_PUBLIC", "sometimes", "true or false"),
     (SenderSettings, "SMTP_TIMEOUT_SECONDS", "twenty", "seconds"),
     (SenderSettings, "MAIL_PROXY_ALLOW_LOOPBACK", "maybe", "true or false"),
     (SenderSettings, "MAIL_PROXY_RETRY_DELAYS", "60,5m", "comma-separated list"),

@@ -140,6 +140,8 @@ class ApiSettings(AuthorizerSettings, _Relays, _SendQueues, _ParkedReports, _Pay
     idempotency_table_name: str | None = Field(default=None, alias="IDEMPOTENCY_TABLE_NAME")
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, alias="MAX_BODY_BYTES",
                                 description="a whole number of bytes, more than 0")
+    # GET /metrics without a token (template parameter MetricsPublic)
+    metrics_public: bool = Field(default=False, alias="METRICS_PUBLIC", description="true or false")
 
 
 class SenderSettings(FunctionSettings, _Relays, _SendQueues, _Payloads):

@@ -14,7 +14,6 @@ verbs stays reachable as ``GET /messages/get?message_id=<id>`` and ``GET /messag
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -498,7 +497,9 @@ def command_log_export(tenant_id: TenantQ = None, since_ts: Annotated[int | None
 
 def metrics_public() -> bool:
     """The operator's choice (template parameter MetricsPublic): /metrics without a token, as upstream serves it."""
-    return os.environ.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes")
+    from mail_proxy.settings import ApiSettings, get_settings
+
+    return get_settings(ApiSettings).metrics_public
 
 
 @router.get("/metrics", tags=COMPAT_TAGS,
