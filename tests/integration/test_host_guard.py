@@ -134,6 +134,23 @@ def test_an_account_whose_host_is_a_private_address_is_refused_with_422(strict_a
                            body={"id": "smtp1", "host": "smtp.example.com", "port": 587}).status == 201
 
 
+@pytest.mark.parametrize("host", ["localhost", "mail.localhost", "LOCALHOST."])
+def test_an_account_whose_host_is_a_localhost_name_is_refused_with_422(strict_api: ApiClient, host: str) -> None:
+    token = strict_api.create_tenant("acme")
+    resp = strict_api.post("/account", token=token, body={"id": "smtp1", "host": host, "port": 587})
+    assert resp.status == 422, resp.text
+    assert resp.json["detail"][0]["loc"] == ["host"] and resp.json["detail"][0]["msg"] == NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("host", "msg"), [("[.]", "host: '[.]' is not an IP address in brackets"),
+                                           ("a..b", "host must be a host name or an IP address"),
+                                           ("-relay", "host must be a host name or an IP address")])
+def test_an_account_host_no_resolver_could_read_is_refused_with_422(api: ApiClient, host: str, msg: str) -> None:
+    token = api.create_tenant("acme")
+    resp = api.post("/account", token=token, body={"id": "smtp1", "host": host, "port": 587})
+    assert resp.status == 422 and resp.json["detail"][0]["loc"] == ["host"] and resp.json["detail"][0]["msg"] == msg
+
+
 def test_an_account_in_an_allow_listed_relay_network_is_accepted(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAIL_PROXY_ALLOW_LOOPBACK", "0")
@@ -171,10 +188,12 @@ def strict_delivery(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[D
 
 
 def test_a_message_for_an_account_whose_name_resolves_to_loopback_fails_with_the_plain_text(
-        strict_api: ApiClient, strict_delivery: DeliveryHarness) -> None:
+        strict_api: ApiClient, strict_delivery: DeliveryHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolving_to_loopback(monkeypatch, "relay.example.test")
     with ScriptedSmtpServer() as server:
         token = strict_api.create_tenant("acme")
-        strict_api.create_account(token, host="localhost", port=server.port, tls="none", user=None, password=None)
+        strict_api.create_account(token, host="relay.example.test", port=server.port, tls="none", user=None,
+                                  password=None)
         resp = strict_api.post("/commands/add-messages", token=token, body={"messages": [message("m1")]})
         assert resp.status == 200, resp.text
         strict_delivery.drain()

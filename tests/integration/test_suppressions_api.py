@@ -75,6 +75,15 @@ def test_invalid_entries_are_refused(api: ApiClient, tokens: dict[str, str], bod
     assert api.post("/suppressions", token=tokens["acme"], body=body).status == 422
 
 
+@pytest.mark.parametrize("address", ['"jo smith"@example.org', "jo@[127.0.0.1]", "jo@localhost"])
+def test_an_address_outside_the_grammar_is_refused_with_a_422_naming_it(
+        api: ApiClient, tokens: dict[str, str], address: str) -> None:
+    resp = api.post("/suppressions", token=tokens["acme"], body={"address": address})
+    assert resp.status == 422, resp.text
+    [detail] = resp.json["detail"]
+    assert detail["loc"] == ["address"] and detail["msg"] == f"address: {address!r} is not a valid e-mail address"
+
+
 def test_listing_pages_with_a_cursor(api: ApiClient, tokens: dict[str, str]) -> None:
     acme = tokens["acme"]
     for i in range(5):

@@ -1,7 +1,9 @@
-"""The domain's error hierarchy.
+"""The proxy's one error hierarchy: every error it raises on purpose is a :class:`MailProxyError`.
 
-Use cases raise these; the api function maps them to HTTP in one place and the sender maps delivery
-errors to retry or fail decisions in one place.
+By meaning: what a request did wrong (unauthorised ... throttled), which the api function maps to HTTP in one
+place (``api/http_api.py``); a deployment that is misconfigured; and a delivery that failed
+(:class:`DeliveryError`: the SMTP client's, an attachment's, a message that cannot be built), which the sender
+maps to a retry or a final failure in one place by ``temporary``.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ class ConfigurationError(MailProxyError):
     """The deployment is misconfigured (missing key, missing variable): fail loudly at start-up."""
 
 
-class TemporaryDeliveryError(MailProxyError):
-    """Delivery failed in a way that may succeed later (4xx, timeouts, network)."""
+class DeliveryError(MailProxyError):
+    """A message could not be delivered now: ``temporary`` when it may succeed later (4xx, timeouts, network),
+    else never as submitted (5xx, authentication, a message that cannot be built)."""
 
-
-class PermanentDeliveryError(MailProxyError):
-    """Delivery can never succeed as submitted (5xx, authentication, malformed message)."""
+    temporary: bool = False

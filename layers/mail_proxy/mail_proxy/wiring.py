@@ -1,9 +1,10 @@
 """Everything the Lambda handlers use, built from the settings once per process (a warm container keeps it).
 
-The handlers in ``functions/*/app.py`` import from this module only (and from Powertools): what each one runs,
-its observability, and the objects it needs, built here from ``get_settings()``. Nothing below this module builds
-its own adapters for a handler; the API's use cases are built here too and handed to the api package (which
-caches them, so ``mail_proxy.api.http_api.reset_services`` forgets them as a new container would).
+The handlers in ``functions/*/app.py`` import from this module only (and from Powertools): what each one runs, its
+observability, and the objects it needs, built here from that function's own settings class
+(``get_settings(SenderSettings)``, ...). Nothing below this module builds its own adapters for a handler; the API's
+use cases are built here too and handed to the api package (which caches them, so
+``mail_proxy.api.http_api.reset_services`` forgets them as a new container would).
 
 The local stack runs every function in one process, each in its own settings scope: each builder below is
 called by one function only, so it is built with that function's settings.
@@ -17,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.observability import id_list, logger, metrics, tracer
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import (
+    ApiSettings,
+    AuthorizerSettings,
+    BouncePollerSettings,
+    ReporterSettings,
+    ReportRouterSettings,
+    SchedulerSettings,
+    SenderSettings,
+    get_settings,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
@@ -87,7 +97,7 @@ def api_services() -> ApiServices:
     from mail_proxy.usecases.suppressions import SuppressionList
     from mail_proxy.usecases.tenants import TenantAdmin
 
-    settings = get_settings()
+    settings = get_settings(ApiSettings)
     repo = MailRepository(settings.table_name)
     queue = SendQueue(settings.send_queue_urls)
     blobs = BlobStore(settings.attachment_bucket)
@@ -113,7 +123,7 @@ def api_resolver() -> APIGatewayHttpResolver:
 
 @lru_cache(maxsize=1)
 def authorizer_repository() -> MailRepository:
-    return MailRepository(get_settings().table_name)
+    return MailRepository(get_settings(AuthorizerSettings).table_name)
 
 
 # --------------------------------------------------------------------------------------------- sender
@@ -144,7 +154,7 @@ def dispatcher() -> Dispatcher:
     from mail_proxy.usecases.delivery import DeliveryConfig, Dispatcher
     from mail_proxy.usecases.message_content import MessageContent
 
-    settings = get_settings()
+    settings = get_settings(SenderSettings)
     config = DeliveryConfig(retry=RetryPolicy.parse(settings.retry_delays), smtp_timeout=settings.smtp_timeout,
                             ca_file=settings.smtp_ca_file, address_policy=settings.relay_address_policy())
     blobs = BlobStore(settings.attachment_bucket)
@@ -163,7 +173,7 @@ def scheduler_parts() -> tuple[MailRepository, SendQueue, ReportQueue]:
     from mail_proxy.adapters.report_queue import ReportQueue
     from mail_proxy.adapters.send_queue import SendQueue
 
-    settings = get_settings()
+    settings = get_settings(SchedulerSettings)
     return (MailRepository(settings.table_name), SendQueue(settings.send_queue_urls),
             ReportQueue(settings.report_queue_url, None))
 
@@ -176,7 +186,7 @@ def report_router_parts() -> tuple[MailRepository, ReportQueue, BlobStore]:
     from mail_proxy.adapters.blob_store import BlobStore
     from mail_proxy.adapters.report_queue import ReportQueue
 
-    settings = get_settings()
+    settings = get_settings(ReportRouterSettings)
     return (MailRepository(settings.table_name), ReportQueue(settings.report_queue_url, None),
             BlobStore(settings.attachment_bucket))
 
@@ -186,7 +196,7 @@ def reporter_parts() -> tuple[ReportDelivery, ReportQueue]:
     from mail_proxy.adapters.report_queue import ReportQueue
     from mail_proxy.usecases.reporting import ReportDelivery, parse_backoff
 
-    settings = get_settings()
+    settings = get_settings(ReporterSettings)
     queue = ReportQueue(settings.report_queue_url, settings.report_parked_queue_url)
     delivery = ReportDelivery(MailRepository(settings.table_name), queue, allow_loopback=settings.allow_loopback,
                               backoff_seconds=parse_backoff(settings.report_backoff))
@@ -200,7 +210,7 @@ def reporter_parts() -> tuple[ReportDelivery, ReportQueue]:
 def mailbox_poller() -> MailboxPoller:
     from mail_proxy.usecases.bounce_polling import MailboxPoller, PollConfig
 
-    settings = get_settings()
+    settings = get_settings(BouncePollerSettings)
     config = PollConfig(imap_timeout=settings.imap_timeout, ca_file=settings.imap_ca_file,
                         pec_acceptance_timeout=settings.pec_acceptance_timeout,
                         suppression_days=settings.suppression_days, address_policy=settings.relay_address_policy())

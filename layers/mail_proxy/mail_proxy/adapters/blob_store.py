@@ -21,6 +21,7 @@ class BlobTooLarge(Exception):
     pass
 
 
+PRESIGNED_URL_MAX_SECONDS = 7 * 24 * 3600  # S3 refuses a presigned (SigV4) URL valid for longer
 _MISSING = {"NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"}
 
 

@@ -25,9 +25,8 @@ from mail_proxy.domain import clock
 from mail_proxy.errors import ConfigurationError
 from mail_proxy.security.crypto import DecryptionError, KeyRing, key_ring_from_environment, key_ring_from_secret
 from mail_proxy.security.tokens import hash_token
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import SECRET_MAX_AGE_SECONDS, AuthorizerSettings, FunctionSettings, get_settings
 
-SECRET_MAX_AGE_SECONDS = 300
 REFRESH_RETRY_SECONDS = 30
 
 _key_ring: KeyRing | None = None
@@ -38,7 +37,7 @@ _key_ring_lock = threading.Lock()
 def key_ring(*, force_fetch: bool = False) -> KeyRing:
     """The current ring, read again when older than the cache period (or at once with ``force_fetch``)."""
     global _key_ring, _key_ring_read_at
-    settings = get_settings()
+    settings = get_settings(FunctionSettings)
     with _key_ring_lock:
         ring = _key_ring
         if ring is not None and not force_fetch and clock.now() - _key_ring_read_at < settings.secret_max_age:
@@ -62,7 +61,7 @@ def key_ring(*, force_fetch: bool = False) -> KeyRing:
 
 def admin_token_hash() -> str | None:
     """The admin token's SHA-256, or None when no admin token is configured (admin routes then refuse all)."""
-    secret_id = get_settings().admin_secret_id
+    secret_id = get_settings(AuthorizerSettings).admin_secret_id
     if secret_id:
         value = _read_json(secret_id, False).get("admin_token_hash")
         return str(value).lower() if value else None
@@ -93,7 +92,7 @@ def decrypt(value: str, *, context: str) -> str:
     try:
         return key_ring().decrypt(value, context=context)
     except DecryptionError:
-        if not get_settings().secret_id:
+        if not get_settings(FunctionSettings).secret_id:
             raise
         return key_ring(force_fetch=True).decrypt(value, context=context)
 

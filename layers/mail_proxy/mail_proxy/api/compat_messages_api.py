@@ -5,7 +5,6 @@ routes this proxy does not provide (501 with the reason); the instance, tenant a
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -203,7 +202,9 @@ def command_log_export(tenant_id: TenantQ = None, since_ts: Annotated[int | None
 
 def metrics_public() -> bool:
     """The operator's choice (template parameter MetricsPublic): /metrics without a token, as upstream serves it."""
-    return os.environ.get("METRICS_PUBLIC", "false").strip().lower() in ("1", "true", "yes")
+    from mail_proxy.settings import ApiSettings, get_settings
+
+    return get_settings(ApiSettings).metrics_public
 
 
 @router.get("/metrics", tags=COMPAT_TAGS,
@@ -212,7 +213,7 @@ def metrics_public() -> bool:
             security=TOKEN, responses=answers(*TOKEN_ERRORS, ok_content=PROMETHEUS_TEXT))
 def prometheus_metrics() -> Response[str]:
     from mail_proxy.adapters.aws_clients import client
-    from mail_proxy.settings import get_settings
+    from mail_proxy.settings import ApiSettings, get_settings
     from mail_proxy.usecases import prometheus
     from mail_proxy.usecases.authorization import authenticate
 
@@ -228,7 +229,7 @@ def prometheus_metrics() -> Response[str]:
         who.require_admin()
     tenants = {t.tenant_id: t.name for t in svc.repo.list_tenants()}
     counters = {t: c for t, c in prometheus.read_counters(svc.repo).items() if t in tenants}
-    pending = prometheus.pending_in_queues(client("sqs"), get_settings().send_queue_urls.values())
+    pending = prometheus.pending_in_queues(client("sqs"), get_settings(ApiSettings).send_queue_urls.values())
     pending += sum(sum(1 for _ in svc.repo.waiting_message_keys(t)) for t in tenants)  # deferred, due later
     pending += sum(len(svc.repo.held_message_ids(t, limit=10_000)) for t in tenants)  # held for their batch
     return Response(status_code=200, content_type=prometheus.CONTENT_TYPE,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from mail_proxy.adapters.observability import logger
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ConfigurationError, ConflictError, ThrottledError
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ApiSettings, get_settings
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -29,7 +29,7 @@ def _idempotent_add_messages() -> Any:
         idempotent_function,
     )
 
-    table = get_settings().idempotency_table_name
+    table = get_settings(ApiSettings).idempotency_table_name
     if not table:
         raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set; Idempotency-Key cannot be honoured")
     config = IdempotencyConfig(

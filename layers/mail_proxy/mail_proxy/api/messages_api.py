@@ -28,7 +28,6 @@ from mail_proxy.domain.models import MAX_MESSAGES_PER_CALL, RETENTION_SECONDS, M
 from mail_proxy.usecases.messages import MessageSearch
 
 router = APIGatewayHttpRouter()
-DEFAULT_RETENTION_SECONDS = RETENTION_SECONDS
 MAX_SEARCH_TS = 10**10 - 1  # epoch seconds in ten digits (until 2286)
 
 ADD_MESSAGES_DESCRIPTION = (
@@ -168,7 +167,7 @@ def delete_messages(request: DeleteMessagesRequest, tenant_id: TenantIdQuery = N
 def cleanup_messages(request: Annotated[CleanupRequest | None, Body()] = None, tenant_id: TenantIdQuery = None
                      ) -> CleanupResponse:
     given = request.older_than_seconds if request is not None else None
-    older = DEFAULT_RETENTION_SECONDS if given is None else given
+    older = RETENTION_SECONDS if given is None else given
     return CleanupResponse(removed=services().messages.cleanup(principal(), tenant_id, older))
 
 

@@ -14,6 +14,7 @@ from mail_proxy.api.api_docs import BODY_ERRORS, TOKEN, TOKEN_ERRORS, answers
 from mail_proxy.api.schemas import TENANTS, Ok, TenantPath, created
 from mail_proxy.api.services import principal, services
 from mail_proxy.domain.tenant_models import TenantCreate, TenantSuspension, TenantUpdate, TenantView
+from mail_proxy.usecases.tenants import MAX_SIGNING_GRACE_SECONDS
 
 router = APIGatewayHttpRouter()
 
@@ -100,7 +101,7 @@ def new_api_key(tenant_id: TenantPath) -> ApiKey:
 @router.post("/tenant/<tenant_id>/signing-secret", summary="Rotate the secret that signs delivery reports",
              tags=TENANTS, security=TOKEN, responses=answers(*TOKEN_ERRORS, 404, 422))
 def rotate_signing_secret(tenant_id: TenantPath,
-                          grace_seconds: Annotated[int, Query(ge=0, le=7 * 24 * 3600)] = 24 * 3600
+                          grace_seconds: Annotated[int, Query(ge=0, le=MAX_SIGNING_GRACE_SECONDS)] = 24 * 3600
                           ) -> SigningSecret:
     secret, valid_until = services().tenants.rotate_signing_secret(principal(), tenant_id, grace_seconds)
     return SigningSecret(signing_secret=secret, previous_valid_until=valid_until)

@@ -3,7 +3,6 @@ AWS, no I/O)."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -49,9 +48,7 @@ class AccountCreate(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", v):
-            raise ValueError("host must be a host name or an IP address")
-        return v
+        return _host_name(v, "host") or v
 
     @field_validator("user", "password", "imap_user", "imap_password", "imap_folder")
     @classmethod

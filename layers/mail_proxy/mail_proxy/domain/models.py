@@ -20,6 +20,7 @@ from mail_proxy.mail.addresses import (
     AddressError,
     check_addr_spec,
     check_header_value,
+    check_host,
 )
 from mail_proxy.security.address_guard import AddressPolicy, HostNotAllowed
 
@@ -130,13 +131,13 @@ def _url(value: str | None, field: str) -> str | None:
     return value.rstrip("/")
 
 
-_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
-
-
 def _host_name(value: str | None, field: str) -> str | None:
-    if value is not None and not _HOST.fullmatch(value):
-        raise ValueError(f"{field} must be a host name or an IP address")
-    return value
+    if value is None:
+        return None
+    try:
+        return check_host(value, field=field)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def check_literal_host(host: str | None, policy: AddressPolicy, loc: Sequence[str]) -> None:

@@ -55,9 +55,6 @@ class Counts:
     def complaint_rate(self) -> float:
         return self.complained / self.sent if self.sent else 0.0
 
-    def plus(self, other: Counts) -> Counts:
-        return Counts(self.sent + other.sent, self.bounced + other.bounced, self.complained + other.complained)
-
 
 @dataclass(frozen=True)
 class WindowCounts:

@@ -1,27 +1,40 @@
-"""E-mail address and header-value checks, strict enough that a bad address is refused at the API and
-never reaches a retry loop.
+"""The proxy's one address grammar, and header-value checks: strict enough that a bad address is refused at the
+API (422, the field named) and never reaches a retry loop.
 
-The grammar is the one ``mime_addresses`` builds from, so what the API accepts can be sent: a dot-atom
-local part, ASCII or UTF-8 (RFC 6531: sent with SMTPUTF8, and refused by a server that does not offer it),
-and a host name of two labels or more, ASCII or international (IDNA-encoded here, as in the envelope and
-headers, so ``user@exämple.org`` is kept as ``user@xn--exmple-cua.org``).
+* A mailbox address (:func:`check_addr_spec`; the API's models and :mod:`mail_proxy.mail.mime_addresses` both use
+  it, so what the API accepts is what the sender can send): a dot-atom local part, ASCII or UTF-8 (RFC 6531: sent
+  with SMTPUTF8, and refused by a server that does not offer it), and a domain of two labels or more, ASCII or
+  international (IDNA-encoded here, as in the envelope and headers, so ``user@exämple.org`` is kept as
+  ``user@xn--exmple-cua.org``). No quoted local part (``"jo smith"@example.org``), no address literal
+  (``jo@[127.0.0.1]``) and no single-label domain (``jo@localhost``): many relays refuse them, and none of them is
+  an address on the public mail system.
+* A host the proxy connects to (:func:`check_host`: SMTP relays, IMAP servers): a name of letters, digits and
+  hyphens, one label or more (``relay``, ``localhost``), or an IP address (IPv6 in brackets). Numbers such as
+  ``10.0.0.5``, ``2130706433`` or ``0x7f.1`` and the names ``localhost`` and ``*.localhost`` are read as the
+  addresses they are by :mod:`mail_proxy.security.address_guard`, which refuses a private one when the host is
+  saved and checks every name's addresses when it connects.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from email.utils import formataddr, getaddresses, parseaddr
+
+from mail_proxy.errors import InvalidInputError
 
 _LOCAL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"  # RFC 6531 adds UTF-8 to atext
 _LOCAL = rf"{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
 _ADDR_SPEC = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+MAX_HOST_LENGTH = 253
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ADDRESS_LENGTH = 254
 
 
-class AddressError(ValueError):
+class AddressError(InvalidInputError, ValueError):
     """An address or header value that must not be sent."""
 
 
@@ -55,6 +68,21 @@ def check_addr_spec(addr: str, *, field: str) -> str:
     if len(local.encode()) > 64 or not _ADDR_SPEC.match(addr):
         raise AddressError(f"{field}: {addr!r} is not a valid e-mail address")
     return addr
+
+
+def check_host(host: str, *, field: str) -> str:
+    """``host`` if it is a host the proxy may be told to connect to (see the module doc)."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.ip_address(host[1:-1])
+        except ValueError:
+            raise AddressError(f"{field}: {host!r} is not an IP address in brackets") from None
+        return host
+    if ":" in host:
+        raise AddressError(f"{field} must be a host name or an IP address (an IPv6 address in brackets)")
+    if len(host) > MAX_HOST_LENGTH or not _HOST_NAME.fullmatch(host):
+        raise AddressError(f"{field} must be a host name or an IP address")
+    return host
 
 
 def _mailbox_text(name: str, addr: str) -> str:
@@ -96,7 +124,3 @@ def parse_address_list(value: str | list[str] | None, *, field: str) -> list[str
         for name, addr in pairs:
             result.append(_mailbox_text(name, check_addr_spec(addr, field=field)))
     return result
-
-
-def addr_part(mailbox: str) -> str:
-    return parseaddr(mailbox)[1]

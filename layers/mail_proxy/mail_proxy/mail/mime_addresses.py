@@ -10,14 +10,10 @@ from collections.abc import Mapping, Sequence
 from email.header import Header
 from typing import Any, NamedTuple
 
-from mail_proxy.mail.addresses import idna_domain
+from mail_proxy.mail.addresses import AddressError, check_addr_spec
 from mail_proxy.mail.mime_headers import _UTF8, MalformedMessageError, _check_text, _fold, _WireHeader
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_UTEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"  # RFC 6531: atext with UTF-8
-_LOCAL_PART = re.compile(rf'{_UTEXT}+(?:\.{_UTEXT}+)*|"(?:[^"\\\r\n]|\\[^\r\n])*"')
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[!-Z^-~]+\]")
 _PLAIN_PHRASE = re.compile(rf"(?:{_ATEXT}|[ \u0080-\U0010ffff])+")
 # "addr" or "Name <addr>" without quotes, comments or escapes: most addresses, parsed without the slow path.
 _SIMPLE_MAILBOX = re.compile(r'([^"()<>\\]*?)\s*<([^"()<>\\\s]+)>|([^"()<>\\\s]+)')
@@ -179,18 +175,11 @@ def _decode_phrase(phrase: str, field: str) -> str:
 
 
 def _addr_spec(text: str, field: str) -> str:
-    local, at, domain = text.strip().rpartition("@")
-    if not at or not local or not domain:
-        raise MalformedMessageError(f"{field}: {text!r} is not an e-mail address")
+    """The address in the grammar the API accepts (:func:`mail_proxy.mail.addresses.check_addr_spec`)."""
     try:
-        domain = idna_domain(domain)
-    except UnicodeError as exc:
-        raise MalformedMessageError(f"{field}: {text!r} has an invalid international domain") from exc
-    if not _LOCAL_PART.fullmatch(local) or not _DOMAIN.fullmatch(domain):
-        raise MalformedMessageError(f"{field}: {text!r} is not a valid e-mail address")
-    if len(local.encode()) > 64 or len(local.encode()) + 1 + len(domain) > 254:
-        raise MalformedMessageError(f"{field}: {text!r} is too long")
-    return f"{local}@{domain}"
+        return check_addr_spec(text.strip(), field=field)
+    except AddressError as exc:
+        raise MalformedMessageError(str(exc)) from exc
 
 
 def _mailbox(item: str, field: str) -> Mailbox:
@@ -217,8 +206,9 @@ def _mailbox(item: str, field: str) -> Mailbox:
 def parse_mailboxes(value: str | Sequence[str] | None, *, field: str) -> list[Mailbox]:
     """Parse a list, or a comma-separated string, of ``addr``, ``Name <addr>`` or ``addr (Name)``.
 
-    Strict on the address itself (dot-atom or quoted local part, ASCII; hostname or address-literal
-    domain, IDNA-encoded if international), lenient on display names. Groups are not supported.
+    Strict on the address itself (the API's grammar, :mod:`mail_proxy.mail.addresses`: dot-atom local part,
+    a domain of two labels or more, IDNA-encoded if international), lenient on display names. Groups are not
+    supported.
     """
     if value is None:
         return []

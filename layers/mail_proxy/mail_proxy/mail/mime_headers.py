@@ -16,6 +16,8 @@ from email.policy import EmailPolicy
 from functools import lru_cache
 from typing import Any
 
+from mail_proxy.errors import DeliveryError
+
 _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD
 _HARD_MAX_LINE = 998  # RFC 5322 2.1.1: MUST
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -24,7 +26,7 @@ _MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII but '<' and '>
 _UTF8 = "utf-8"
 
 
-class MalformedMessageError(ValueError):
+class MalformedMessageError(DeliveryError, ValueError):
     """The payload can never become a sendable message; ``str(error)`` is the reason to record."""
 
     @property

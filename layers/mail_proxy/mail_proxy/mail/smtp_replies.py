@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mail_proxy.errors import DeliveryError
 from mail_proxy.security.address_guard import NOT_ALLOWED, DeadlineExceeded, HostNotAllowed
 
 _MAX_REASON = 500
@@ -25,7 +26,7 @@ class SendOutcome:
     reply: str
 
 
-class SmtpDeliveryError(Exception):
+class SmtpDeliveryError(DeliveryError):
     """A delivery attempt failed. ``reason`` is short and fit for the message's ``error`` field
     (e.g. ``"550 5.1.1 user unknown"``); ``code``/``reply`` are the server's, when it answered."""
 

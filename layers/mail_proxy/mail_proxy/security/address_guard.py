@@ -56,6 +56,9 @@ _NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
     "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
 ))
 _IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+# RFC 6761: ``localhost`` and every name under it are loopback, whatever a resolver would say
+_LOOPBACK_NAME = re.compile(r"(?:[^.]+\.)*localhost\.?", re.IGNORECASE)
+_LOCALHOST = ipaddress.IPv4Address("127.0.0.1")
 
 
 class HostNotAllowed(Exception):
@@ -104,9 +107,11 @@ class AddressPolicy:
             raise HostNotAllowed()
 
     def check_literal(self, host: str) -> None:
-        """Refuses ``host`` now if it is a numeric address this policy refuses; a name passes (it is checked
-        when connecting). For early answers such as a 422 when an account is saved."""
+        """Refuses ``host`` now if it is a numeric address, or a ``localhost`` name, this policy refuses; another
+        name passes (it is checked when connecting). For early answers such as a 422 when an account is saved."""
         ip = literal_address(host)
+        if ip is None and _LOOPBACK_NAME.fullmatch(connect_name(host)):
+            ip = _LOCALHOST
         if ip is not None:
             self.check(ip)
 
@@ -290,6 +295,7 @@ def resolve(host: str, port: int, policy: AddressPolicy, deadline: float) -> lis
     if literal is not None:
         policy.check(literal)
         return [literal]
+    policy.check_literal(name)  # a localhost name: refused before DNS is asked when loopback is
     infos = _getaddrinfo(name, port, deadline)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:

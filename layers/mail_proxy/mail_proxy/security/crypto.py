@@ -21,7 +21,7 @@ from pathlib import Path
 
 from Crypto.Cipher import AES
 
-from mail_proxy.errors import ConfigurationError
+from mail_proxy.errors import ConfigurationError, MailProxyError
 
 PREFIX = "ENC:"
 KEY_FILE = Path("/run/secrets/encryption_key")
@@ -29,7 +29,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
-class DecryptionError(Exception):
+class DecryptionError(MailProxyError):
     """A stored value could not be decrypted: unknown key id, wrong context, or tampered data."""
 
 

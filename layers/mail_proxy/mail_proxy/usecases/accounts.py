@@ -14,7 +14,7 @@ from mail_proxy.domain.principal import Principal
 from mail_proxy.domain.tenant_models import MailboxView
 from mail_proxy.errors import NotFoundError
 from mail_proxy.security.address_guard import AddressPolicy
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ApiSettings, get_settings
 from mail_proxy.usecases import audit
 from mail_proxy.usecases.tenants import acting_tenant
 
@@ -56,7 +56,7 @@ class AccountAdmin:
 
     def put(self, principal: Principal, request: AccountCreate) -> bool:
         tenant_id = principal.require_tenant(request.tenant_id)
-        policy = self.address_policy or get_settings().relay_address_policy()
+        policy = self.address_policy or get_settings(ApiSettings).relay_address_policy()
         check_literal_host(request.host, policy, ["host"])
         check_literal_host(request.imap_host, policy, ["imap_host"])
         self.repo.require_tenant(tenant_id)

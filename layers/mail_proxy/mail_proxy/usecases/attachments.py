@@ -25,6 +25,7 @@ from typing import Any
 
 from mail_proxy.adapters.blob_store import BlobMissing, BlobStore, BlobTooLarge, BlobUnavailable
 from mail_proxy.adapters.outbound_http import OutboundFailed, OutboundRefused, request
+from mail_proxy.errors import DeliveryError
 from mail_proxy.mail.mime_bodies import FetchedAttachment
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
@@ -38,11 +39,13 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\
 _MD5_MARKER = re.compile(r"\{MD5:([0-9a-fA-F]{32})\}")
 
 
-class AttachmentTemporaryError(Exception):
+class AttachmentTemporaryError(DeliveryError):
     """Fetching failed in a way that may work later."""
 
+    temporary = True
 
-class AttachmentPermanentError(Exception):
+
+class AttachmentPermanentError(DeliveryError):
     """The attachment can never be fetched as given."""
 
 

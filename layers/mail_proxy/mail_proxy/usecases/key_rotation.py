@@ -171,7 +171,7 @@ def _reason(exc: Exception) -> str:
     """Why something failed, without anything read from the table."""
     if isinstance(exc, ClientError):
         return f"{type(exc).__name__} {exc.response.get('Error', {}).get('Code', '')}".strip()
-    if isinstance(exc, DecryptionError | MailProxyError):
+    if isinstance(exc, MailProxyError):
         return str(exc)
     return type(exc).__name__
 

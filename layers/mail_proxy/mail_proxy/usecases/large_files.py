@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mail_proxy.adapters.blob_store import BlobStore
+from mail_proxy.adapters.blob_store import PRESIGNED_URL_MAX_SECONDS, BlobStore
 from mail_proxy.adapters.payload_store import files_prefix, message_folder
 from mail_proxy.domain import clock
 from mail_proxy.domain.entities import Tenant
@@ -71,7 +71,7 @@ def _link(blobs: BlobStore, ring: KeyRing, public_url: str | None, key: str, fil
     if public_url:
         return f"{public_url.rstrip('/')}/files/{make_token(ring, FileLink(key, filename, expires))}"
     # no API URL known: a presigned URL, which S3 caps at 7 days
-    return blobs.presigned_get(key, min(expires - clock.now_ts(), 7 * 86400), filename)
+    return blobs.presigned_get(key, min(expires - clock.now_ts(), PRESIGNED_URL_MAX_SECONDS), filename)
 
 
 def _append_footer(payload: dict[str, Any], links: Sequence[tuple[str, int, str]], expires: int) -> None:

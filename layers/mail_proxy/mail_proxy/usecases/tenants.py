@@ -29,7 +29,7 @@ from mail_proxy.domain.tenant_models import (
 from mail_proxy.errors import ConflictError, ForbiddenError, InvalidInputError
 from mail_proxy.security.report_signing import new_signing_secret
 from mail_proxy.security.tokens import generate_token, hash_token, hashes_match
-from mail_proxy.settings import get_settings
+from mail_proxy.settings import ApiSettings, get_settings
 from mail_proxy.usecases import audit
 from mail_proxy.usecases.authorization import forget_tenant_keys
 from mail_proxy.usecases.reputation_guard import ReputationGuard, stored_view
@@ -103,7 +103,8 @@ def _fields_to_item(tenant_id: str, fields: TenantCreate | TenantUpdate) -> dict
     if "bounce_imap" in fields.model_fields_set:
         mailbox = fields.bounce_imap.model_dump() if fields.bounce_imap else None
         if mailbox:
-            check_literal_host(mailbox["host"], get_settings().relay_address_policy(), ["bounce_imap", "host"])
+            policy = get_settings(ApiSettings).relay_address_policy()
+            check_literal_host(mailbox["host"], policy, ["bounce_imap", "host"])
         if mailbox and mailbox.get("password") is not None:
             mailbox["password"] = encrypt(mailbox["password"], context=bounce_imap_context(tenant_id))
         data["bounce_imap"] = mailbox
@@ -161,7 +162,7 @@ def tenant_view(tenant: Tenant) -> TenantView:
 
 def _refuse_deployment_bucket(buckets: list[str] | None) -> None:
     """The deployment's bucket holds every tenant's payloads and files: never a tenant's attachment source."""
-    deployment = get_settings().attachment_bucket
+    deployment = get_settings(ApiSettings).attachment_bucket
     if deployment and deployment.lower() in {b.lower() for b in buckets or ()}:
         raise InvalidInputError("s3_buckets cannot name the deployment's attachment bucket; tenants' own "
                                 "attachments go under attachments/<tenant_id>/ in it without being listed")

@@ -29,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from mail_proxy.domain.models import RETENTION_SECONDS
+
 TENANT_PREFIX = "TENANT#"
 TENANT_SK = "#TENANT"
 STATE_SK = "STATE"
@@ -52,7 +54,7 @@ MAX_CREATED_MS = 10**13 - 1
 ID_AFTER_ALL = "#\x7f"  # sorts after "#<any message id>" (ids are printable ASCII, up to "~")
 RECIPIENT_SHARDS = 16
 MAX_INDEXED_RECIPIENTS = 50
-RECIPIENT_INDEX_TTL_SECONDS = PAYLOAD_TTL_SECONDS + 7 * 24 * 3600  # as long as a message's content, and a week
+RECIPIENT_INDEX_TTL_SECONDS = PAYLOAD_TTL_SECONDS + RETENTION_SECONDS  # as long as a message's content, and its record
 
 # ------------------------------------------------------------------------------------------ partitions
 
