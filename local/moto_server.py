@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: a log line per request costs more than many of the requests."""
 
     def _handle_any(self) -> None:
@@ -158,7 +158,7 @@ def moto_application() -> WsgiApp:
     """
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    class RememberingDispatcher(DomainDispatcherApplication):  # type: ignore[misc]
+    class RememberingDispatcher(DomainDispatcherApplication):
         def __init__(self) -> None:
             super().__init__(create_backend_app)
             self._chosen: dict[tuple[str, str, str], Any] = {}
@@ -173,7 +173,7 @@ def moto_application() -> WsgiApp:
                 app = self._chosen[key] = super().get_application(environ)
             return app
 
-    return RememberingDispatcher()  # type: ignore[no-any-return]
+    return RememberingDispatcher()
 
 
 class KeepAliveMotoServer:

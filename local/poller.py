@@ -5,6 +5,10 @@ in `batchItemFailures` is deleted, and a handler exception or timeout deletes no
 back after the visibility timeout and reach the dead-letter queue after `maxReceiveCount` receives (moto moves
 them on receive, as SQS does). Queues are polled in priority order and the poller starts again from the first
 queue after every batch, so a higher priority never waits behind a backlog of a lower one.
+
+A queue with a batching window (`MaximumBatchingWindowInSeconds`) gathers what it receives, as the event source
+mapping does, until the batch is full or the window since its first message has passed; the messages stay
+invisible meanwhile, and the other queues are polled as usual (each has its own mapping in AWS).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from local.template import LOCAL_REGION
 log = logging.getLogger("local.poller")
 
 _MAX_RECEIVE = 10  # SQS returns at most 10 messages a call
+_now = time.monotonic  # batching windows are measured with this (tests replace it)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,16 @@ class PolledQueue:
     batch_size: int = 10
     report_batch_item_failures: bool = True
     filter_patterns: tuple[Any, ...] = field(default=())
+    batching_window: float = 0.0
+    """Seconds to gather messages for a fuller batch (0: invoke with what one receive brings)."""
+
+
+@dataclass
+class _Gathering:
+    """Messages received for a queue's next batch, and when the first of them came."""
+
+    messages: list[dict[str, Any]]
+    since: float
 
 
 def sqs_record(message: dict[str, Any], queue: PolledQueue, region: str = LOCAL_REGION) -> dict[str, Any]:
@@ -122,6 +137,7 @@ class SqsPoller:
         self._client_factory = client_factory or (lambda: boto3.client("sqs", region_name=LOCAL_REGION))
         self._on_batch = on_batch
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()  # each worker gathers its own batches, as separate pollers would
 
     def start(self) -> None:
         self.stop_event.clear()
@@ -150,20 +166,33 @@ class SqsPoller:
                 self.stop_event.wait(self.idle_seconds)
 
     def poll_once(self, client: Any) -> bool:
-        """Receives and handles one batch from the first non-empty queue; False if all were empty."""
+        """Handles one batch of the first queue that has one ready; False if none had (all empty, or still
+        gathering within their batching window)."""
+        gathering: dict[str, _Gathering] = self._local.__dict__.setdefault("gathering", {})
         for queue in self.queues:
-            messages = self._receive(client, queue)
-            if messages:
-                self._handle(client, queue, messages)
+            held = gathering.get(queue.url)
+            if held is None or len(held.messages) < queue.batch_size:
+                wanted = queue.batch_size - (len(held.messages) if held else 0)
+                received = self._receive(client, queue, wanted)
+                if received:
+                    if held is None:
+                        held = gathering[queue.url] = _Gathering([], _now())
+                    held.messages.extend(received)
+            if held is None:
+                continue
+            if (len(held.messages) >= queue.batch_size or queue.batching_window <= 0
+                    or _now() - held.since >= queue.batching_window):
+                del gathering[queue.url]
+                self._handle(client, queue, held.messages)
                 return True
         return False
 
-    def _receive(self, client: Any, queue: PolledQueue) -> list[dict[str, Any]]:
+    def _receive(self, client: Any, queue: PolledQueue, wanted: int) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
-        while len(messages) < queue.batch_size and not self.stop_event.is_set():
+        while len(messages) < wanted and not self.stop_event.is_set():
             response = client.receive_message(
                 QueueUrl=queue.url,
-                MaxNumberOfMessages=min(_MAX_RECEIVE, queue.batch_size - len(messages)),
+                MaxNumberOfMessages=min(_MAX_RECEIVE, wanted - len(messages)),
                 VisibilityTimeout=queue.visibility_timeout,
                 WaitTimeSeconds=0,
                 MessageSystemAttributeNames=["All"],

@@ -271,6 +271,7 @@ class LocalStack:
                                 batch_size=source.batch_size,
                                 report_batch_item_failures=source.report_batch_item_failures,
                                 filter_patterns=source.filter_patterns,
+                                batching_window=source.batching_window,
                             ),
                         )
                     )
@@ -289,6 +290,7 @@ class LocalStack:
                     starting_position=stream.starting_position,
                     maximum_retry_attempts=stream.maximum_retry_attempts,
                     filter_patterns=stream.filter_patterns,
+                    batching_window=stream.batching_window,
                 )
                 stream_poller.start()
                 self.stream_pollers.append(stream_poller)

@@ -244,3 +244,69 @@ def test_stop_returns_promptly_when_idle(sqs: Any) -> None:
     started = time.monotonic()
     poller.stop()
     assert time.monotonic() - started < 1.0
+
+
+class FakeMonotonic:
+    """The poller's clock for batching windows, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_batching_window_gathers_messages_until_the_batch_is_full(sqs: Any, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    monkeypatch.setattr("local.poller._now", FakeMonotonic())
+    made = make_queue(sqs, "windowed")
+    queue = PolledQueue(made.url, made.arn, batch_size=10, batching_window=5.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [queue])
+    for index in range(3):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=str(index))
+    assert poller.poll_once(sqs) is False  # gathering: no invocation with three of ten
+    assert batches == []
+    for index in range(3, 12):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=str(index))
+    assert poller.poll_once(sqs) is True
+    assert len(batches) == 1 and len(batches[0]) == 10
+    assert sorted(batches[0], key=int) == [str(index) for index in range(10)]
+
+
+def test_a_batching_window_invokes_with_what_it_gathered_once_it_has_passed(sqs: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeMonotonic()
+    monkeypatch.setattr("local.poller._now", clock)
+    made = make_queue(sqs, "windowed")
+    queue = PolledQueue(made.url, made.arn, batch_size=10, batching_window=1.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [queue])
+    sqs.send_message(QueueUrl=queue.url, MessageBody="a")
+    assert poller.poll_once(sqs) is False
+    clock.now += 0.5
+    sqs.send_message(QueueUrl=queue.url, MessageBody="b")
+    assert poller.poll_once(sqs) is False
+    clock.now += 0.5
+    assert poller.poll_once(sqs) is True
+    assert batches == [["a", "b"]]  # each message once, in one batch
+    assert count_messages(sqs, queue) == 0  # handled, so deleted
+    assert poller.poll_once(sqs) is False
+
+
+def test_a_queue_gathering_in_its_window_does_not_hold_back_a_higher_priority(sqs: Any,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("local.poller._now", FakeMonotonic())
+    urgent = make_queue(sqs, "urgent")
+    made = make_queue(sqs, "medium")
+    medium = PolledQueue(made.url, made.arn, batch_size=10, batching_window=1.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [urgent, medium])
+    sqs.send_message(QueueUrl=medium.url, MessageBody="later")
+    assert poller.poll_once(sqs) is False
+    sqs.send_message(QueueUrl=urgent.url, MessageBody="now")
+    assert poller.poll_once(sqs) is True
+    assert batches == [["now"]]
