@@ -11,19 +11,26 @@ remembered per (service, target prefix), which moto otherwise works out anew for
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime
 import io
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("local.moto_server")
+
+STATS_VARIABLE = "MAIL_PROXY_LOCAL_MOTO_STATS"
+"""A directory: on stop, each server writes its calls and their CPU time by operation to moto-<port>.json."""
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -94,6 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             status_headers[:] = [status, headers]
             return lambda data: None  # moto returns its bodies; nothing writes through this
 
+        started = time.thread_time()
         try:
             result = self.server.app(environ, start_response)
             try:
@@ -122,6 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and payload:
             self.wfile.write(payload)
+        if self.server.stats is not None:
+            self.server.stats.add(_operation(environ), time.thread_time() - started)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle_any
 
@@ -131,10 +141,38 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
+    def __init__(self, address: tuple[str, int], app: WsgiApp, stats: CallStats | None = None) -> None:
         super().__init__(address, _Handler)
         self.app = app
         self.server_name_text = address[0]
+        self.stats = stats
+
+
+def _operation(environ: dict[str, Any]) -> str:
+    """`DynamoDB_20120810.UpdateItem`, `AmazonSQS.ReceiveMessage`, or the method and service for the rest."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    return str(target) if target else f"{environ['REQUEST_METHOD']} {_signature_service(environ) or '?'}"
+
+
+class CallStats:
+    """Calls answered and the CPU time spent on each, by operation (`MAIL_PROXY_LOCAL_MOTO_STATS`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_operation: dict[str, list[float]] = {}
+
+    def add(self, operation: str, cpu_seconds: float) -> None:
+        with self._lock:
+            entry = self.by_operation.setdefault(operation, [0, 0.0])
+            entry[0] += 1
+            entry[1] += cpu_seconds
+
+    def write(self, path: str) -> None:
+        with self._lock:
+            rows = {name: {"calls": int(count), "cpu_ms": round(seconds * 1000, 1)}
+                    for name, (count, seconds) in sorted(self.by_operation.items(), key=lambda kv: -kv[1][1])}
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
 
 
 _REMEMBERED = frozenset({"dynamodb", "sqs"})  # the busy ones, whose backend depends on headers alone
@@ -176,11 +214,73 @@ def moto_application() -> WsgiApp:
     return RememberingDispatcher()
 
 
+_FAST_JSON_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
+
+
+class _Unplain(Exception):
+    """A result holding something other than plain JSON data: the shape-driven serializer handles it."""
+
+
+def _plain(value: Any) -> Any:
+    """A response result as JSON data: None members left out, times as epoch seconds, bytes as base64 (what
+    moto's serializer makes of DynamoDB's results, which are already in the wire's shape)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if item is not None}
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    raise _Unplain(type(value).__name__)
+
+
+def use_fast_json_serializer() -> None:
+    """DynamoDB and its streams answer with `json.dumps` of their results instead of moto's serializer.
+
+    moto walks the botocore output shape for every value of every response, which costs more than the
+    operation itself for stream records and items (a large share of the local stack's CPU). DynamoDB's results
+    already have the wire's shape, so they are written as they are; errors, and any result that is not plain
+    data, still go through moto's serializer. Idempotent; patches moto in this process only.
+    """
+    from moto.core import responses
+
+    original = responses.get_serializer_class
+    if getattr(original, "_local_fast_json", False):
+        return
+    fast: dict[type[Any], type[Any]] = {}
+
+    def get_serializer_class(service_name: str, protocol: str) -> Any:
+        cls = original(service_name, protocol)
+        if service_name not in _FAST_JSON_SERVICES or protocol != "json":
+            return cls
+        if cls not in fast:
+
+            class FastJson(cls):  # type: ignore[valid-type,misc]
+                def _serialize_result(self, resp: Any, result: Any) -> Any:
+                    try:
+                        body = json.dumps(_plain(result), separators=(",", ":"))
+                    except _Unplain:
+                        return super()._serialize_result(resp, result)
+                    resp["body"] = body
+                    resp["headers"]["Content-Type"] = self._get_protocol_specific_content_type()
+                    return resp
+
+            fast[cls] = FastJson
+        return fast[cls]
+
+    get_serializer_class._local_fast_json = True  # type: ignore[attr-defined]
+    responses.get_serializer_class = get_serializer_class
+
+
 class KeepAliveMotoServer:
     """moto on `host:port` in a thread of this process (`serve_forever` in the foreground from `main`)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self._server = _Server((host, port), moto_application())
+    def __init__(self, host: str, port: int, stats: CallStats | None = None) -> None:
+        self._server = _Server((host, port), moto_application(), stats)
         self._thread: threading.Thread | None = None
 
     @property
@@ -208,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does
     logging.basicConfig(level=logging.WARNING)
-    server = KeepAliveMotoServer(args.host, args.port)
+    use_fast_json_serializer()
+    stats_dir = os.environ.get(STATS_VARIABLE)
+    stats = CallStats() if stats_dir else None
+    server = KeepAliveMotoServer(args.host, args.port, stats)
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.stop, daemon=True).start()
@@ -216,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.serve_forever()
+    if stats is not None and stats_dir:
+        stats.write(os.path.join(stats_dir, f"moto-{args.port}.json"))
     return 0
 
 

@@ -83,3 +83,64 @@ def test_each_service_group_gets_its_own_endpoint_variable() -> None:
     assert environment["AWS_ENDPOINT_URL_DYNAMODB"] == environment["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"]
     assert environment["AWS_ENDPOINT_URL_SQS"] != environment["AWS_ENDPOINT_URL_DYNAMODB"]
     assert environment["AWS_ENDPOINT_URL_SQS"] != environment["AWS_ENDPOINT_URL"]
+
+
+def _dynamodb_answers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The same DynamoDB and stream calls, their answers without what differs from run to run."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    answers: list[object] = []
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        table = dynamodb.create_table(
+            TableName="t", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                      {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST", StreamSpecification={"StreamEnabled": True,
+                                                                "StreamViewType": "NEW_AND_OLD_IMAGES"})
+        for index in range(5):
+            dynamodb.put_item(TableName="t", Item={
+                "pk": {"S": "p"}, "sk": {"S": f"{index}"}, "b": {"B": bytes([index, 255])}, "n": {"N": str(index)},
+                "l": {"L": [{"M": {"x": {"NULL": True}, "ss": {"SS": ["a", "b"]}}}]}, "t": {"BOOL": index % 2 == 0}})
+        dynamodb.update_item(TableName="t", Key={"pk": {"S": "p"}, "sk": {"S": "1"}}, UpdateExpression="SET n = n + :o",
+                             ExpressionAttributeValues={":o": {"N": "1"}})
+        page = dynamodb.query(TableName="t", KeyConditionExpression="pk = :p",
+                              ExpressionAttributeValues={":p": {"S": "p"}}, Limit=3)
+        rest = dynamodb.query(TableName="t", KeyConditionExpression="pk = :p",
+                              ExclusiveStartKey=page["LastEvaluatedKey"],
+                              ExpressionAttributeValues={":p": {"S": "p"}}, Limit=3)
+        got = dynamodb.batch_get_item(RequestItems={"t": {"Keys": [{"pk": {"S": "p"}, "sk": {"S": "0"}}]}})
+        answers += [page["Items"], page["LastEvaluatedKey"], rest["Items"], "LastEvaluatedKey" in rest,
+                    got["Responses"], got["UnprocessedKeys"]]
+        try:
+            dynamodb.put_item(TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": "0"}},
+                              ConditionExpression="attribute_not_exists(pk)")
+        except dynamodb.exceptions.ConditionalCheckFailedException as error:
+            answers.append(error.response["Error"]["Code"])
+        streams = boto3.client("dynamodbstreams", region_name="us-east-1")
+        arn = table["TableDescription"]["LatestStreamArn"]
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = streams.get_records(ShardIterator=iterator)["Records"]
+        for record in records:
+            record.pop("eventID")
+            assert record["dynamodb"].pop("ApproximateCreationDateTime").year >= 2024
+        answers.append(records)
+    return answers
+
+
+def test_dynamodb_answers_the_same_through_the_fast_serializer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.core import responses
+
+    from local.moto_server import use_fast_json_serializer
+
+    expected = _dynamodb_answers(monkeypatch)
+    monkeypatch.setattr(responses, "get_serializer_class", responses.get_serializer_class)  # undone after the test
+    use_fast_json_serializer()
+    assert getattr(responses.get_serializer_class, "_local_fast_json", False)
+    assert _dynamodb_answers(monkeypatch) == expected
