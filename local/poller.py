@@ -32,6 +32,10 @@ log = logging.getLogger("local.poller")
 
 _MAX_RECEIVE = 10  # SQS returns at most 10 messages a call
 _now = time.monotonic  # batching windows are measured with this (tests replace it)
+EXTRA_WORKER_IDLE_SECONDS = 1.0
+"""How long a worker other than the first waits after finding every queue empty: the first polls at its usual
+pace, the others join within this long once there is a backlog (as Lambda adds pollers), and an idle stack does
+not poll once per worker."""
 
 
 @dataclass(frozen=True)
@@ -123,13 +127,16 @@ class SqsPoller:
         workers: int = 1,
         client_factory: Callable[[], Any] | None = None,
         on_batch: Callable[[PolledQueue, list[dict[str, Any]]], None] | None = None,
+        instances: Sequence[LocalFunction] = (),
     ) -> None:
         """`on_batch` is called with each batch before the handler runs (tests use it to observe order).
 
-        `workers` > 1 invokes the handler from several threads at once, like concurrent Lambda instances;
-        only do that with a handler whose module-level state is thread-safe.
+        `workers` > 1 polls and invokes from several threads at once, like concurrent Lambda instances: worker
+        `i` invokes `instances[i]` (its own container, see `load_function`), or `function` when there is no
+        such instance; share `function` itself only with a handler whose module-level state is thread-safe.
         """
         self.function = function
+        self.instances = list(instances)
         self.queues = list(queues)
         self.idle_seconds = idle_seconds
         self.workers = workers
@@ -138,11 +145,16 @@ class SqsPoller:
         self._on_batch = on_batch
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each worker gathers its own batches, as separate pollers would
+        self._thread_functions: dict[threading.Thread, LocalFunction] = {}
+        self._thread_idle: dict[threading.Thread, float] = {}
 
     def start(self) -> None:
         self.stop_event.clear()
         for index in range(self.workers):
             thread = threading.Thread(target=self._run, name=f"local-sqs-poller-{index}", daemon=True)
+            self._thread_functions[thread] = self.instances[index] if index < len(self.instances) else self.function
+            self._thread_idle[thread] = self.idle_seconds if index == 0 else max(self.idle_seconds,
+                                                                                 EXTRA_WORKER_IDLE_SECONDS)
             thread.start()
             self._threads.append(thread)
 
@@ -155,6 +167,8 @@ class SqsPoller:
         self._threads = []
 
     def _run(self) -> None:
+        self._local.function = self._thread_functions.get(threading.current_thread(), self.function)
+        idle = self._thread_idle.get(threading.current_thread(), self.idle_seconds)
         client = self._client_factory()
         while not self.stop_event.is_set():
             try:
@@ -163,7 +177,7 @@ class SqsPoller:
                 log.exception("SQS polling failed; retrying")
                 handled = False
             if not handled:
-                self.stop_event.wait(self.idle_seconds)
+                self.stop_event.wait(idle)
 
     def poll_once(self, client: Any) -> bool:
         """Handles one batch of the first queue that has one ready; False if none had (all empty, or still
@@ -215,8 +229,9 @@ class SqsPoller:
             return
         if self._on_batch is not None:
             self._on_batch(queue, wanted)
+        function: LocalFunction = getattr(self._local, "function", self.function)
         try:
-            result = self.function.invoke({"Records": wanted})
+            result = function.invoke({"Records": wanted})
         except Exception as error:
             if every_record_failed(error):
                 # each record's failure is the handler's to log (a warning for a retry, a traceback for a fault)
