@@ -61,7 +61,7 @@ class StackOptions:
     mail_dir: Path | None = None
     api_token: str | None = None
     sender: bool = True
-    sender_workers: int = 2
+    sender_workers: int = 4
     """Concurrent invocations of each SQS-fed function (the sender's and the reporter's mappings), each in its
     own container, as Lambda scales a queue's consumers; conditional claims keep concurrent senders apart."""
     schedule_seconds: float | None = None
@@ -403,8 +403,8 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
     parser.add_argument(
         "--sender-workers",
         type=int,
-        default=2,
-        help="concurrent invocations of each SQS-fed function, each in its own container (default 2)",
+        default=4,
+        help="concurrent invocations of each SQS-fed function, each in its own container (default 4)",
     )
     parser.add_argument(
         "--schedule-seconds",
