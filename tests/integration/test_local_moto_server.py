@@ -127,6 +127,8 @@ def _dynamodb_answers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         records = streams.get_records(ShardIterator=iterator)["Records"]
+        sequence = [int(record["dynamodb"].pop("SequenceNumber")) for record in records]
+        assert sequence == sorted(sequence) and len(set(sequence)) == len(records) == 6
         for record in records:
             record.pop("eventID")
             assert record["dynamodb"].pop("ApproximateCreationDateTime").year >= 2024
