@@ -111,6 +111,8 @@ def _child_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
     # The stack chooses its own AWS endpoint and credentials; an outer test's would only confuse it.
     for name in ("AWS_ENDPOINT_URL", "GMP_API_TOKEN", "MAIL_PROXY_ENCRYPTION_KEY"):
         environment.pop(name, None)
+    for name in [name for name in environment if name.startswith("AWS_ENDPOINT_URL_")]:
+        environment.pop(name)
     environment["PYTHONUNBUFFERED"] = "1"
     environment.update(extra or {})
     return environment

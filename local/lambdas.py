@@ -376,9 +376,14 @@ def import_source(path: Path, module_name: str, extra_path: Path | None = None) 
 
 
 def load_function(spec: FunctionSpec, name: str, *, template: Template | None = None,
-                  environment: Mapping[str, str] | None = None) -> LocalFunction:
+                  environment: Mapping[str, str] | None = None, instance: int = 0,
+                  init_lock: threading.Lock | None = None) -> LocalFunction:
     """Imports the function's handler, inside its own environment (`environment` over `os.environ`, with
     the variables only other functions of `template` declare hidden), and runs it there at every call.
+
+    `instance` > 0 imports the code once more, as another container of the function: its module-level state
+    (batch processor, connections, caches) is its own, so instances can run at the same time. Instances
+    given the same `init_lock` run their first invocations one at a time (see `LocalFunction`).
 
     Raises `FunctionMissing` when the entry point does not exist yet.
     """
@@ -386,6 +391,8 @@ def load_function(spec: FunctionSpec, name: str, *, template: Template | None = 
     if not source.is_file():
         raise FunctionMissing(f"{spec.logical_id}: {source} does not exist")
     module_name = f"local_function_{spec.logical_id}_{spec.module.replace('.', '_')}"
+    if instance:
+        module_name += f"_instance{instance}"
     scope = FunctionEnvironment.for_function(template, spec.logical_id, environment) if template else None
     if scope is not None:
         with scope.active():
@@ -399,6 +406,8 @@ def load_function(spec: FunctionSpec, name: str, *, template: Template | None = 
                              memory_mb=spec.memory_mb, logical_id=spec.logical_id, environment=environment,
                              template=template)
     function._scope = scope
+    if init_lock is not None:
+        function._init_lock = init_lock
     return function
 
 

@@ -5,6 +5,10 @@ in `batchItemFailures` is deleted, and a handler exception or timeout deletes no
 back after the visibility timeout and reach the dead-letter queue after `maxReceiveCount` receives (moto moves
 them on receive, as SQS does). Queues are polled in priority order and the poller starts again from the first
 queue after every batch, so a higher priority never waits behind a backlog of a lower one.
+
+A queue with a batching window (`MaximumBatchingWindowInSeconds`) gathers what it receives, as the event source
+mapping does, until the batch is full or the window since its first message has passed; the messages stay
+invisible meanwhile, and the other queues are polled as usual (each has its own mapping in AWS).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from local.template import LOCAL_REGION
 log = logging.getLogger("local.poller")
 
 _MAX_RECEIVE = 10  # SQS returns at most 10 messages a call
+_now = time.monotonic  # batching windows are measured with this (tests replace it)
+EXTRA_WORKER_IDLE_SECONDS = 1.0
+"""How long a worker other than the first waits after finding every queue empty: the first polls at its usual
+pace, the others join within this long once there is a backlog (as Lambda adds pollers), and an idle stack does
+not poll once per worker."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,16 @@ class PolledQueue:
     batch_size: int = 10
     report_batch_item_failures: bool = True
     filter_patterns: tuple[Any, ...] = field(default=())
+    batching_window: float = 0.0
+    """Seconds to gather messages for a fuller batch (0: invoke with what one receive brings)."""
+
+
+@dataclass
+class _Gathering:
+    """Messages received for a queue's next batch, and when the first of them came."""
+
+    messages: list[dict[str, Any]]
+    since: float
 
 
 def sqs_record(message: dict[str, Any], queue: PolledQueue, region: str = LOCAL_REGION) -> dict[str, Any]:
@@ -108,13 +127,16 @@ class SqsPoller:
         workers: int = 1,
         client_factory: Callable[[], Any] | None = None,
         on_batch: Callable[[PolledQueue, list[dict[str, Any]]], None] | None = None,
+        instances: Sequence[LocalFunction] = (),
     ) -> None:
         """`on_batch` is called with each batch before the handler runs (tests use it to observe order).
 
-        `workers` > 1 invokes the handler from several threads at once, like concurrent Lambda instances;
-        only do that with a handler whose module-level state is thread-safe.
+        `workers` > 1 polls and invokes from several threads at once, like concurrent Lambda instances: worker
+        `i` invokes `instances[i]` (its own container, see `load_function`), or `function` when there is no
+        such instance; share `function` itself only with a handler whose module-level state is thread-safe.
         """
         self.function = function
+        self.instances = list(instances)
         self.queues = list(queues)
         self.idle_seconds = idle_seconds
         self.workers = workers
@@ -122,11 +144,17 @@ class SqsPoller:
         self._client_factory = client_factory or (lambda: boto3.client("sqs", region_name=LOCAL_REGION))
         self._on_batch = on_batch
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()  # each worker gathers its own batches, as separate pollers would
+        self._thread_functions: dict[threading.Thread, LocalFunction] = {}
+        self._thread_idle: dict[threading.Thread, float] = {}
 
     def start(self) -> None:
         self.stop_event.clear()
         for index in range(self.workers):
             thread = threading.Thread(target=self._run, name=f"local-sqs-poller-{index}", daemon=True)
+            self._thread_functions[thread] = self.instances[index] if index < len(self.instances) else self.function
+            self._thread_idle[thread] = self.idle_seconds if index == 0 else max(self.idle_seconds,
+                                                                                 EXTRA_WORKER_IDLE_SECONDS)
             thread.start()
             self._threads.append(thread)
 
@@ -139,6 +167,8 @@ class SqsPoller:
         self._threads = []
 
     def _run(self) -> None:
+        self._local.function = self._thread_functions.get(threading.current_thread(), self.function)
+        idle = self._thread_idle.get(threading.current_thread(), self.idle_seconds)
         client = self._client_factory()
         while not self.stop_event.is_set():
             try:
@@ -147,23 +177,36 @@ class SqsPoller:
                 log.exception("SQS polling failed; retrying")
                 handled = False
             if not handled:
-                self.stop_event.wait(self.idle_seconds)
+                self.stop_event.wait(idle)
 
     def poll_once(self, client: Any) -> bool:
-        """Receives and handles one batch from the first non-empty queue; False if all were empty."""
+        """Handles one batch of the first queue that has one ready; False if none had (all empty, or still
+        gathering within their batching window)."""
+        gathering: dict[str, _Gathering] = self._local.__dict__.setdefault("gathering", {})
         for queue in self.queues:
-            messages = self._receive(client, queue)
-            if messages:
-                self._handle(client, queue, messages)
+            held = gathering.get(queue.url)
+            if held is None or len(held.messages) < queue.batch_size:
+                wanted = queue.batch_size - (len(held.messages) if held else 0)
+                received = self._receive(client, queue, wanted)
+                if received:
+                    if held is None:
+                        held = gathering[queue.url] = _Gathering([], _now())
+                    held.messages.extend(received)
+            if held is None:
+                continue
+            if (len(held.messages) >= queue.batch_size or queue.batching_window <= 0
+                    or _now() - held.since >= queue.batching_window):
+                del gathering[queue.url]
+                self._handle(client, queue, held.messages)
                 return True
         return False
 
-    def _receive(self, client: Any, queue: PolledQueue) -> list[dict[str, Any]]:
+    def _receive(self, client: Any, queue: PolledQueue, wanted: int) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
-        while len(messages) < queue.batch_size and not self.stop_event.is_set():
+        while len(messages) < wanted and not self.stop_event.is_set():
             response = client.receive_message(
                 QueueUrl=queue.url,
-                MaxNumberOfMessages=min(_MAX_RECEIVE, queue.batch_size - len(messages)),
+                MaxNumberOfMessages=min(_MAX_RECEIVE, wanted - len(messages)),
                 VisibilityTimeout=queue.visibility_timeout,
                 WaitTimeSeconds=0,
                 MessageSystemAttributeNames=["All"],
@@ -186,8 +229,9 @@ class SqsPoller:
             return
         if self._on_batch is not None:
             self._on_batch(queue, wanted)
+        function: LocalFunction = getattr(self._local, "function", self.function)
         try:
-            result = self.function.invoke({"Records": wanted})
+            result = function.invoke({"Records": wanted})
         except Exception as error:
             if every_record_failed(error):
                 # each record's failure is the handler's to log (a warning for a retry, a traceback for a fault)

@@ -1,6 +1,7 @@
 """Moto in server mode, and the template's tables, queues and buckets created in it.
 
-The handlers reach moto through `AWS_ENDPOINT_URL`, exactly as they reach AWS, so no code path is local-only.
+The handlers reach moto through `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_<SERVICE>` for the services with a
+moto process of their own), exactly as they reach AWS, so no code path is local-only.
 Resources get predictable names (`local-MailTable`); the `Provisioned.resolved` mapping is what
 `Template.function_environment` uses to fill in table names and queue URLs. Secrets are not created: the
 code reads the local admin token and key from the environment when no secret id is configured.
@@ -19,7 +20,7 @@ from typing import Any
 
 import boto3
 
-from local.template import LOCAL_REGION, LOCAL_STAGE, Template, physical_name
+from local.template import LOCAL_REGION, LOCAL_STAGE, REPO_ROOT, Template, physical_name
 
 log = logging.getLogger("local.resources")
 
@@ -32,34 +33,50 @@ FAKE_CREDENTIALS = {
 }
 
 
-class MotoServer:
-    """moto in server mode on loopback, in a child process by default; port 0 picks a free port.
+SERVICE_GROUPS: tuple[tuple[str, ...], ...] = (("dynamodb", "dynamodb_streams"), ("sqs",))
+"""Services given a moto process of their own, each group sharing one (a table's stream lives with its table);
+every other service goes to the process at `AWS_ENDPOINT_URL`. boto3 reads `AWS_ENDPOINT_URL_<SERVICE>`."""
 
-    A child process gives moto the machine's second core: in one process, moto's CPU (it emulates every
-    AWS call in Python) and the handlers' would share one interpreter lock. Set
-    ``MAIL_PROXY_LOCAL_MOTO_THREAD=1`` to run it in a thread instead.
+
+class MotoServer:
+    """moto on loopback, in child processes by default: one per group of `SERVICE_GROUPS`, one for the rest.
+
+    Child processes give moto the machine's second core: in one process, moto's CPU (it emulates every
+    AWS call in Python) and the handlers' would share one interpreter lock; and DynamoDB, SQS polling and the
+    rest do not wait for one another. Each serves HTTP/1.1 connections that stay open (`local.moto_server`),
+    so an emulated call costs no new connection. Set ``MAIL_PROXY_LOCAL_MOTO_THREAD=1`` to run one server
+    for every service in a thread instead. `port` (0 picks a free one) is the catch-all server's.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port or _free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
+        self.group_ports: dict[tuple[str, ...], int] = {}
+        self._processes: list[subprocess.Popen[bytes]] = []
         self._thread_server: Any = None
         self._started = False
 
     def start(self) -> None:
         if os.environ.get("MAIL_PROXY_LOCAL_MOTO_THREAD", "").lower() in {"1", "true", "yes"}:
-            from moto.server import ThreadedMotoServer  # imported here: moto is slow to import
+            from local.moto_server import KeepAliveMotoServer, use_fast_json_serializer  # moto is slow to import
 
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)
-            self._thread_server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+            use_fast_json_serializer()
+            self._thread_server = KeepAliveMotoServer(self.host, self.port)
             self._thread_server.start()
         else:
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter running moto, loopback only
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            )
-            _wait_listening(self.host, self.port, self._process, timeout=60.0)
+            self.group_ports = {group: _free_port(self.host) for group in SERVICE_GROUPS}
+            try:
+                for port in (self.port, *self.group_ports.values()):
+                    self._processes.append(subprocess.Popen(  # noqa: S603 - our own interpreter, loopback only
+                        [sys.executable, "-m", "local.moto_server", "-H", self.host, "-p", str(port)],
+                        cwd=str(REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        stdin=subprocess.DEVNULL,
+                    ))
+                for port, process in zip((self.port, *self.group_ports.values()), self._processes, strict=True):
+                    _wait_listening(self.host, port, process, timeout=60.0)
+            except BaseException:
+                self._stop_processes()
+                raise
         self._started = True
 
     @property
@@ -67,8 +84,13 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        """What a process needs in its environment for boto3 to talk to this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, **FAKE_CREDENTIALS}
+        """What a process needs in its environment for boto3 to talk to these servers."""
+        environment = {"AWS_ENDPOINT_URL": self.endpoint, **FAKE_CREDENTIALS}
+        for group in SERVICE_GROUPS:
+            port = self.group_ports.get(group, self.port)
+            for service in group:
+                environment[f"AWS_ENDPOINT_URL_{service.upper()}"] = f"http://{self.host}:{port}"
+        return environment
 
     def stop(self) -> None:
         if not self._started:
@@ -76,16 +98,18 @@ class MotoServer:
         self._started = False
         if self._thread_server is not None:
             self._thread_server.stop()
-            inner = getattr(self._thread_server, "_server", None)
-            if inner is not None:
-                inner.server_close()
-        if self._process is not None:
-            self._process.terminate()
+        self._stop_processes()
+
+    def _stop_processes(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
             try:
-                self._process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=5)
+                process.kill()
+                process.wait(timeout=5)
+        self._processes = []
 
 
 def _free_port(host: str) -> int:

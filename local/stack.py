@@ -61,7 +61,9 @@ class StackOptions:
     mail_dir: Path | None = None
     api_token: str | None = None
     sender: bool = True
-    sender_workers: int = 1
+    sender_workers: int = 4
+    """Concurrent invocations of each SQS-fed function (the sender's and the reporter's mappings), each in its
+    own container, as Lambda scales a queue's consumers; conditional claims keep concurrent senders apart."""
     schedule_seconds: float | None = None
     stage: str = LOCAL_STAGE
     verbose: bool = False
@@ -271,11 +273,14 @@ class LocalStack:
                                 batch_size=source.batch_size,
                                 report_batch_item_failures=source.report_batch_item_failures,
                                 filter_patterns=source.filter_patterns,
+                                batching_window=source.batching_window,
                             ),
                         )
                     )
                 ordered = [queue for _rank, queue in sorted(queues, key=lambda item: item[0])]
-                poller = SqsPoller(function, ordered, workers=self.options.sender_workers)
+                workers = self.options.sender_workers
+                poller = SqsPoller(function, ordered, workers=workers,
+                                   instances=[function, *self._more_instances(logical_id, function, workers - 1)])
                 poller.start()
                 self.pollers.append(poller)
             elif sqs_sources:
@@ -289,6 +294,7 @@ class LocalStack:
                     starting_position=stream.starting_position,
                     maximum_retry_attempts=stream.maximum_retry_attempts,
                     filter_patterns=stream.filter_patterns,
+                    batching_window=stream.batching_window,
                 )
                 stream_poller.start()
                 self.stream_pollers.append(stream_poller)
@@ -302,6 +308,13 @@ class LocalStack:
                 )
                 ticker.start()
                 self.tickers[f"{logical_id}.{schedule.name}"] = ticker
+
+    def _more_instances(self, logical_id: str, function: LocalFunction, count: int) -> list[LocalFunction]:
+        """`count` more containers of a function, for concurrent invocations (each imports the code anew)."""
+        assert self.template is not None
+        spec = self.template.function_spec(logical_id)
+        return [load_function(spec, function.name, template=self.template, environment=function.environment,
+                              instance=index, init_lock=function._init_lock) for index in range(1, count + 1)]
 
     def stop(self) -> None:
         """Stops the front first (no new work), then the event sources, the sink, and moto last."""
@@ -390,8 +403,8 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
     parser.add_argument(
         "--sender-workers",
         type=int,
-        default=1,
-        help="concurrent sender invocations (only for handlers safe to share a process)",
+        default=4,
+        help="concurrent invocations of each SQS-fed function, each in its own container (default 4)",
     )
     parser.add_argument(
         "--schedule-seconds",

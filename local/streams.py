@@ -3,7 +3,9 @@
 Records arrive in order, in batches; a handler exception retries the same batch, and with
 `ReportBatchItemFailures` processing resumes from the lowest failed sequence number, so a record is never
 skipped because a later one failed. After `MaximumRetryAttempts` (-1: until stopped) the batch is dropped
-and logged, as Lambda would send it to the on-failure destination.
+and logged, as Lambda would send it to the on-failure destination. With a batching window
+(`MaximumBatchingWindowInSeconds`), records are gathered until the batch is full or the window since the first
+of them has passed, as the event source mapping does.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,6 +28,7 @@ from local.template import LOCAL_REGION
 log = logging.getLogger("local.streams")
 
 _MAX_BACKOFF_SECONDS = 30.0
+_now = time.monotonic  # batching windows are measured with this (tests replace it)
 
 
 def _lambda_json(value: Any) -> Any:
@@ -78,6 +82,7 @@ class StreamPoller:
         maximum_retry_attempts: int = -1,
         filter_patterns: Sequence[Any] = (),
         idle_seconds: float = 0.25,
+        batching_window: float = 0.0,
         client_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.function = function
@@ -88,12 +93,15 @@ class StreamPoller:
         self.maximum_retry_attempts = maximum_retry_attempts
         self.filter_patterns = list(filter_patterns)
         self.idle_seconds = idle_seconds
+        self.batching_window = batching_window
         self.stop_event = threading.Event()
         self._client_factory = client_factory or (lambda: boto3.client("dynamodbstreams", region_name=LOCAL_REGION))
         self._thread: threading.Thread | None = None
         self._iterator: str | None = None
         self._shard_id: str | None = None
         self._attempts = 0
+        self._gathered: list[dict[str, Any]] = []  # read, waiting for a fuller batch
+        self._gathered_since = 0.0
 
     def start(self) -> None:
         self.stop_event.clear()
@@ -114,6 +122,7 @@ class StreamPoller:
             except Exception:
                 log.exception("stream polling failed; retrying")
                 self._iterator = None
+                self._gathered = []  # read again from the new iterator
                 handled = False
             if not handled:
                 self.stop_event.wait(self.idle_seconds)
@@ -129,15 +138,20 @@ class StreamPoller:
         return str(response["ShardIterator"])
 
     def poll_once(self, client: Any) -> bool:
-        """Handles one batch; False if the stream had nothing new."""
+        """Handles one batch; False if the stream had nothing new (or the batch is still gathering)."""
         if self._iterator is None:
             self._iterator = self._open(client, self.starting_position)
-        response = client.get_records(ShardIterator=self._iterator, Limit=self.batch_size)
-        raw_records = response.get("Records") or []
+        response = client.get_records(ShardIterator=self._iterator, Limit=self.batch_size - len(self._gathered))
+        received = response.get("Records") or []
         next_iterator = response.get("NextShardIterator") or self._iterator
-        if not raw_records:
+        if received and not self._gathered:
+            self._gathered_since = _now()
+        self._gathered += received
+        if (not self._gathered or (len(self._gathered) < self.batch_size and self.batching_window > 0
+                                   and _now() - self._gathered_since < self.batching_window)):
             self._iterator = next_iterator
             return False
+        raw_records, self._gathered = self._gathered, []
         records = [stream_record(record, self.stream_arn) for record in raw_records]
         wanted = [record for record in records if matches_any(self.filter_patterns, record)]
         resume_at = self._invoke(wanted) if wanted else None

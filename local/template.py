@@ -90,6 +90,8 @@ class SqsSource:
     batch_size: int
     report_batch_item_failures: bool
     filter_patterns: tuple[Any, ...] = ()
+    batching_window: float = 0.0
+    """`MaximumBatchingWindowInSeconds`: how long the mapping gathers records for a fuller batch."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class StreamSource:
     starting_position: str
     maximum_retry_attempts: int
     filter_patterns: tuple[Any, ...] = ()
+    batching_window: float = 0.0
+    """`MaximumBatchingWindowInSeconds`: how long the mapping gathers records for a fuller batch."""
 
 
 @dataclass(frozen=True)
@@ -469,6 +473,7 @@ class Template:
                     batch_size=int(props.get("BatchSize", 10)),
                     report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     filter_patterns=_filter_patterns(props),
+                    batching_window=float(props.get("MaximumBatchingWindowInSeconds", 0)),
                 )
             )
         return sources
@@ -488,6 +493,7 @@ class Template:
                     starting_position=str(props.get("StartingPosition", "TRIM_HORIZON")),
                     maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
                     filter_patterns=_filter_patterns(props),
+                    batching_window=float(props.get("MaximumBatchingWindowInSeconds", 0)),
                 )
             )
         return sources

@@ -244,3 +244,114 @@ def test_stop_returns_promptly_when_idle(sqs: Any) -> None:
     started = time.monotonic()
     poller.stop()
     assert time.monotonic() - started < 1.0
+
+
+class FakeMonotonic:
+    """The poller's clock for batching windows, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_batching_window_gathers_messages_until_the_batch_is_full(sqs: Any, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    monkeypatch.setattr("local.poller._now", FakeMonotonic())
+    made = make_queue(sqs, "windowed")
+    queue = PolledQueue(made.url, made.arn, batch_size=10, batching_window=5.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [queue])
+    for index in range(3):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=str(index))
+    assert poller.poll_once(sqs) is False  # gathering: no invocation with three of ten
+    assert batches == []
+    for index in range(3, 12):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=str(index))
+    assert poller.poll_once(sqs) is True
+    assert len(batches) == 1 and len(batches[0]) == 10
+    assert sorted(batches[0], key=int) == [str(index) for index in range(10)]
+
+
+def test_a_batching_window_invokes_with_what_it_gathered_once_it_has_passed(sqs: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeMonotonic()
+    monkeypatch.setattr("local.poller._now", clock)
+    made = make_queue(sqs, "windowed")
+    queue = PolledQueue(made.url, made.arn, batch_size=10, batching_window=1.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [queue])
+    sqs.send_message(QueueUrl=queue.url, MessageBody="a")
+    assert poller.poll_once(sqs) is False
+    clock.now += 0.5
+    sqs.send_message(QueueUrl=queue.url, MessageBody="b")
+    assert poller.poll_once(sqs) is False
+    clock.now += 0.5
+    assert poller.poll_once(sqs) is True
+    assert batches == [["a", "b"]]  # each message once, in one batch
+    assert count_messages(sqs, queue) == 0  # handled, so deleted
+    assert poller.poll_once(sqs) is False
+
+
+def test_a_queue_gathering_in_its_window_does_not_hold_back_a_higher_priority(sqs: Any,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("local.poller._now", FakeMonotonic())
+    urgent = make_queue(sqs, "urgent")
+    made = make_queue(sqs, "medium")
+    medium = PolledQueue(made.url, made.arn, batch_size=10, batching_window=1.0)
+    batches: list[list[str]] = []
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: batches.append(
+        [record["body"] for record in event["Records"]])), [urgent, medium])
+    sqs.send_message(QueueUrl=medium.url, MessageBody="later")
+    assert poller.poll_once(sqs) is False
+    sqs.send_message(QueueUrl=urgent.url, MessageBody="now")
+    assert poller.poll_once(sqs) is True
+    assert batches == [["now"]]
+
+
+def test_each_worker_invokes_its_own_instance_of_the_function(sqs: Any) -> None:
+    queue = make_queue(sqs, "shared")
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(QueueUrl=queue.url, Entries=[
+            {"Id": str(index), "MessageBody": str(index)} for index in range(start, start + 10)])
+    seen: list[tuple[str, int, str]] = []
+    lock = threading.Lock()
+
+    def instance(number: int) -> LocalFunction:
+        def sender(event: dict[str, Any], context: Any) -> None:
+            with lock:
+                seen.extend((threading.current_thread().name, number, r["body"]) for r in event["Records"])
+            time.sleep(0.05)  # long enough for the other worker to take the next batch meanwhile
+        return LocalFunction("sender", sender)
+
+    poller = SqsPoller(instance(0), [PolledQueue(queue.url, queue.arn, batch_size=5)], idle_seconds=0.02, workers=2,
+                       instances=[instance(0), instance(1)])
+    poller.start()
+    try:
+        wait_until(lambda: len(seen) >= 30)
+    finally:
+        poller.stop()
+    assert sorted(int(body) for _thread, _number, body in seen) == list(range(30))  # each message once
+    by_thread = {thread: {number for t, number, _body in seen if t == thread} for thread, _n, _b in seen}
+    assert all(numbers == {int(thread.rsplit("-", 1)[1])} for thread, numbers in by_thread.items())
+
+
+def test_an_idle_stack_polls_at_the_idle_pace_with_its_first_worker_only(sqs: Any) -> None:
+    queue = make_queue(sqs, "quiet")
+    calls: list[str] = []
+
+    class CountingClient:
+        def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+            calls.append(threading.current_thread().name)
+            return {}
+
+    poller = SqsPoller(LocalFunction("sender", lambda event, context: None), [queue], idle_seconds=0.05, workers=2,
+                       client_factory=CountingClient)
+    poller.start()
+    time.sleep(0.6)
+    poller.stop()
+    first, extra = calls.count("local-sqs-poller-0"), calls.count("local-sqs-poller-1")
+    assert first >= 5 and extra == 1  # the extra worker looked once, then waits a second between looks

@@ -167,6 +167,17 @@ def test_functions_named_app_py_load_as_separate_modules(tmp_path: Path) -> None
     assert two.invoke({}) == ("two", "local-Two")
 
 
+def test_another_instance_of_a_function_has_its_own_module_state(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        "calls = []\n"
+        "def lambda_handler(event, context):\n    calls.append(event)\n    return len(calls)\n"
+    )
+    first = load_function(_spec(tmp_path), "local-Demo")
+    second = load_function(_spec(tmp_path), "local-Demo", instance=1, init_lock=first._init_lock)
+    assert [first.invoke({}), first.invoke({}), second.invoke({})] == [1, 2, 1]  # a container of its own
+    assert second._init_lock is first._init_lock  # first invocations still run one at a time
+
+
 def test_context_carries_the_deadline_from_the_timeout(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(
         "def lambda_handler(event, context):\n"

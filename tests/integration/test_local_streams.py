@@ -118,3 +118,25 @@ def test_retry_position_is_the_lowest_failed_sequence_number() -> None:
     assert retry_position(records, {"batchItemFailures": [{"itemIdentifier": "9"}]}, partial=True) == "100"
     assert retry_position(records, failures, partial=False) is None
     assert retry_position(records, {"batchItemFailures": []}, partial=True) is None
+
+
+def test_a_batching_window_gathers_records_until_the_batch_is_full_or_the_window_has_passed(
+        table: tuple[Any, Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, streams, arn = table
+    clock = [1000.0]
+    monkeypatch.setattr("local.streams._now", lambda: clock[0])
+    batches: list[list[str]] = []
+    poller = StreamPoller(LocalFunction("reporter", lambda e, c: batches.append(
+        [r["dynamodb"]["Keys"]["pk"]["S"] for r in e["Records"]])), arn, batch_size=3, batching_window=1.0)
+    put(client, "MSG#1")
+    assert poller.poll_once(streams) is False  # one of three: gathering
+    put(client, "MSG#2")
+    put(client, "MSG#3")
+    put(client, "MSG#4")
+    assert poller.poll_once(streams) is True  # full at three
+    assert batches == [["MSG#1", "MSG#2", "MSG#3"]]
+    assert poller.poll_once(streams) is False  # MSG#4 waits for its window
+    clock[0] += 1.0
+    assert poller.poll_once(streams) is True
+    assert batches[1:] == [["MSG#4"]]
+    assert poller.poll_once(streams) is False

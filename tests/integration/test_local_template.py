@@ -175,3 +175,15 @@ def test_real_template_functions_get_their_table_and_queues_locally() -> None:
         assert api[f"SEND_QUEUE_{priority}_URL"].endswith(f"/local-SendQueue{priority.title()}")
     sender = template.function_environment("SenderFunction", resolved)
     assert "SECRET_ID" not in sender
+
+
+@pytest.mark.skipif(not DEFAULT_TEMPLATE.is_file(), reason="template.yaml is not written yet")
+def test_real_template_batching_windows_reach_the_pollers() -> None:
+    template = load_template()
+    resolved = {**local_resolved_names(template), "MailTable.StreamArn": "arn:stream"}
+    windows = {source.queue_arn.rsplit("-", 1)[-1]: source.batching_window
+               for source in template.sqs_sources("SenderFunction", resolved)}
+    assert windows == {"SendQueueImmediate": 0.0, "SendQueueHigh": 1.0, "SendQueueMedium": 1.0,
+                       "SendQueueLow": 1.0}  # an immediate message is never held back for a fuller batch
+    (stream,) = template.stream_sources("ReportRouterFunction", resolved)
+    assert (stream.batch_size, stream.batching_window) == (100, 1.0)
