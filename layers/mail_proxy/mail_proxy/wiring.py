@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from mail_proxy.usecases.delivery import Dispatcher
     from mail_proxy.usecases.prometheus import record_stream_metrics
     from mail_proxy.usecases.report_records import deliver_report_record
-    from mail_proxy.usecases.reporting import ReportDelivery, queue_heartbeats, route_stream_records
+    from mail_proxy.usecases.report_routing import queue_heartbeats, route_stream_records
+    from mail_proxy.usecases.reporting import ReportDelivery
     from mail_proxy.usecases.scheduling import run_tick
 
 # What a handler calls, imported when a handler first names it: each function loads only its own modules (a cold
@@ -55,10 +56,10 @@ _ON_FIRST_USE = {
     "authorizer_response": "mail_proxy.usecases.authorization",
     "deliver_report_record": "mail_proxy.usecases.report_records",
     "parse_record_body": "mail_proxy.adapters.send_queue",
-    "queue_heartbeats": "mail_proxy.usecases.reporting",
+    "queue_heartbeats": "mail_proxy.usecases.report_routing",
     "record_stream_metrics": "mail_proxy.usecases.prometheus",
     "removed_payload_from_stream": "mail_proxy.adapters.dynamodb",
-    "route_stream_records": "mail_proxy.usecases.reporting",
+    "route_stream_records": "mail_proxy.usecases.report_routing",
     "run_tick": "mail_proxy.usecases.scheduling",
     "stored_object_key": "mail_proxy.adapters.payload_store",
 }

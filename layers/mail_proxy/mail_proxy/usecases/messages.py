@@ -17,7 +17,7 @@ from mail_proxy.domain.models import FINAL_STATUSES, WAITING_STATUSES, MessageSt
 from mail_proxy.domain.principal import Principal
 from mail_proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from mail_proxy.usecases import audit
-from mail_proxy.usecases.reporting import sync_all_now, sync_now
+from mail_proxy.usecases.report_routing import sync_all_now, sync_now
 from mail_proxy.usecases.scheduling import ScheduleOutcome, enqueue_due
 from mail_proxy.usecases.submission import search_text
 from mail_proxy.usecases.tenants import acting_tenant
