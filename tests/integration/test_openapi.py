@@ -7,7 +7,6 @@ import re
 import pytest
 
 from tests.conftest import ApiClient, Stack
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 CONTRACT = [
     ("GET", "/health"), ("GET", "/status"), ("POST", "/tenant"), ("GET", "/tenants"),
@@ -26,7 +25,7 @@ def shape(path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:
     return shared_stack[1]
 
 
