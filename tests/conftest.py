@@ -28,6 +28,7 @@ from tests.fixtures.stack import (
     Stack,
     moto_stack,
     reset_caches,
+    share_botocore_data,
     use_test_aws_environment,
 )
 
@@ -50,6 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from local.aws_calls import CALL_LOG_ENV, CallRecorder, install
 
+    share_botocore_data()  # botocore's JSON parsed once per process, not once per moto stack
     given = getattr(config, "workerinput", {}).get("aws_call_log")  # an xdist worker: the controller's directory
     log_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="aws-calls-"))
     os.environ[CALL_LOG_ENV] = str(log_dir)  # local stacks started as subprocesses append their calls here
