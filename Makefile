@@ -23,11 +23,16 @@ run: $(STAMP) ## the whole application locally: API on 127.0.0.1:8000, SMTP sink
 	  $(if $(filter command line,$(origin SMTP_PORT)),MAIL_PROXY_SMTP_PORT=$(SMTP_PORT)) \
 	  $(BIN)/python -m local $(if $(VERBOSE),--verbose) $(ARGS)
 
-test: $(STAMP) ## every test (unit, integration against moto, end-to-end through the local stack)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# The suite runs in parallel (pytest-xdist), a test file per worker at a time: TEST_WORKERS=1 runs it in one
+# process (TEST_WORKERS=0: no workers at all), TEST_WORKERS=4 on a bigger machine.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist loadfile)
+
+test: $(STAMP) ## every test (unit, integration against moto, end-to-end through the local stack), in parallel
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "not e2e" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

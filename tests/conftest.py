@@ -1,37 +1,48 @@
 """Shared fixtures: moto resources built from template.yaml, and an in-process HTTP API.
 
 The in-process API goes through the same gateway emulation as the local stack (authorizer first, then
-the api function with an HTTP API payload 2.0 event), so integration tests see what a client sees.
+the api function with an HTTP API payload 2.0 event), so integration tests see what a client sees. The
+building blocks live in tests/fixtures (`stack.py`: the moto stack; `api.py`: the client and the requests
+tests repeat); their names are importable from here too.
+
+The suite runs in parallel (pytest-xdist, `-n` in `make test`): every server a fixture starts binds port 0,
+every temporary directory comes from `tmp_path`/`tempfile`, and each worker has its own moto state.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from local.gateway import HttpApiGateway
-from local.lambdas import import_source
-from local.resources import Provisioned, provision
-from local.template import load_template
+from tests.fixtures.api import ApiClient, ApiResponse, load_function_module, message, record, submit
 from tests.fixtures.receiver import ReportReceiver
 from tests.fixtures.smtp_server import ScriptedSmtpServer
+from tests.fixtures.stack import (
+    ADMIN_TOKEN,
+    ENCRYPTION_KEY,
+    FUNCTIONS,
+    Stack,
+    moto_stack,
+    reset_caches,
+    share_botocore_data,
+    use_test_aws_environment,
+)
 
-ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+__all__ = ["ADMIN_TOKEN", "ENCRYPTION_KEY", "FUNCTIONS", "ApiClient", "ApiResponse", "Stack", "load_function_module",
+           "message", "record", "reset_caches", "submit"]
 
 # -------------------------------------------------------------------------------------------------------
 # Every AWS call a handler makes, in this process and in the local stacks the tests start, is recorded;
 # tests/integration/test_iam_policies.py checks them against template.yaml after every other test.
+# Under xdist the controller makes the log directory and every worker appends its calls there, so the
+# check (run last, by one worker) also waits until the other workers have finished (`workers_done`).
 
 AWS_CALLS_LAST = "test_iam_policies.py"
+WORKER_DONE_PREFIX = "worker-done-"
 _aws_calls: dict[str, Any] = {}
 
 
@@ -40,15 +51,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from local.aws_calls import CALL_LOG_ENV, CallRecorder, install
 
-    log_dir = Path(tempfile.mkdtemp(prefix="aws-calls-"))
+    share_botocore_data()  # botocore's JSON parsed once per process, not once per moto stack
+    given = getattr(config, "workerinput", {}).get("aws_call_log")  # an xdist worker: the controller's directory
+    log_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="aws-calls-"))
     os.environ[CALL_LOG_ENV] = str(log_dir)  # local stacks started as subprocesses append their calls here
-    _aws_calls.update(recorder=install(CallRecorder()), log_dir=log_dir, deselected=False)
+    recorder = CallRecorder(log_dir=log_dir) if given else CallRecorder()
+    _aws_calls.update(recorder=install(recorder), log_dir=log_dir, deselected=False, owner=not given,
+                      worker=os.environ.get("PYTEST_XDIST_WORKER"),
+                      workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: each worker records into this run's directory."""
+    node.workerinput["aws_call_log"] = str(_aws_calls["log_dir"])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _aws_calls.get("worker") and _aws_calls.get("log_dir"):
+        (_aws_calls["log_dir"] / f"{WORKER_DONE_PREFIX}{_aws_calls['worker']}").touch()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     import shutil
 
-    if _aws_calls.get("log_dir"):
+    if _aws_calls.get("log_dir") and _aws_calls.get("owner"):
         shutil.rmtree(_aws_calls["log_dir"], ignore_errors=True)
 
 
@@ -65,150 +92,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def recorded_aws_calls() -> dict[str, Any]:
     """`recorder` (this process), `log_dir` (other processes' logs), `deselected` (a partial run)."""
     return _aws_calls
-ENCRYPTION_KEY = base64.b64encode(bytes(range(32))).decode()
-FUNCTIONS = ("AuthorizerFunction", "ApiFunction", "SenderFunction", "SchedulerFunction")
-
-
-def reset_caches() -> None:
-    """Forget every per-container cache, as a new Lambda container would."""
-    from mail_proxy.adapters.aws_clients import reset_clients
-    from mail_proxy.adapters.secrets_config import reset_secrets
-    from mail_proxy.api.http_api import reset_services
-    from mail_proxy.domain import clock
-    from mail_proxy.settings import reset_settings
-
-    reset_clients()
-    reset_settings()
-    reset_secrets()
-    reset_services()
-    clock.reset()
-
-
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SECRET_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MailProxy")
-
-
-@dataclass
-class Stack:
-    resources: Provisioned
-    env: dict[str, str]
-
-    @property
-    def table_name(self) -> str:
-        return self.resources.tables["MailTable"].name
-
-    def queue_url(self, logical_id: str) -> str:
-        return self.resources.queues[logical_id].url
-
-    def raw_items(self) -> list[dict[str, Any]]:
-        """Every item of the main table, unparsed: what an attacker with table access would see."""
-        ddb = boto3.client("dynamodb")
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table_name}
-        while True:
-            page = ddb.scan(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    use_test_aws_environment(monkeypatch)
 
 
 @pytest.fixture
 def stack(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    with mock_aws():
-        template = load_template()
-        resources = provision(template)
-        env: dict[str, str] = {}
-        for logical_id in FUNCTIONS:
-            env.update(template.function_environment(logical_id, resources.resolved))
-        env.pop("SECRET_ID", None)
-        env.update({"MAIL_PROXY_ENCRYPTION_KEY": ENCRYPTION_KEY, "GMP_API_TOKEN": ADMIN_TOKEN,
-                    "MAIL_PROXY_LOCAL": "1", "MAIL_PROXY_ALLOW_LOOPBACK": "1"})
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        reset_caches()
-        yield Stack(resources, env)
-        reset_caches()
+    """A fresh moto stack for the test."""
+    with moto_stack(monkeypatch) as built:
+        yield built
 
 
-@dataclass
-class ApiResponse:
-    status: int
-    headers: dict[str, str]
-    text: str
-    json: Any = field(default=None)
-
-
-class ApiClient:
-    """Calls the API in-process through the emulated HTTP API gateway."""
-
-    def __init__(self) -> None:
-        self.authorizer = _load("authorizer")
-        self.api = _load("api")
-        self.gateway = HttpApiGateway(api=self.api.lambda_handler, authorizer=self.authorizer.lambda_handler,
-                                      routes=load_template().http_routes("ApiFunction"), auth_cache_seconds=0)
-
-    def request(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-                raw_body: bytes | None = None, headers: dict[str, str] | None = None) -> ApiResponse:
-        sent_headers = [("content-type", "application/json")]
-        if token is not None:
-            sent_headers.append(("x-api-token", token))
-        sent_headers.extend((k, v) for k, v in (headers or {}).items())
-        data = raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
-        response = self.gateway.handle(method, path, sent_headers, data)
-        text = response.body.decode("utf-8") if isinstance(response.body, bytes) else str(response.body)
-        try:
-            parsed = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            parsed = None
-        return ApiResponse(response.status, {k.lower(): v for k, v in dict(response.headers).items()}, text,
-                           parsed)
-
-    def get(self, path: str, **kw: Any) -> ApiResponse:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, **kw: Any) -> ApiResponse:
-        return self.request("POST", path, **kw)
-
-    def put(self, path: str, **kw: Any) -> ApiResponse:
-        return self.request("PUT", path, **kw)
-
-    def delete(self, path: str, **kw: Any) -> ApiResponse:
-        return self.request("DELETE", path, **kw)
-
-    # conveniences used across tests ------------------------------------------------------------
-    def create_tenant(self, tenant_id: str, **fields: Any) -> str:
-        resp = self.post("/tenant", token=ADMIN_TOKEN, body={"tenant_id": tenant_id, **fields})
-        assert resp.status == 201, resp.text
-        return str(resp.json["api_key"])
-
-    def create_account(self, token: str, account_id: str = "smtp1", **fields: Any) -> None:
-        body = {"id": account_id, "host": "smtp.example.com", "port": 587, "user": "u@example.com",
-                "password": "smtp-secret", **fields}
-        resp = self.post("/account", token=token, body=body)
-        assert resp.status == 201, resp.text
-
-
-_loaded: dict[str, Any] = {}
-
-
-def load_function_module(name: str) -> Any:
-    """A function's ``app`` module, imported once per test session (as a warm container would keep it)."""
-    if name not in _loaded:
-        path = Path(__file__).resolve().parent.parent / "functions" / name / "app.py"
-        _loaded[name] = import_source(path, f"test_function_{name}", extra_path=path.parent)
-    return _loaded[name]
-
-
-_load = load_function_module
+@pytest.fixture(scope="module")
+def shared_stack() -> Iterator[tuple[Stack, ApiClient]]:
+    """One moto stack (and API client) for the whole module: for modules whose tests each use their own
+    tenants and message ids, or only read."""
+    with pytest.MonkeyPatch.context() as mp, moto_stack(mp) as built:
+        yield built, ApiClient()
 
 
 @pytest.fixture
@@ -228,10 +129,3 @@ def receiver() -> Iterator[ReportReceiver]:
     """A tenant's application on loopback receiving delivery reports."""
     with ReportReceiver() as app:
         yield app
-
-
-def message(mid: str, **overrides: Any) -> dict[str, Any]:
-    base = {"id": mid, "account_id": "smtp1", "from": "sender@example.com", "to": ["rcpt@example.org"],
-            "subject": f"Subject {mid}", "body": "Hello"}
-    base.update(overrides)
-    return base

@@ -54,7 +54,22 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 def ensure_upstream() -> Upstream:
-    """The cached virtualenv and unpacked sdist, built on first use; ``pytest.skip`` when impossible."""
+    """The cached virtualenv and unpacked sdist, built on first use; ``pytest.skip`` when impossible. Parallel
+    test workers build it once: the others wait on a lock and find it ready."""
+    if READY.exists() and SRC.exists():
+        return Upstream(_python(VENV), SRC / "src")
+    import fcntl
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "upstream.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_upstream()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_upstream() -> Upstream:
     if READY.exists() and SRC.exists():
         return Upstream(_python(VENV), SRC / "src")
     base = shutil.which("python3.11")

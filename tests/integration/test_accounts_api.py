@@ -1,6 +1,6 @@
 """SMTP accounts through the API: created, replaced, listed and read without a password, deleted, isolated.
 
-The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants.
+The module shares one moto stack (see ``conftest.shared_stack``); each test has its own tenants.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.secrets_config import decrypt
 from mail_proxy.usecases.accounts import password_context
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 PASSWORD = "smtp-password-known-9f2c"
 _serial = itertools.count(1)
@@ -23,12 +22,12 @@ NAMES: dict[str, str] = {}  # token -> tenant id
 
 
 @pytest.fixture
-def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:
     return shared_stack[1]
 
 
 @pytest.fixture
-def stack(shared_stack: tuple[Stack, ApiClient]) -> Stack:  # noqa: F811
+def stack(shared_stack: tuple[Stack, ApiClient]) -> Stack:
     return shared_stack[0]
 
 

@@ -1,7 +1,7 @@
 """``add-messages`` rules (docs/design.md): per-message rejection, rejected-with-id stored as error, replace while
 waiting, "already sent", duplicates, unknown accounts, deferral, priorities, and whose tenant a message is in.
 
-The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants.
+The module shares one moto stack (see ``conftest.shared_stack``); each test has its own tenants.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from mail_proxy.adapters.dynamodb.keys import PAYLOAD_PREFIX, STATE_SK, message_pk, messages_gsi1pk
 from mail_proxy.adapters.dynamodb.table import item_key
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 LANES = {0: "SendQueueImmediate", 1: "SendQueueHigh", 2: "SendQueueMedium", 3: "SendQueueLow"}
 FAR_FUTURE = int(time.time()) + 20 * 86400  # within the 30-day bound on deferred_ts
@@ -95,14 +94,14 @@ def new_tenant(shared: tuple[Stack, ApiClient], name: str) -> Tenant:
 
 
 @pytest.fixture
-def acme(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Tenant]:  # noqa: F811
+def acme(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Tenant]:
     tenant = new_tenant(shared_stack, "acme")
     tenant.queued()  # start from empty lanes
     yield tenant
 
 
 @pytest.fixture
-def beta(shared_stack: tuple[Stack, ApiClient]) -> Tenant:  # noqa: F811
+def beta(shared_stack: tuple[Stack, ApiClient]) -> Tenant:
     return new_tenant(shared_stack, "beta")
 
 

@@ -34,7 +34,6 @@ from schemathesis import GenerationMode
 from local.gateway import HttpApiGateway
 from local.template import load_template
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 # valid requests per operation and caller (half as many invalid ones); MAIL_PROXY_FUZZ_EXAMPLES=100
 # (and MAIL_PROXY_FUZZ_RANDOM=1 for new examples each run) to search harder by hand
@@ -52,7 +51,7 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Target]:  # noqa: F811
+def target(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Target]:
     api = shared_stack[1]
     tokens = {"admin": ADMIN_TOKEN}
     for caller, tenant_id in TENANTS.items():

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
+from tests.fixtures.api import submit
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.file_server import FileServer
 from tests.fixtures.smtp_server import ScriptedSmtpServer
@@ -51,8 +52,7 @@ def bucket(stack: Stack) -> str:
 
 
 def send(api: ApiClient, token: str, delivery: DeliveryHarness, *messages: dict[str, Any]) -> None:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200 and resp.json["queued"] == len(messages), resp.text
+    submit(api, token, *messages, queued=True)
     delivery.drain()
 
 

@@ -4,29 +4,26 @@ Two tenants, ``acme<n>`` (whose resources every request targets) and ``rival<n>`
 ``smtp1`` and a message ``m1``. Each tenant's data carries a marker (``acmemark`` / ``rivalmark``) in its
 name, SMTP host and subjects, so an answer that leaks another tenant's data is caught by a substring search.
 
-Building a moto stack is most of an integration test's time, so the module shares one, and requests that
-change nothing (every refused request, every read) share one pair of tenants; a request that may change
-something gets a fresh pair. ``test_refused_request_changes_nothing`` is what makes that sharing safe (a
-request without a token never reaches a function, so only the ones with a token are checked).
+Building a moto stack is most of an integration test's time, so the module shares one (``shared_stack`` of
+tests/conftest.py), and requests that change nothing (every refused request, every read) share one pair of
+tenants; a request that may change something gets a fresh pair. ``test_refused_request_changes_nothing`` is
+what makes that sharing safe (a request without a token never reaches a function, so only the ones with a
+token are checked).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from local.resources import provision
-from local.template import load_template
 from mail_proxy.adapters.dynamodb.keys import messages_gsi1pk, tenant_pk
-from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY, FUNCTIONS, ApiClient, Stack, message, reset_caches
+from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 
 OWNER_MARK = "acmemark"
 RIVAL_MARK = "rivalmark"
@@ -97,31 +94,6 @@ class World:
     @property
     def rival_token(self) -> str:
         return self.tokens[self.rival]
-
-
-@pytest.fixture(scope="module")
-def shared_stack() -> Iterator[tuple[Stack, ApiClient]]:
-    """What ``tests.conftest.stack`` builds, once for the module."""
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SECRET_ID"):
-            mp.delenv(name, raising=False)
-        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "1",
-               "POWERTOOLS_METRICS_NAMESPACE": "MailProxy"}
-        for name, value in env.items():
-            mp.setenv(name, value)
-        template = load_template()
-        resources = provision(template)
-        for logical_id in FUNCTIONS:
-            env.update(template.function_environment(logical_id, resources.resolved))
-        env.pop("SECRET_ID", None)
-        env.update({"MAIL_PROXY_ENCRYPTION_KEY": ENCRYPTION_KEY, "GMP_API_TOKEN": ADMIN_TOKEN,
-                    "MAIL_PROXY_LOCAL": "1", "MAIL_PROXY_ALLOW_LOOPBACK": "1"})
-        for name, value in env.items():
-            mp.setenv(name, value)
-        reset_caches()
-        yield Stack(resources, env), ApiClient()
-        reset_caches()
 
 
 def make_world(stack: Stack, api: ApiClient) -> World:

@@ -5,7 +5,7 @@ whole: 4xx, ``{"detail": ...}``, and the table is exactly as before. A bad *mess
 ``add-messages`` request is, per the contract, rejected on its own with a reason while the others are
 queued; it is never stored as pending nor queued (with a usable id it is stored as ``error``).
 
-The module shares one moto stack and one tenant (see ``test_auth_matrix.shared_stack``): every request
+The module shares one moto stack and one tenant (see ``conftest.shared_stack``): every request
 here is refused or touches only its own message ids, which the table checks confirm.
 """
 
@@ -23,7 +23,6 @@ import pytest
 from mail_proxy.adapters.dynamodb.keys import MESSAGE_INFIX, STATE_SK, log_pk, message_pk
 from mail_proxy.adapters.dynamodb.table import item_key
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 SMALL_BODY_LIMIT = 2000
 _serial = itertools.count(1)
@@ -41,7 +40,7 @@ class Tenant:
 
 
 @pytest.fixture(scope="module")
-def tenant(shared_stack: tuple[Stack, ApiClient]) -> Tenant:  # noqa: F811
+def tenant(shared_stack: tuple[Stack, ApiClient]) -> Tenant:
     stack, api = shared_stack
     token = api.create_tenant("acme")
     api.create_account(token)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,16 @@ from mail_proxy.adapters.dynamodb.keys import TENANT_SK, tenant_pk
 from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.adapters.secrets_config import reset_secrets
 from mail_proxy.security.tokens import hash_token
-from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, load_function_module, message, reset_caches
+from tests.conftest import (
+    ADMIN_TOKEN,
+    WORKER_DONE_PREFIX,
+    ApiClient,
+    Stack,
+    load_function_module,
+    message,
+    reset_caches,
+)
+from tests.fixtures.api import submit
 from tests.fixtures.bounce_poller import IMAP_PASSWORD, BouncePoller, bounce_mailbox
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.imap_server import ImapTestServer
@@ -37,6 +47,7 @@ from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, ScriptedSmtpSer
 TESTS = Path(__file__).resolve().parents[1]
 RECORDING_DIRS = (TESTS / "integration", TESTS / "e2e")
 DEPLOYMENT_KEY_HEX = bytes(range(32)).hex()
+OTHER_WORKERS_TIMEOUT_SECONDS = 900
 
 _SQS = "arn:aws:sqs:us-east-1:123456789012:"
 _LANE_REASON = "a message goes on its own priority's lane; the tests that get here use the medium one"
@@ -258,8 +269,7 @@ CHECK_PARAMETERS = {"TenantAttachmentObjectArns": [f"arn:aws:s3:::{TENANT_BUCKET
 
 
 def _deliver(stack: Stack, api: ApiClient, token: str, *messages: dict[str, Any]) -> None:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200 and resp.json["queued"] == len(messages), resp.text
+    submit(api, token, *messages, queued=True)
     harness = DeliveryHarness(stack)
     try:
         harness.drain()
@@ -324,8 +334,26 @@ def _complete_run(session: pytest.Session, deselected: bool) -> str | None:
     return None
 
 
+def _wait_for_other_workers(recorded: dict[str, Any], timeout: float = OTHER_WORKERS_TIMEOUT_SECONDS) -> None:
+    """Under xdist this test runs last on its worker only: the others' calls are complete once they finished
+    (each marks that in the shared log directory when its session ends; the controller hands this test out
+    last, so every other test has been handed out already)."""
+    if not recorded["worker"]:
+        return
+    others = {f"gw{n}" for n in range(recorded["workers"])} - {recorded["worker"]}
+    deadline = time.monotonic() + timeout
+    while True:
+        done = {p.name.removeprefix(WORKER_DONE_PREFIX) for p in recorded["log_dir"].glob(WORKER_DONE_PREFIX + "*")}
+        if others <= done:
+            return
+        assert time.monotonic() < deadline, f"workers {sorted(others - done)} still running after {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(OTHER_WORKERS_TIMEOUT_SECONDS + 60)
 def test_every_aws_call_is_granted_and_every_grant_is_used(
         request: pytest.FixtureRequest, recorded_aws_calls: dict[str, Any]) -> None:
+    _wait_for_other_workers(recorded_aws_calls)
     calls = set(recorded_aws_calls["recorder"].calls) | read_call_logs(recorded_aws_calls["log_dir"])
     errors = [c for c in calls if c.action.startswith("recorder-error")]
     assert not errors, errors

@@ -1,6 +1,6 @@
 """``Idempotency-Key`` on add-messages: a retried request returns the first answer, scoped to the tenant.
 
-The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants,
+The module shares one moto stack (see ``conftest.shared_stack``); each test has its own tenants,
 named ``acme<n>`` and ``beta<n>``, and its own idempotency keys.
 """
 
@@ -21,7 +21,6 @@ from mail_proxy.adapters.send_queue import SendQueue
 from mail_proxy.api.idempotency import canonical_body_hash
 from mail_proxy.api.messages_api import AddMessagesRequest
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 _serial = itertools.count(1)
 TENANTS: dict[str, str] = {}  # token -> tenant id, for the helpers below
@@ -36,12 +35,12 @@ def new_tenant(api: ApiClient, name: str) -> str:
 
 
 @pytest.fixture
-def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:
     return shared_stack[1]
 
 
 @pytest.fixture
-def stack(shared_stack: tuple[Stack, ApiClient]) -> Stack:  # noqa: F811
+def stack(shared_stack: tuple[Stack, ApiClient]) -> Stack:
     return shared_stack[0]
 
 

@@ -1,5 +1,5 @@
 """Inputs at the edges of the contract: each used to be a 500, a silent "everything", or a message accepted
-by the API that could never be built. The module shares one moto stack (``test_auth_matrix.shared_stack``).
+by the API that could never be built. The module shares one moto stack (``conftest.shared_stack``).
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 _serial = itertools.count(1)
 
 
 @pytest.fixture
-def tenant(shared_stack: tuple[Stack, ApiClient]) -> tuple[ApiClient, str, str]:  # noqa: F811
+def tenant(shared_stack: tuple[Stack, ApiClient]) -> tuple[ApiClient, str, str]:
     _stack, api = shared_stack
     tenant_id = f"edge{next(_serial)}"
     token = api.create_tenant(tenant_id)
@@ -29,7 +28,7 @@ def tenant(shared_stack: tuple[Stack, ApiClient]) -> tuple[ApiClient, str, str]:
 
 @pytest.mark.parametrize("token", ["é.é", "abc.dé", "ü" * 40 + "." + "0" * 32, "\u2603.\u2603"])
 @pytest.mark.parametrize("encoded", [False, True])
-def test_a_non_ascii_download_token_is_not_found_not_a_500(shared_stack: tuple[Stack, ApiClient],  # noqa: F811
+def test_a_non_ascii_download_token_is_not_found_not_a_500(shared_stack: tuple[Stack, ApiClient],
                                                             token: str, encoded: bool) -> None:
     _stack, api = shared_stack
     resp = api.get("/files/" + (quote(token, safe="") if encoded else token))

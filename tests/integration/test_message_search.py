@@ -15,7 +15,6 @@ from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.dynamodb.keys import RECIPIENT_SHARDS, log_pk, recipient_shard_pk, tenant_pk
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 _serial = itertools.count(1)
 
@@ -54,7 +53,7 @@ class Tenant:
 
 
 @pytest.fixture
-def acme(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Tenant]:  # noqa: F811
+def acme(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Tenant]:
     clock.reset()
     yield Tenant(shared_stack, "acme")
     clock.reset()
@@ -165,7 +164,7 @@ def test_invalid_search_parameters_are_a_422(acme: Tenant, query: dict) -> None:
 
 
 def test_another_tenant_finds_nothing_of_acmes_and_cannot_search_as_acme(
-        acme: Tenant, shared_stack: tuple[Stack, ApiClient]) -> None:  # noqa: F811
+        acme: Tenant, shared_stack: tuple[Stack, ApiClient]) -> None:
     beta = Tenant(shared_stack, "beta")
     acme.add(message("m1", to=["ann@example.org"]))
     assert beta.ids(recipient="ann@example.org") == []

@@ -1,7 +1,7 @@
 """Reading and managing messages: listing (filters, pages, cursors), one with its history, delete, clean up,
 suspend and activate batches, run now, and the admin's command log.
 
-The module shares one moto stack (see ``test_auth_matrix.shared_stack``); each test has its own tenants.
+The module shares one moto stack (see ``conftest.shared_stack``); each test has its own tenants.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from mail_proxy.adapters.dynamodb.keys import STATE_SK, message_pk
 from mail_proxy.adapters.dynamodb.table import item_key
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 FAR_FUTURE = int(time.time()) + 20 * 86400  # within the 30-day bound on deferred_ts
 SMTP_PASSWORD = "smtp-password-for-log-check-77"
@@ -73,12 +72,12 @@ def new_tenant(shared: tuple[Stack, ApiClient], name: str, **fields: Any) -> Ten
 
 
 @pytest.fixture
-def acme(shared_stack: tuple[Stack, ApiClient]) -> Tenant:  # noqa: F811
+def acme(shared_stack: tuple[Stack, ApiClient]) -> Tenant:
     return new_tenant(shared_stack, "acme")
 
 
 @pytest.fixture
-def beta(shared_stack: tuple[Stack, ApiClient]) -> Tenant:  # noqa: F811
+def beta(shared_stack: tuple[Stack, ApiClient]) -> Tenant:
     return new_tenant(shared_stack, "beta")
 
 
@@ -204,7 +203,7 @@ def test_cleanup_without_a_cutoff_uses_the_retention_default(acme: Tenant) -> No
     assert acme.ids() == ["day-old"]
 
 
-def test_cleanup_keeps_final_messages_whose_report_is_still_owed(shared_stack: tuple[Stack, ApiClient],  # noqa: F811
+def test_cleanup_keeps_final_messages_whose_report_is_still_owed(shared_stack: tuple[Stack, ApiClient],
                                                                  ) -> None:
     reported = new_tenant(shared_stack, "reported", client_base_url="https://app.example.com")
     reported.add(message("bad", subject=""))
@@ -312,7 +311,7 @@ def test_command_log_bounds_far_in_the_future_are_answered(acme: Tenant) -> None
     assert len(acme.commands(f"?tenant_id={acme.id}&until_ts=99999999999999")) == 2
 
 
-def test_command_log_payloads_hold_no_secret(shared_stack: tuple[Stack, ApiClient]) -> None:  # noqa: F811
+def test_command_log_payloads_hold_no_secret(shared_stack: tuple[Stack, ApiClient]) -> None:
     chosen = f"chosen-token-for-log-check-{next(_serial):04d}"
     acme = new_tenant(shared_stack, "logged", token=chosen)
     acme.api.put(f"/tenant/{acme.id}", token=acme.token,

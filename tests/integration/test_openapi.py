@@ -8,7 +8,6 @@ from local.template import load_template
 from mail_proxy.api.compat_messages_api import NOT_PROVIDED
 from mail_proxy.api.http_api import app
 from tests.conftest import ApiClient, Stack
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 
 def served_routes() -> list[tuple[str, str, bool]]:
@@ -22,7 +21,7 @@ CONTRACT = sorted((method, path) for method, path, documented in served_routes()
 
 
 @pytest.fixture(scope="module")
-def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:
     return shared_stack[1]
 
 

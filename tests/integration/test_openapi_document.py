@@ -9,7 +9,6 @@ import pytest
 
 from local.template import load_template
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 PUBLIC = {(route.method, route.path) for route in load_template().http_routes("ApiFunction")
           if not route.authorized and route.path != "/metrics"}
@@ -20,7 +19,7 @@ ERROR_SCHEMAS = {"#/components/schemas/ErrorDetail", "#/components/schemas/Error
 
 
 @pytest.fixture(scope="module")
-def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:  # noqa: F811
+def api(shared_stack: tuple[Stack, ApiClient]) -> ApiClient:
     return shared_stack[1]
 
 

@@ -20,7 +20,6 @@ import pytest
 from mail_proxy.adapters.observability import logger as powertools_logger
 from mail_proxy.security.tokens import hash_token
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 SMTP_PASSWORD = "smtp-PLAIN-password-5d1e"
 BEARER_TOKEN = "bearer-PLAIN-report-token-a7"
@@ -52,7 +51,7 @@ class Collect(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def journey(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Journey]:  # noqa: F811
+def journey(shared_stack: tuple[Stack, ApiClient]) -> Iterator[Journey]:
     stack, api = shared_stack
     seen = Journey()
     root = logging.getLogger()

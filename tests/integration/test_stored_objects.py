@@ -17,6 +17,7 @@ import pytest
 
 from mail_proxy.domain import clock
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message, reset_caches
+from tests.fixtures.api import submit
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.smtp_server import ScriptedSmtpServer
 
@@ -44,11 +45,6 @@ def objects(stack: Stack, prefix: str = "") -> list[str]:
     return sorted(o["Key"] for o in resp.get("Contents", []))
 
 
-def submit(api: ApiClient, token: str, *messages: dict[str, Any]) -> None:
-    resp = api.post("/commands/add-messages", token=token, body={"messages": list(messages)})
-    assert resp.status == 200 and resp.json["queued"] == len(messages), resp.text
-
-
 def with_big_file(mid: str) -> dict[str, Any]:
     big = os.urandom(1024 * 1024 + 10)
     return message(mid, body="See attached.", attachments=[
@@ -64,7 +60,7 @@ def link_in(raw: bytes) -> str:
 def test_deleting_a_message_deletes_its_s3_payload(api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer) -> None:
     token = make_tenant(api, smtp, "acme")
     submit(api, token, message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600),
-           message("big2", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))
+           message("big2", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600), queued=True)
     assert len(objects(stack, "payloads/acme/")) == 2
     resp = api.post("/commands/delete-messages", token=token, body={"ids": ["big1"]})
     assert resp.status == 200 and resp.json["removed"] == 1
@@ -75,7 +71,7 @@ def test_deleting_a_message_deletes_its_s3_payload(api: ApiClient, stack: Stack,
 def test_deleting_a_sent_message_deletes_its_large_file_and_its_link_answers_404(
         api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
     token = make_tenant(api, smtp, "acme")
-    submit(api, token, with_big_file("f1"), with_big_file("f2"))
+    submit(api, token, with_big_file("f1"), with_big_file("f2"), queued=True)
     delivery.drain()
     links = {link_in(m.data) for m in smtp.wait_for_messages(2)}
     assert len(links) == 2 and len(objects(stack, "files/acme/")) == 2
@@ -88,7 +84,7 @@ def test_deleting_a_sent_message_deletes_its_large_file_and_its_link_answers_404
 def test_cleanup_deletes_the_objects_of_the_messages_it_removes(
         api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
     token = make_tenant(api, smtp, "acme")
-    submit(api, token, with_big_file("f1"), message("big1", body=BIG_BODY))
+    submit(api, token, with_big_file("f1"), message("big1", body=BIG_BODY), queued=True)
     delivery.drain()
     smtp.wait_for_messages(2)
     assert objects(stack, "files/acme/") and objects(stack, "payloads/acme/")
@@ -102,8 +98,10 @@ def test_deleting_a_tenant_deletes_its_objects_and_leaves_the_others(
         api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
     acme = make_tenant(api, smtp, "acme")
     acme2 = make_tenant(api, smtp, "acme2")  # a tenant id that starts with the other's
-    submit(api, acme, with_big_file("f1"), message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))
-    submit(api, acme2, with_big_file("f1"), message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))
+    submit(api, acme, with_big_file("f1"), message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600),
+           queued=True)
+    submit(api, acme2, with_big_file("f1"), message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600),
+           queued=True)
     delivery.drain()
     links = [link_in(m.data) for m in smtp.wait_for_messages(2)]
     before_acme2 = objects(stack, "files/acme2/") + objects(stack, "payloads/acme2/")
@@ -117,7 +115,7 @@ def test_deleting_a_tenant_deletes_its_objects_and_leaves_the_others(
 def test_a_link_whose_object_is_gone_answers_404_not_a_redirect(
         api: ApiClient, stack: Stack, smtp: ScriptedSmtpServer, delivery: DeliveryHarness) -> None:
     token = make_tenant(api, smtp, "acme")
-    submit(api, token, with_big_file("f1"))
+    submit(api, token, with_big_file("f1"), queued=True)
     delivery.drain()
     link = link_in(smtp.wait_for_messages(1)[0].data)
     [key] = objects(stack, "files/acme/")
@@ -131,7 +129,7 @@ def test_an_s3_failure_while_deleting_objects_does_not_fail_the_deletion(
     from mail_proxy.adapters.blob_store import BlobStore, BlobUnavailable
 
     token = make_tenant(api, smtp, "acme")
-    submit(api, token, message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600))
+    submit(api, token, message("big1", body=BIG_BODY, deferred_ts=clock.now_ts() + 3600), queued=True)
 
     def unavailable(*_args: object, **_kwargs: object) -> None:
         raise BlobUnavailable("S3 delete failed: SlowDown")

@@ -31,7 +31,6 @@ import requests
 from local.gateway import HttpApiGateway
 from local.template import load_template
 from tests.conftest import ApiClient, Stack
-from tests.integration.test_auth_matrix import shared_stack  # noqa: F401  (module-scoped moto stack)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -70,7 +69,7 @@ def missing_operations(document: dict[str, Any], dom: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def api_url(shared_stack: tuple[Stack, ApiClient]) -> Iterator[str]:  # noqa: F811
+def api_url(shared_stack: tuple[Stack, ApiClient]) -> Iterator[str]:
     api = shared_stack[1]
     gateway = HttpApiGateway(api=api.api.lambda_handler, authorizer=api.authorizer.lambda_handler,
                              routes=load_template().http_routes("ApiFunction"), port=0, auth_cache_seconds=0)
