@@ -4,8 +4,9 @@ The repository returns and accepts these. Each attribute is named as the value i
 "never set" (a stored item never holds a null), so the repository turns an item into an entity and back
 without losing or adding anything: attributes this module does not name travel in ``extra``.
 
-A read-only mapping view by stored name (``tenant.get("x")``) remains for readers not yet moved to
-attributes (``domain.models.tenant_is_sending`` among them); new code reads attributes.
+A read-only mapping view by stored name (``tenant.get("x")``) remains for the readers that take any mapping
+(``reputation.thresholds_of``, ``rate_limits.account_windows``, the key-rotation walker); new code reads
+attributes.
 """
 
 from __future__ import annotations

@@ -71,18 +71,6 @@ PRIORITY_LABELS = {"immediate": 0, "high": 1, "medium": 2, "low": 3}
 DEFAULT_PRIORITY = 2
 
 
-def batch_is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    suspended = set(tenant.get("suspended_batches") or [])
-    return "*" in suspended or (batch_code is not None and batch_code in suspended)
-
-
-def tenant_is_sending(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """Messages of an inactive tenant, a tenant suspended by an administrator or paused by the reputation
-    guard, or a suspended batch wait; they are not queued."""
-    return (bool(tenant.get("active", True)) and not tenant.get("admin_suspended")
-            and not tenant.get("reputation_paused") and not batch_is_suspended(tenant, batch_code))
-
-
 TENANT_SUSPENDED_DETAIL = "tenant suspended by an administrator"
 
 
