@@ -24,6 +24,7 @@ from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 from local.lambdas import LocalFunction
 from local.template import REPO_ROOT, load_template
 from mail_proxy.adapters import observability
+from mail_proxy.adapters.observability import _Unrecorded
 from tests.fixtures.api import ApiClient, load_function_module
 from tests.fixtures.stack import Stack
 
@@ -39,21 +40,11 @@ SECRET = "probe-secret-that-must-never-be-logged-0042"
 PROBE_METRIC = "ObservabilityProbe"
 
 
-class _Segment(BaseSegment):
+class _Segment(_Unrecorded):
+    """The layer's silent subsegment, but keeping what is put in its metadata."""
+
     def __init__(self, name: str, seen: Tracing) -> None:
         self.name, self.seen = name, seen
-
-    def close(self, end_time: int | None = None) -> None:
-        pass
-
-    def add_subsegment(self, subsegment: Any) -> None:
-        pass
-
-    def remove_subsegment(self, subsegment: Any) -> None:
-        pass
-
-    def put_annotation(self, key: str, value: Any) -> None:
-        pass
 
     def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
         self.seen.metadata.append((self.name, key, value))
