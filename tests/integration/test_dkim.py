@@ -217,8 +217,8 @@ def test_the_private_key_is_in_no_answer_no_log_and_only_encrypted_in_the_table(
     tenant_item = MailRepository(stack.table_name).get_tenant("acme")
     assert tenant_item is not None
     pems = [key_ring().decrypt(e["private_key"], context=dkim_key_context("acme", e["domain"], e["selector"]))
-            for e in tenant_item["dkim_keys"]]
-    assert len(pems) == 2 and all(e["private_key"].startswith("ENC:") for e in tenant_item["dkim_keys"])
+            for e in tenant_item.dkim_keys]
+    assert len(pems) == 2 and all(e["private_key"].startswith("ENC:") for e in tenant_item.dkim_keys)
     # any 40-character run of a key's base64 would betray it; so would the PEM armour
     fragments = {line[i:i + 40] for pem in pems for line in pem.splitlines()[1:-1] for i in (0, 20) if len(line) >= 60}
     seen = json.dumps(answers) + "\n".join(logs.lines) + json.dumps(stack.raw_items())

@@ -261,10 +261,10 @@ def test_nothing_written_during_rotation_becomes_undecryptable_once_the_old_key_
 
     assert set(key_ids(stack)) == {key_id(KEY_B)}
     for account in ("before", "during", "after", "later"):
-        value = MailRepository(stack.table_name).get_account("acme", account)["password"]  # type: ignore[index]
+        value = MailRepository(stack.table_name).get_account("acme", account).password  # type: ignore[union-attr]
         assert secrets_config.decrypt(value, context=password_context("acme", account)) == f"pw-{account}"
     tenant = MailRepository(stack.table_name).require_tenant("acme")
-    assert secrets_config.decrypt(tenant["client_auth"]["token"],
+    assert secrets_config.decrypt(tenant.client_auth["token"],
                                   context=f"{client_auth_context('acme')}:token") == BEARER
 
 
@@ -291,7 +291,7 @@ def test_key_usage_keeps_the_old_key_while_a_container_still_wrote_with_it_after
 def account_password(stack: Stack, tenant: str, account: str) -> str:
     item = MailRepository(stack.table_name).get_account(tenant, account)
     assert item is not None
-    return str(item["password"])
+    return str(item.password)
 
 
 def test_reencrypt_keeps_a_password_changed_while_it_runs(stack: Stack, api: ApiClient,
@@ -336,7 +336,7 @@ def test_reencrypt_keeps_a_signing_secret_rotated_while_it_runs(stack: Stack, ap
 
     assert report.retried == 1 and report.failed == []
     tenant = MailRepository(stack.table_name).require_tenant("acme")
-    assert secrets_config.decrypt(tenant["signing_secret"], context=signing_secret_context("acme")) == rotated[0]
+    assert secrets_config.decrypt(tenant.signing_secret, context=signing_secret_context("acme")) == rotated[0]
     assert set(key_ids(stack)) == {key_id(KEY_B)}  # the previous signing secret was re-encrypted too
 
 

@@ -158,7 +158,7 @@ def test_next_sync_after_keeps_the_proxy_quiet_until_then(
     delivery.report()
     assert len(receiver.calls) == 1  # quiet: m2's report waits
     tenant = delivery.sender_module.dispatcher().repo.get_tenant("acme")
-    assert tenant["report_quiet_until"] <= clock.now_ts() + 600
+    assert tenant.report_quiet_until <= clock.now_ts() + 600
 
 
 def test_an_idle_tenant_gets_a_heartbeat_sync_every_five_minutes(
@@ -306,7 +306,7 @@ def test_a_non_finite_or_garbage_next_sync_after_is_ignored(
     delivery.report()
     assert len(receiver.calls) == 1  # acknowledged once, never re-sent
     assert api.get("/messages/m1", token=creds["token"]).json["history"][-1]["reported_ts"]
-    assert delivery.reporter_module.wiring()[0].repo.get_tenant("acme").get("report_quiet_until") is None
+    assert delivery.reporter_module.wiring()[0].repo.get_tenant("acme").report_quiet_until is None
     submit(api, creds["token"], message("m2"))
     delivery.drain()
     delivery.report()
@@ -324,7 +324,7 @@ def test_a_far_next_sync_after_is_clamped_to_an_hour_of_quiet(
     delivery.report()
     assert len(receiver.calls) == 1
     assert api.get("/messages/m1", token=creds["token"]).json["history"][-1]["reported_ts"]
-    quiet_until = delivery.reporter_module.wiring()[0].repo.get_tenant("acme")["report_quiet_until"]
+    quiet_until = delivery.reporter_module.wiring()[0].repo.get_tenant("acme").report_quiet_until
     assert clock.now_ts() < quiet_until <= clock.now_ts() + 3600
 
 

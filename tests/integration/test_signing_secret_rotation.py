@@ -72,8 +72,8 @@ def test_the_newest_retired_secret_stays_in_the_single_previous_fields(api: ApiC
     """Readers of the older single pair (previous_signing_secret) keep signing with the newest retired one."""
     api.post("/tenant", token=ADMIN_TOKEN, body={"tenant_id": "acme"})
     rotate(api, 3600)
-    before = MailRepository(stack.table_name).require_tenant("acme")["signing_secret"]
+    before = MailRepository(stack.table_name).require_tenant("acme").signing_secret
     rotate(api, 3600)
     tenant = MailRepository(stack.table_name).require_tenant("acme")
-    assert tenant["previous_signing_secret"] == before
-    assert tenant["previous_signing_valid_until"] == tenant["previous_signing_secrets"][0]["valid_until"]
+    assert tenant.previous_signing_secret == before
+    assert tenant.previous_signing_valid_until == tenant.previous_signing_secrets[0]["valid_until"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.reputation import (
     BUCKET_SECONDS,
     Counts,
@@ -84,8 +85,8 @@ def test_a_warn_threshold_above_its_pause_threshold_is_refused() -> None:
 
 
 def test_stored_thresholds_fill_in_the_defaults() -> None:
-    assert thresholds_of({"reputation_thresholds": {"min_sends": 5}}) == ReputationThresholds(min_sends=5)
-    assert thresholds_of({}) == DEFAULTS
+    assert thresholds_of(Tenant("acme", reputation_thresholds={"min_sends": 5})) == ReputationThresholds(min_sends=5)
+    assert thresholds_of(Tenant("acme")) == DEFAULTS
 
 
 def test_an_event_counts_for_the_tenant_and_its_account() -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mail_proxy.domain.entities import Account
 from mail_proxy.domain.rate_limits import DEFAULT_RETRY_DELAYS, WINDOWS, RetryPolicy, Window, account_windows
 
 # ------------------------------------------------------------------------------------------ retry and backoff
@@ -71,11 +72,13 @@ def test_a_window_contains_now_and_the_next_starts_where_it_ends(now: float, win
 
 
 def test_an_account_is_limited_only_by_its_positive_limits_tightest_first() -> None:
-    windows = account_windows({"limit_per_minute": 5, "limit_per_hour": 0, "limit_per_day": 1000})
+    account = Account("main", "acme", "relay.example.org", 587, limit_per_minute=5, limit_per_hour=0,
+                      limit_per_day=1000)
+    windows = account_windows(account)
 
     assert [(w.name, w.seconds, w.limit) for w in windows] == [("minute", 60, 5), ("day", 86400, 1000)]
 
 
 @pytest.mark.parametrize("limit", [None, 0, -3, "10", 2.5])
 def test_a_missing_or_unusable_limit_is_no_limit(limit: object) -> None:
-    assert account_windows({"limit_per_hour": limit}) == []
+    assert account_windows(Account("main", "acme", "relay.example.org", 587, limit_per_hour=limit)) == []

@@ -4,45 +4,33 @@ The repository returns and accepts these. Each attribute is named as the value i
 "never set" (a stored item never holds a null), so the repository turns an item into an entity and back
 without losing or adding anything: attributes this module does not name travel in ``extra``.
 
-A read-only mapping view by stored name (``tenant.get("x")``) remains for the readers that take any mapping
-(``reputation.thresholds_of``, ``rate_limits.account_windows``, the key-rotation walker); new code reads
-attributes.
+Code reads attributes; ``stored()`` is the item's attributes by stored name, for the repository and the
+key-rotation walker that follow stored paths.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from functools import cache
 from typing import Any, Literal
 
 TlsMode = Literal["none", "starttls", "ssl"]
 
 
-@cache
-def _attribute_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls) if f.name != "extra")
+def _attribute_names(cls: type[Tenant] | type[Account] | type[_StoredView]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name != "extra")  # type: ignore[arg-type]
 
 
-class _StoredView(Mapping[str, Any]):
-    """The entity's set values by stored name (``extra`` included); ``None`` attributes are absent."""
+class _StoredView:
+    """What the repository stores of an entity: its set values by stored name, ``extra`` included."""
 
     extra: Mapping[str, Any]
 
-    def __getitem__(self, key: str) -> Any:
-        if key in _attribute_names(type(self)):
-            value = getattr(self, key)
-            if value is None:
-                raise KeyError(key)
-            return value
-        return self.extra[key]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from (name for name in _attribute_names(type(self)) if getattr(self, name) is not None)
-        yield from self.extra
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    def stored(self) -> dict[str, Any]:
+        """The set attributes by stored name (``None`` ones are absent), then ``extra``."""
+        values = {name: getattr(self, name) for name in _attribute_names(type(self))
+                  if getattr(self, name) is not None}
+        return {**values, **self.extra}
 
 
 @dataclass(frozen=True, eq=True)
@@ -173,4 +161,4 @@ def entity_from_fields(cls: type[Tenant] | type[Account], values: Mapping[str, A
 
 def entity_fields(entity: Tenant | Account) -> dict[str, Any]:
     """The stored attributes of an entity (the inverse of ``entity_from_fields``)."""
-    return dict(entity.items())
+    return entity.stored()

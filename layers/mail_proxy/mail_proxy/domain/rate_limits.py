@@ -7,8 +7,10 @@ every concurrent sender, not per process as in genro-mail-proxy.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from mail_proxy.domain.entities import Account
 
 WINDOWS: tuple[tuple[str, int], ...] = (("minute", 60), ("hour", 3600), ("day", 86400))
 DEFAULT_RETRY_DELAYS: tuple[int, ...] = (60, 300, 900, 3600, 7200)
@@ -27,12 +29,12 @@ class Window:
         return self.start(now) + self.seconds
 
 
-def account_windows(account: Mapping[str, object]) -> list[Window]:
+def account_windows(account: Account) -> list[Window]:
     """The windows an account is limited by; a missing, zero or negative limit means none."""
     windows = []
     for name, seconds in WINDOWS:
-        limit = account.get(f"limit_per_{name}")
-        if isinstance(limit, int) and limit > 0:
+        limit = account.limit_per(name)
+        if limit is not None and limit > 0:
             windows.append(Window(name, seconds, limit))
     return windows
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.tenant_models import ReputationThresholds
 
 BUCKET_SECONDS = 3600
@@ -146,6 +147,6 @@ def judge(counts: Counts, thresholds: ReputationThresholds) -> Verdict:
     return Verdict(Level.OK, judged=True)
 
 
-def thresholds_of(tenant: Mapping[str, Any]) -> ReputationThresholds:
+def thresholds_of(tenant: Tenant) -> ReputationThresholds:
     """The tenant's thresholds, the defaults for any it does not set."""
-    return ReputationThresholds(**(tenant.get("reputation_thresholds") or {}))
+    return ReputationThresholds(**(tenant.reputation_thresholds or {}))

@@ -91,7 +91,7 @@ def account_secrets(tenant_id: str, account: Account) -> list[StoredSecret]:
 
 def _at(entity: Tenant | Account, path: tuple[str | int, ...]) -> str | None:
     """The value at a path of stored attribute names (the paths ``replace_ciphertexts`` writes to)."""
-    value: Any = entity
+    value: Any = entity.stored()
     for part in path:
         if isinstance(part, int):
             value = value[part] if isinstance(value, list) and part < len(value) else None

@@ -205,7 +205,7 @@ def run_tick(repo: SchedulingStore, queue: SendLanes, tenants: list[Tenant],
             found = reconcile_unqueued(repo, queue, tenant)
         except Exception:  # one tenant's failure stays its own: the next tick tries it again
             logger.exception("tenant not scheduled; the next tick tries again",
-                             extra={"tenant_id": tenant.get("tenant_id")})
+                             extra={"tenant_id": tenant.tenant_id})
             continue
         if outcome.queued or outcome.skipped_suspended or found:
             logger.info("tenant scheduled", extra={"tenant_id": tenant.tenant_id, "queued": outcome.queued,
