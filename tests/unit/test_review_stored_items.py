@@ -38,3 +38,17 @@ def test_an_account_read_from_dynamodb_has_whole_numbers_that_json_and_rate_limi
     assert type(account.port) is int and type(account.imap_port) is int
     assert account.limit_per("minute") == 10
     assert json.loads(json.dumps(dict(account)))["port"] == 587
+
+
+def test_a_message_state_reads_numbers_from_dynamodb_and_a_null_priority_as_the_default() -> None:
+    from decimal import Decimal
+
+    from mail_proxy.domain.message_lifecycle import MessageState
+    from mail_proxy.domain.models import MessageStatus
+
+    state = MessageState.from_item({"id": "m1", "status": "deferred", "attempts": Decimal("2"),
+                                    "priority": Decimal("0"), "deferred_ts": Decimal("100"), "lease_until": None,
+                                    "due_pk": "", "payload_version": None})
+    assert (state.status, state.attempts, state.priority, state.deferred_ts) == (MessageStatus.DEFERRED, 2, 0, 100)
+    assert state.claimable(100) and not state.claimable(99) and not state.watched
+    assert MessageState.from_item({"id": "m2", "status": "pending", "priority": None}).priority == 2
