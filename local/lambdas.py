@@ -41,6 +41,7 @@ Handler = Callable[[Any, Any], Any]
 
 log = logging.getLogger("local.lambdas")
 _import_lock = threading.Lock()
+WIRING_MODULE = "mail_proxy.wiring"  # what the handlers build their parts with, once per container
 
 
 RUNNING_FUNCTION: contextvars.ContextVar[str | None] = contextvars.ContextVar("local_running_function", default=None)
@@ -346,10 +347,13 @@ def install_scoped_environ() -> None:
             executor.submit = submit  # type: ignore[method-assign]
 
 
-def import_source(path: Path, module_name: str, extra_path: Path | None = None) -> ModuleType:
+def import_source(path: Path, module_name: str, extra_path: Path | None = None,
+                  fresh_modules: tuple[str, ...] = ()) -> ModuleType:
     """Imports a file under `module_name`, as every function's entry point is called `app.py`.
 
     The function's own directory is on `sys.path` while it imports, as it is the task root in Lambda.
+    `fresh_modules` are imported afresh for this file (another container's copy) and then set aside, so the
+    process's own copies stay what every other importer gets.
     """
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -362,17 +366,33 @@ def import_source(path: Path, module_name: str, extra_path: Path | None = None) 
                 sys.path.insert(0, directory)
                 added.append(directory)
         sys.modules[module_name] = module
+        shared = {name: sys.modules.pop(name) for name in fresh_modules if name in sys.modules}
         try:
             spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop(module_name, None)
             raise
         finally:
+            _restore_modules(fresh_modules, shared)
             # The layer stays importable (every function has it); the task root does not, so two
             # functions' sibling modules cannot shadow each other afterwards.
             if extra_path and str(extra_path) in added:
                 sys.path.remove(str(extra_path))
     return module
+
+
+def _restore_modules(names: tuple[str, ...], shared: Mapping[str, ModuleType]) -> None:
+    """Puts back the process's copies of `names` (in `sys.modules` and on their packages) after a fresh import."""
+    for name in names:
+        sys.modules.pop(name, None)
+        package, _, attribute = name.rpartition(".")
+        if name in shared:
+            sys.modules[name] = shared[name]
+        if package in sys.modules:
+            if name in shared:
+                setattr(sys.modules[package], attribute, shared[name])
+            elif hasattr(sys.modules[package], attribute):
+                delattr(sys.modules[package], attribute)
 
 
 def load_function(spec: FunctionSpec, name: str, *, template: Template | None = None,
@@ -393,12 +413,15 @@ def load_function(spec: FunctionSpec, name: str, *, template: Template | None = 
     module_name = f"local_function_{spec.logical_id}_{spec.module.replace('.', '_')}"
     if instance:
         module_name += f"_instance{instance}"
+    # The layer's wiring caches what a container builds once (the sender's SMTP connections and dispatcher):
+    # another instance gets its own copy of it, as it has its own module state.
+    fresh = (WIRING_MODULE,) if instance else ()
     scope = FunctionEnvironment.for_function(template, spec.logical_id, environment) if template else None
     if scope is not None:
         with scope.active():
-            module = import_source(source, module_name, extra_path=spec.code_dir)
+            module = import_source(source, module_name, extra_path=spec.code_dir, fresh_modules=fresh)
     else:
-        module = import_source(source, module_name, extra_path=spec.code_dir)
+        module = import_source(source, module_name, extra_path=spec.code_dir, fresh_modules=fresh)
     handler = getattr(module, spec.handler, None)
     if not callable(handler):
         raise FunctionMissing(f"{spec.logical_id}: {source} has no callable {spec.handler!r}")

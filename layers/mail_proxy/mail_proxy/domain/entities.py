@@ -86,7 +86,8 @@ class Tenant(_StoredView):
 
     @property
     def is_active(self) -> bool:
-        return self.active is not False
+        # never set: active; otherwise its truth (an item written by hand may hold 0 or "" for false)
+        return self.active is None or bool(self.active)
 
     @property
     def suspended_batch_codes(self) -> frozenset[str]:

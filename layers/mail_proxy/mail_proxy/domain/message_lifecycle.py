@@ -119,7 +119,8 @@ class MessageState:
             payload_version=state.get("payload_version"), attempts=int(state.get("attempts") or 0),
             lease_owner=state.get("lease_owner"), lease_until=_int(state.get("lease_until")),
             lease_stage=state.get("lease_stage"), deferred_ts=_int(state.get("deferred_ts")),
-            priority=int(state.get("priority", 2)), batch_code=state.get("batch_code"),
+            priority=int(state["priority"]) if state.get("priority") is not None else 2,
+            batch_code=state.get("batch_code"),
             account_id=state.get("account_id"), created_ms=_int(state.get("created_ms")),
             watched=bool(state.get("due_pk")),
         )
