@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mail_proxy.domain import clock
+from mail_proxy.domain.entities import Tenant
 from mail_proxy.domain.message_lifecycle import STAGE_OUTCOME, STAGE_SMTP
 from mail_proxy.domain.models import MessageStatus
 from mail_proxy.usecases.scheduling import (
@@ -153,7 +154,7 @@ def test_one_tenant_failing_does_not_stop_the_tick_for_the_others(store: FakeSto
     store.add_tenant("other")
     store.add_message("o1", tenant_id="other")
     store.due[("other", "o1")] = clock.now_ts()
-    broken = {"tenant_id": "broken"}  # no due index of its own: its read fails below
+    broken = Tenant("broken")  # no due index of its own: its read fails below
     real = store.waiting_message_keys
 
     def waiting(tenant_id: str, *, due_before: int | None = None) -> Iterator[tuple[int, str]]:

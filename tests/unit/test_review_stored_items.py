@@ -37,7 +37,7 @@ def test_an_account_read_from_dynamodb_has_whole_numbers_that_json_and_rate_limi
         "imap_port": {"N": "993"}}))
     assert type(account.port) is int and type(account.imap_port) is int
     assert account.limit_per("minute") == 10
-    assert json.loads(json.dumps(dict(account)))["port"] == 587
+    assert json.loads(json.dumps(account.stored()))["port"] == 587
 
 
 def test_a_message_state_reads_numbers_from_dynamodb_and_a_null_priority_as_the_default() -> None:
