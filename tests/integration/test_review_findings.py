@@ -15,6 +15,7 @@ from mail_proxy.adapters.dynamodb import MailRepository
 from mail_proxy.adapters.dynamodb.keys import STATE_SK
 from mail_proxy.domain import clock
 from mail_proxy.domain import message_lifecycle as life
+from mail_proxy.domain.entities import Tenant
 from tests.conftest import ApiClient, Stack, message
 from tests.fixtures.delivery import DeliveryHarness, submit
 from tests.fixtures.smtp_server import ScriptedSmtpServer, _Handler
@@ -186,9 +187,9 @@ def test_a_tenant_whose_scheduling_fails_does_not_hold_up_the_other_tenants(
     original = scheduling.enqueue_due
     failing: list[str] = []
 
-    def first_tenant_throttled(repo: MailRepository, queue: Any, tenant: dict[str, Any], **kw: Any) -> Any:
-        if not failing or failing[0] == tenant["tenant_id"]:
-            failing[:1] = [tenant["tenant_id"]]
+    def first_tenant_throttled(repo: MailRepository, queue: Any, tenant: Tenant, **kw: Any) -> Any:
+        if not failing or failing[0] == tenant.tenant_id:
+            failing[:1] = [tenant.tenant_id]
             raise ThrottledError("the table is busy, retry shortly", retry_after=2)
         return original(repo, queue, tenant, **kw)
 
