@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,19 @@ from bench.common import ROOT, fmt, load_average
 
 TARGET_RATIO = 2.0
 
+
+
+# make hands a command line's variables (``make bench ARGS="--only e2e"``) to every make below it through these:
+# compare.sh's own ``make run`` would take ARGS for the local stack's arguments
+_MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+
+
+def compare_environment(environ: Mapping[str, str], port: int, smtp_port: int) -> dict[str, str]:
+    """compare.sh's environment: ours on free ports, the peer's default run skipped, no make state inherited."""
+    env = {k: v for k, v in environ.items() if k not in _MAKE_VARIABLES}
+    env.update({"PEER_DEFAULT_N": "0", "OURS_DIR": str(ROOT), "OURS_PORT": str(port), "MAIL_PROXY_PORT": str(port),
+                "MAIL_PROXY_SMTP_PORT": str(smtp_port)})
+    return env
 
 def find_compare_script() -> Path | None:
     """``compare.sh`` from ``BENCH_PEER_DIR``, else ``shared/bench-peer`` in the checkout's parent or above."""
@@ -100,8 +114,7 @@ def run_e2e_vs_peer(messages: int, *, time_limit: float = 1500.0) -> dict[str, A
     if script is None:
         raise RuntimeError("shared/bench-peer/compare.sh not found beside the checkout; set BENCH_PEER_DIR")
     port, smtp_port = _free_port(), _free_port()
-    env = {**os.environ, "PEER_DEFAULT_N": "0", "OURS_DIR": str(ROOT), "OURS_PORT": str(port),
-           "MAIL_PROXY_PORT": str(port), "MAIL_PROXY_SMTP_PORT": str(smtp_port)}
+    env = compare_environment(os.environ, port, smtp_port)
     print(f"  {script} {messages} (progress below; the first run sets the peer up)", flush=True)
     # Its own process group: on a timeout (or --max-seconds) SIGTERM reaches compare.sh and what it started,
     # whose traps stop their servers; SIGKILL follows only if they do not exit.

@@ -109,3 +109,14 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile(values, 0.95) == 95.0
     assert percentile([7.0], 0.95) == 7.0
     assert percentile([], 0.5) is None
+
+
+def test_compare_sh_gets_no_make_state_so_its_make_run_ignores_the_benchs_arguments() -> None:
+    from bench.peer import compare_environment
+
+    outer = {"PATH": "/usr/bin", "MAKEFLAGS": " -- ARGS=--only\\ e2e", "MAKELEVEL": "1", "MFLAGS": "-s",
+             "MAKEOVERRIDES": "${-*-command-variables-*-}"}
+    env = compare_environment(outer, 8341, 2600)
+    assert not {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"} & set(env)
+    assert env["PATH"] == "/usr/bin" and env["OURS_PORT"] == env["MAIL_PROXY_PORT"] == "8341"
+    assert env["MAIL_PROXY_SMTP_PORT"] == "2600" and env["PEER_DEFAULT_N"] == "0"
