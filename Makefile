@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY312 := $(shell ls -d /root/.pyenv/versions/3.12*/bin 2>/dev/null | head -1)
 
-.PHONY: venv run test test-fast lint validate build bench soak keygen demo clean
+.PHONY: venv run test upstream-client test-fast lint validate build bench soak keygen demo clean
 
 $(STAMP): requirements-dev.txt layers/mail_proxy/requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,12 +23,18 @@ run: $(STAMP) ## the whole application locally: API on 127.0.0.1:8000, SMTP sink
 	  $(if $(filter command line,$(origin SMTP_PORT)),MAIL_PROXY_SMTP_PORT=$(SMTP_PORT)) \
 	  $(BIN)/python -m local $(if $(VERBOSE),--verbose) $(ARGS)
 
-# The suite runs in parallel (pytest-xdist), a test file per worker at a time: TEST_WORKERS=1 runs it in one
-# process (TEST_WORKERS=0: no workers at all), TEST_WORKERS=4 on a bigger machine.
-TEST_WORKERS ?= auto
+# The suite runs in parallel (pytest-xdist), a test file per worker at a time, two workers per core (many
+# tests wait on a local stack or a socket part of the time): TEST_WORKERS=1 runs it in one process
+# (TEST_WORKERS=0: no workers at all).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$((n * 2)))
 XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist loadfile)
 
-test: $(STAMP) ## every test (unit, integration against moto, end-to-end through the local stack), in parallel
+# genro-mail-proxy's own client, in its own virtualenv (.cache/upstream-venv), for tests/compat: set-up, made
+# once; without a package index the compat tests skip.
+upstream-client: $(STAMP)
+	-$(BIN)/python -m tests.compat.upstream
+
+test: $(STAMP) upstream-client ## every test (unit, integration against moto, end-to-end through the local stack), in parallel
 	$(BIN)/python -m pytest -q $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from local.moto_speedups import use_partition_queries
+
 log = logging.getLogger("local.moto_server")
 
 STATS_VARIABLE = "MAIL_PROXY_LOCAL_MOTO_STATS"
@@ -309,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does
     logging.basicConfig(level=logging.WARNING)
     use_fast_json_serializer()
+    use_partition_queries()
     stats_dir = os.environ.get(STATS_VARIABLE)
     stats = CallStats() if stats_dir else None
     server = KeepAliveMotoServer(args.host, args.port, stats)
