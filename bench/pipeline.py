@@ -199,11 +199,11 @@ class InProcessStack:
         from moto import mock_aws
 
         from local.moto_server import use_fast_json_serializer
-        from local.moto_speedups import use_partition_queries
+        from local.moto_speedups import speed_up_moto
         from local.resources import provision
 
         use_fast_json_serializer()  # moto stands in for AWS: its own serializing and sorting are not AWS's cost
-        use_partition_queries()
+        speed_up_moto()
 
         self._saved_env = dict(os.environ)
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SECRET_ID"):

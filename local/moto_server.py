@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local.moto_speedups import use_partition_queries
+from local.moto_speedups import speed_up_moto
 
 log = logging.getLogger("local.moto_server")
 
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does
     logging.basicConfig(level=logging.WARNING)
     use_fast_json_serializer()
-    use_partition_queries()
+    speed_up_moto()
     stats_dir = os.environ.get(STATS_VARIABLE)
     stats = CallStats() if stats_dir else None
     server = KeepAliveMotoServer(args.host, args.port, stats)

@@ -1,4 +1,4 @@
-"""moto's DynamoDB Query without sorting the whole table first.
+"""moto's DynamoDB made cheaper where the local stack and the suite spend its time: Query and UpdateItem.
 
 moto answers every Query by listing every item of the table, sorted by key, then keeping those of the asked
 partition (or index partition) and sorting them again. The first sort compares moto's attribute values in
@@ -55,3 +55,53 @@ def use_partition_queries() -> None:
     all_items.original = original_all_items  # type: ignore[attr-defined]
     Table.query = query  # type: ignore[method-assign]
     Table.all_items = all_items  # type: ignore[method-assign]
+
+
+def use_cached_update_parsing() -> None:
+    """moto parses an UpdateExpression anew on every call (twice per UpdateItem) and, while validating it,
+    rebuilds each traverser's node-type table for every node it visits. The local stack and the suite send
+    the same few expression strings over and over (a transition's placeholders are numbered the same way each
+    time), so the parsed tree is kept per string, and each traverser keeps its table. moto copies the tree
+    before it validates or executes it, so a kept tree is never changed. Idempotent; this process only."""
+    from functools import lru_cache
+
+    from moto.dynamodb.parsing import ast_nodes, expressions
+
+    parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]  # moto's parsing is untyped
+    traverser: Any = ast_nodes.DepthFirstTraverser  # type: ignore[attr-defined]
+    if getattr(parser.make, "_local_cached", False):
+        return
+    parse = lru_cache(maxsize=1024)(parser.make.__func__)
+
+    def make(cls: Any, expression_str: str) -> Any:
+        return parse(cls, expression_str)
+
+    make._local_cached = True  # type: ignore[attr-defined]
+    parser.make = classmethod(make)
+
+    def processing_map(self: Any) -> dict[type, Any]:
+        kept = self.__dict__.get("_local_processing_map")
+        if kept is None:
+            kept = self.__dict__["_local_processing_map"] = self._processing_map()
+        return kept
+
+    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
+        kept = self.__dict__.get("_local_node_types")
+        if kept is None:
+            kept = self.__dict__["_local_node_types"] = tuple(processing_map(self))
+        return kept
+
+    def process(self: Any, node: Any) -> Any:
+        for node_type, processor in processing_map(self).items():
+            if isinstance(node, node_type):
+                return processor(node)
+        return None
+
+    traverser.nodes_to_be_processed = nodes_to_be_processed
+    traverser.process = process
+
+
+def speed_up_moto() -> None:
+    """Every speed-up of this module (the local stack, the suite and the benchmarks install them all)."""
+    use_partition_queries()
+    use_cached_update_parsing()

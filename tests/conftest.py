@@ -53,10 +53,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     share_botocore_data()  # botocore's JSON parsed once per process, not once per moto stack
     from local.moto_server import use_fast_json_serializer
-    from local.moto_speedups import use_partition_queries
+    from local.moto_speedups import speed_up_moto
 
     use_fast_json_serializer()  # as the local stack's moto answers
-    use_partition_queries()
+    speed_up_moto()
     given = getattr(config, "workerinput", {}).get("aws_call_log")  # an xdist worker: the controller's directory
     log_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="aws-calls-"))
     os.environ[CALL_LOG_ENV] = str(log_dir)  # local stacks started as subprocesses append their calls here
@@ -89,8 +89,10 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The check of recorded AWS calls runs after every test that records them."""
-    items.sort(key=lambda item: Path(str(item.fspath)).name == AWS_CALLS_LAST)
+    """Modules marked ``slow`` first (pytest-xdist hands out whole modules in this order), and the check of
+    recorded AWS calls after every test that records them."""
+    items.sort(key=lambda item: (Path(str(item.fspath)).name == AWS_CALLS_LAST,
+                                 item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(scope="session")

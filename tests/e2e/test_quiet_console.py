@@ -12,8 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from local.harness import RunningStack, running_stack
 from local.template import REPO_ROOT
+
+pytestmark = pytest.mark.slow
 
 READY_LINE = "READY api="
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench.soak import print_figures, run_soak
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.mark.timeout(420)

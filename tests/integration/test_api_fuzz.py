@@ -35,6 +35,8 @@ from local.gateway import HttpApiGateway
 from local.template import load_template
 from tests.conftest import ADMIN_TOKEN, ApiClient, Stack, message
 
+pytestmark = pytest.mark.slow
+
 # valid requests per operation and caller (half as many invalid ones); MAIL_PROXY_FUZZ_EXAMPLES=100
 # (and MAIL_PROXY_FUZZ_RANDOM=1 for new examples each run) to search harder by hand
 EXAMPLES_PER_OPERATION = int(os.environ.get("MAIL_PROXY_FUZZ_EXAMPLES", "4"))

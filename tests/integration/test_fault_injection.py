@@ -25,6 +25,8 @@ from tests.fixtures.faults import (
     seeded_smtp_policy,
 )
 
+pytestmark = pytest.mark.slow
+
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems", "SendMessage",
           "SendMessageBatch", "PutObject", "DeleteObject", "ChangeMessageVisibility", "DeleteMessage"}
 ERROR_KINDS: tuple[FaultKind, ...] = ("throttle", "internal", "too_large", "timeout")

@@ -32,6 +32,8 @@ from tests.conftest import ApiClient, Stack, reset_caches
 from tests.fixtures.delivery import DeliveryHarness
 from tests.fixtures.faults import FaultInjector, FaultWorld, FaultySmtpSink, FlakyReceiver, SmtpAction
 
+pytestmark = pytest.mark.slow
+
 MIDS = ("m1", "m2", "m3")
 KILLABLE = (("sender", "UpdateItem"), ("sender", "BatchGetItem"), ("sender", "BatchWriteItem"),
             ("scheduler", "SendMessage"), ("scheduler", "PutItem"), ("router", "SendMessage"),

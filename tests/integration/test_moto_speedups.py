@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
-from local.moto_speedups import use_partition_queries
+from local.moto_speedups import speed_up_moto
 
 TABLE = "SpeedupTable"
 HASHES = st.sampled_from(["a", "b", "c"])
@@ -32,7 +32,7 @@ QUERIES = st.fixed_dictionaries({
 
 @pytest.fixture(scope="module")
 def dynamodb(aws_env_module: None) -> Iterator[Any]:
-    use_partition_queries()
+    speed_up_moto()
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(
