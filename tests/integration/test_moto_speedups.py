@@ -109,3 +109,21 @@ def test_the_patch_is_what_the_suite_runs(dynamodb: Any) -> None:
                           ExpressionAttributeValues={":h": {"S": "q"}})["Count"] == 1
     assert dynamodb.query(TableName=TABLE, IndexName="ByG", KeyConditionExpression="gpk = :h",
                           ExpressionAttributeValues={":h": {"S": "gq"}})["Count"] == 1
+
+
+def test_a_kept_update_expression_applies_each_call_its_own_values(dynamodb: Any) -> None:
+    expression = ("SET #a = :a, #e = list_append(if_not_exists(#e, :empty), :event), "
+                  "#n = if_not_exists(#n, :zero) + :one")
+    for round_ in range(3):
+        for key in ("u1", "u2"):
+            dynamodb.update_item(
+                TableName=TABLE, Key={"pk": {"S": key}, "sk": {"S": "s"}}, UpdateExpression=expression,
+                ExpressionAttributeNames={"#a": "a", "#e": "events", "#n": "n"},
+                ExpressionAttributeValues={":a": {"S": f"{key}-{round_}"}, ":empty": {"L": []},
+                                           ":event": {"L": [{"S": f"{key}-{round_}"}]},
+                                           ":zero": {"N": "0"}, ":one": {"N": "1"}})
+    for key in ("u1", "u2"):
+        item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": key}, "sk": {"S": "s"}})["Item"]
+        assert item["a"] == {"S": f"{key}-2"}
+        assert item["events"] == {"L": [{"S": f"{key}-{r}"} for r in range(3)]}
+        assert item["n"] == {"N": "3"}
