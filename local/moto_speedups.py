@@ -99,6 +99,44 @@ def use_cached_update_parsing() -> None:
 
     traverser.nodes_to_be_processed = nodes_to_be_processed
     traverser.process = process
+    _skip_repeated_structure_checks()
+
+
+def _skip_repeated_structure_checks() -> None:
+    """Three of the validator's ten passes look only at the expression's shape and its attribute names (one
+    clause of each kind, no path twice, no key attribute changed); once a kept expression passed them with
+    the same names on the same table, they are not run again. The passes that read values and the item
+    always run."""
+    from moto.dynamodb.parsing import validators
+
+    validator: Any = validators.UpdateExpressionValidator
+    if getattr(validator, "_local_skips_repeats", False):
+        return
+    structural = (validators.ActionCountValidator, validators.OverlappingPathsValidator,
+                  validators.UpdateHashRangeKeyValidator)
+    passed: dict[tuple[Any, ...], Any] = {}  # the key holds id(tree); the value keeps the tree alive
+    original_init = validator.__init__
+    original_validate = validator.validate
+
+    def __init__(self: Any, expression: Any, expression_attribute_names: Any, expression_attribute_values: Any,
+                 item: Any, table: Any) -> None:
+        original_init(self, expression, expression_attribute_names, expression_attribute_values, item, table)
+        names = tuple(sorted((expression_attribute_names or {}).items()))
+        self._local_key = (id(expression), names, table.name, tuple(table.table_key_attrs))
+        self._local_tree = expression
+        if self._local_key in passed:
+            self.processors = [p for p in self.processors if not isinstance(p, structural)]
+
+    def validate(self: Any) -> Any:
+        validated = original_validate(self)
+        if len(passed) > 4096:
+            passed.clear()
+        passed[self._local_key] = self._local_tree
+        return validated
+
+    validator.__init__ = __init__
+    validator.validate = validate
+    validator._local_skips_repeats = True
 
 
 def speed_up_moto() -> None:

@@ -127,3 +127,19 @@ def test_a_kept_update_expression_applies_each_call_its_own_values(dynamodb: Any
         assert item["a"] == {"S": f"{key}-2"}
         assert item["events"] == {"L": [{"S": f"{key}-{r}"} for r in range(3)]}
         assert item["n"] == {"N": "3"}
+
+
+def test_a_kept_expression_is_still_refused_with_names_that_make_it_invalid(dynamodb: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    key = {"pk": {"S": "v1"}, "sk": {"S": "s"}}
+    values = {":v": {"S": "x"}, ":w": {"S": "y"}}
+    expression = "SET #a = :v, #b = :w"
+    for _ in range(2):
+        dynamodb.update_item(TableName=TABLE, Key=key, UpdateExpression=expression,
+                             ExpressionAttributeNames={"#a": "a", "#b": "b"}, ExpressionAttributeValues=values)
+    for names in ({"#a": "a", "#b": "a"}, {"#a": "a", "#b": "sk"}):  # the same path twice; a key attribute
+        with pytest.raises(ClientError) as refused:
+            dynamodb.update_item(TableName=TABLE, Key=key, UpdateExpression=expression,
+                                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        assert refused.value.response["Error"]["Code"] == "ValidationException"
