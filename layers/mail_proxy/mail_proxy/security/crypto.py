@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from Crypto.Cipher import AES
-
 from mail_proxy.errors import ConfigurationError, MailProxyError
 
 PREFIX = "ENC:"
@@ -94,6 +92,8 @@ class KeyRing:
         return tuple(key_id(key) for key in self.previous)
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
+        from Crypto.Cipher import AES  # on first use: the functions that never encrypt skip its ~30 ms import
+
         nonce = secrets.token_bytes(NONCE_BYTES)
         cipher = AES.new(self.current, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
         cipher.update(context.encode("utf-8"))
@@ -101,6 +101,8 @@ class KeyRing:
         return f"{PREFIX}{self.current_id}:{base64.b64encode(nonce + sealed + tag).decode('ascii')}"
 
     def decrypt(self, value: str, *, context: str) -> str:
+        from Crypto.Cipher import AES
+
         kid, blob = _split(value)
         key = self._by_id.get(kid)
         if key is None:
