@@ -14,10 +14,10 @@ import hashlib
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from Crypto.Hash import SHA256
-from Crypto.PublicKey import RSA
-from Crypto.Signature import pkcs1_15
+if TYPE_CHECKING:  # pycryptodome is imported on first use: the api's routes that never sign skip ~30 ms of it
+    from Crypto.PublicKey import RSA
 
 KEY_BITS = 2048
 SIGNED_HEADERS: tuple[str, ...] = (
@@ -31,6 +31,8 @@ _LINE_WIDTH = 76
 
 def generate_key() -> tuple[str, str]:
     """A new RSA key: (private key as PKCS#8 PEM, public key as base64 DER for the ``p=`` tag)."""
+    from Crypto.PublicKey import RSA
+
     key = RSA.generate(KEY_BITS, e=65537)
     private = key.export_key(format="PEM", pkcs=8).decode("ascii")  # "BEGIN PRIVATE KEY", as before
     public = key.public_key().export_key(format="DER")  # SubjectPublicKeyInfo
@@ -52,6 +54,8 @@ def _load_key(private_pem: str) -> RSA.RsaKey:
     """Parsing and checking a 2048-bit key costs milliseconds: done once per key and container. PKCS#8
     (``BEGIN PRIVATE KEY``, what ``generate_key`` writes) and PKCS#1 (``BEGIN RSA PRIVATE KEY``) PEM load;
     ValueError for anything else, an encrypted key, a public key or a key of another type."""
+    from Crypto.PublicKey import RSA
+
     try:
         key = RSA.import_key(private_pem.encode("ascii"))
     except (IndexError, TypeError) as exc:  # what a malformed DER structure can also raise
@@ -145,6 +149,9 @@ def sign(message: bytes, *, domain: str, selector: str, private_key: str, timest
     tags += [["h=" + header_names[0], *header_names[1:]], _base64_tag("bh", body_hash)]
     unsigned = _fold_tags([*tags, ["b="]])
     data = b"".join(relaxed_header(f) + b"\r\n" for f in chosen) + relaxed_header(unsigned.encode("ascii"))
+    from Crypto.Hash import SHA256
+    from Crypto.Signature import pkcs1_15
+
     signature = pkcs1_15.new(_load_key(private_key)).sign(SHA256.new(data))
     header = _fold_tags([*tags, _base64_tag("b", base64.b64encode(signature).decode("ascii"))])
     return header.encode("ascii") + b"\r\n" + message
