@@ -5,9 +5,16 @@ partition (or index partition) and sorting them again. The first sort compares m
 Python, which made a Query cost milliseconds per thousand items: a third of the suite's CPU, and the
 scheduler's index Query in the local stack. `use_partition_queries` hands Query the candidates without that
 sort: the items of the asked partition for a table Query, every item unsorted for an index Query (moto
-sorts what matches by the index key anyway). What Query returns, and in which order, is unchanged
-(tests/integration/test_moto_speedups.py compares it with moto's own on random tables). Scans and every other
-caller of ``all_items`` keep moto's sorted listing. Idempotent; patches moto in this process only.
+sorts what matches by the index key anyway). Scans and every other caller of ``all_items`` keep moto's sorted
+listing.
+
+`use_cached_update_parsing` takes the repeated work out of UpdateItem, which a message pays twice (claim and
+outcome): an update expression is parsed once per string, its purely structural checks run once per string,
+names and table, the parsed tree is copied node by node, and a condition's tokens are kept per string.
+
+What moto answers is unchanged: tests/integration/test_moto_speedups.py compares Query with moto's own on
+random tables, and checks that kept expressions and conditions apply each call's own names and values.
+Idempotent; patches moto in this process only.
 """
 
 from __future__ import annotations
@@ -101,6 +108,35 @@ def use_cached_update_parsing() -> None:
     traverser.process = process
     _skip_repeated_structure_checks()
     _copy_plain_trees_directly()
+    _keep_condition_tokens()
+
+
+def _keep_condition_tokens() -> None:
+    """moto splits every ConditionExpression into tokens with a list of regular expressions, character by
+    character; the tokens depend on the string alone, so they are kept per string and handed out as new
+    tokens (fresh child lists) each time. Names and values are still looked up on every call."""
+    from collections import deque
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    parser: Any = ConditionExpressionParser
+    if getattr(parser._lex_condition_expression, "_local_kept", False):
+        return
+    original = parser._lex_condition_expression
+    kept: dict[str, tuple[tuple[Any, Any, Any, Any], ...]] = {}
+
+    def lex(self: Any) -> Any:
+        tokens = kept.get(self.condition_expression)
+        if tokens is None:
+            lexed = original(self)
+            if len(kept) > 4096:
+                kept.clear()
+            tokens = kept[self.condition_expression] = tuple(
+                (node.nonterminal, node.kind, node.text, node.value) for node in lexed)
+        return deque(self.Node(nonterminal, kind, text, value, []) for nonterminal, kind, text, value in tokens)
+
+    lex._local_kept = True  # type: ignore[attr-defined]
+    parser._lex_condition_expression = lex
 
 
 class _NotPlain(Exception):

@@ -143,3 +143,21 @@ def test_a_kept_expression_is_still_refused_with_names_that_make_it_invalid(dyna
             dynamodb.update_item(TableName=TABLE, Key=key, UpdateExpression=expression,
                                  ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_kept_condition_is_judged_each_time_with_its_own_values(dynamodb: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    key = {"pk": {"S": "c1"}, "sk": {"S": "s"}}
+    dynamodb.put_item(TableName=TABLE, Item={**key, "status": {"S": "pending"}})
+    condition = "attribute_exists(pk) AND #s IN (:a, :b)"
+    for expected, passes in (("pending", True), ("sent", False), ("sending", True), ("pending", False)):
+        kwargs = {"TableName": TABLE, "Key": key, "UpdateExpression": "SET #s = :n", "ConditionExpression": condition,
+                  "ExpressionAttributeNames": {"#s": "status"},
+                  "ExpressionAttributeValues": {":a": {"S": expected}, ":b": {"S": "none"},
+                                                ":n": {"S": "sending"}}}
+        if passes:
+            dynamodb.update_item(**kwargs)
+        else:
+            with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+                dynamodb.update_item(**kwargs)
