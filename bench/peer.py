@@ -27,8 +27,6 @@ from bench.common import ROOT, fmt, load_average
 
 TARGET_RATIO = 2.0
 
-
-
 # make hands a command line's variables (``make bench ARGS="--only e2e"``) to every make below it through these:
 # compare.sh's own ``make run`` would take ARGS for the local stack's arguments
 _MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
@@ -40,6 +38,7 @@ def compare_environment(environ: Mapping[str, str], port: int, smtp_port: int) -
     env.update({"PEER_DEFAULT_N": "0", "OURS_DIR": str(ROOT), "OURS_PORT": str(port), "MAIL_PROXY_PORT": str(port),
                 "MAIL_PROXY_SMTP_PORT": str(smtp_port)})
     return env
+
 
 def find_compare_script() -> Path | None:
     """``compare.sh`` from ``BENCH_PEER_DIR``, else ``shared/bench-peer`` in the checkout's parent or above."""

@@ -198,12 +198,10 @@ class InProcessStack:
     def __enter__(self) -> InProcessStack:
         from moto import mock_aws
 
-        from local.moto_server import use_fast_json_serializer
         from local.moto_speedups import speed_up_moto
         from local.resources import provision
 
-        use_fast_json_serializer()  # moto stands in for AWS: its own serializing and sorting are not AWS's cost
-        speed_up_moto()
+        speed_up_moto()  # moto stands in for AWS: its own serializing and sorting are not AWS's cost
 
         self._saved_env = dict(os.environ)
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SECRET_ID"):

@@ -11,8 +11,6 @@ remembered per (service, target prefix), which moto otherwise works out anew for
 from __future__ import annotations
 
 import argparse
-import base64
-import datetime
 import io
 import json
 import logging
@@ -216,68 +214,6 @@ def moto_application() -> WsgiApp:
     return RememberingDispatcher()
 
 
-_FAST_JSON_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
-
-
-class _Unplain(Exception):
-    """A result holding something other than plain JSON data: the shape-driven serializer handles it."""
-
-
-def _plain(value: Any) -> Any:
-    """A response result as JSON data: None members left out, times as epoch seconds, bytes as base64 (what
-    moto's serializer makes of DynamoDB's results, which are already in the wire's shape)."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items() if item is not None}
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        return moment.timestamp()
-    raise _Unplain(type(value).__name__)
-
-
-def use_fast_json_serializer() -> None:
-    """DynamoDB and its streams answer with `json.dumps` of their results instead of moto's serializer.
-
-    moto walks the botocore output shape for every value of every response, which costs more than the
-    operation itself for stream records and items (a large share of the local stack's CPU). DynamoDB's results
-    already have the wire's shape, so they are written as they are; errors, and any result that is not plain
-    data, still go through moto's serializer. Idempotent; patches moto in this process only.
-    """
-    from moto.core import responses
-
-    original = responses.get_serializer_class
-    if getattr(original, "_local_fast_json", False):
-        return
-    fast: dict[type[Any], type[Any]] = {}
-
-    def get_serializer_class(service_name: str, protocol: str) -> Any:
-        cls = original(service_name, protocol)
-        if service_name not in _FAST_JSON_SERVICES or protocol != "json":
-            return cls
-        if cls not in fast:
-
-            class FastJson(cls):  # type: ignore[valid-type,misc]
-                def _serialize_result(self, resp: Any, result: Any) -> Any:
-                    try:
-                        body = json.dumps(_plain(result), separators=(",", ":"))
-                    except _Unplain:
-                        return super()._serialize_result(resp, result)
-                    resp["body"] = body
-                    resp["headers"]["Content-Type"] = self._get_protocol_specific_content_type()
-                    return resp
-
-            fast[cls] = FastJson
-        return fast[cls]
-
-    get_serializer_class._local_fast_json = True  # type: ignore[attr-defined]
-    responses.get_serializer_class = get_serializer_class
-
-
 class KeepAliveMotoServer:
     """moto on `host:port` in a thread of this process (`serve_forever` in the foreground from `main`)."""
 
@@ -310,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does
     logging.basicConfig(level=logging.WARNING)
-    use_fast_json_serializer()
     speed_up_moto()
     stats_dir = os.environ.get(STATS_VARIABLE)
     stats = CallStats() if stats_dir else None

@@ -12,6 +12,8 @@ listing.
 outcome): an update expression is parsed once per string, its purely structural checks run once per string,
 names and table, the parsed tree is copied node by node, and a condition's tokens are kept per string.
 
+`use_fast_json_serializer` writes DynamoDB's answers with `json.dumps` instead of moto's shape walker.
+
 What moto answers is unchanged: tests/integration/test_moto_speedups.py compares Query with moto's own on
 random tables, and checks that kept expressions and conditions apply each call's own names and values.
 Idempotent; patches moto in this process only.
@@ -19,7 +21,10 @@ Idempotent; patches moto in this process only.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import inspect
+import json
 import threading
 from typing import Any
 
@@ -162,13 +167,13 @@ def _copy_plain_trees_directly() -> None:
             if name == "parent":
                 new.parent = parent
             elif name == "children" and isinstance(value, list):
-                new.children = [clone(child, new) if isinstance(child, node_type) else _plain(child)
+                new.children = [clone(child, new) if isinstance(child, node_type) else _immutable_value(child)
                                 for child in value]
             else:
-                new.__dict__[name] = _plain(value)
+                new.__dict__[name] = _immutable_value(value)
         return new
 
-    def _plain(value: Any) -> Any:
+    def _immutable_value(value: Any) -> Any:
         if isinstance(value, immutable):
             return value
         raise _NotPlain
@@ -224,5 +229,68 @@ def _skip_repeated_structure_checks() -> None:
 
 def speed_up_moto() -> None:
     """Every speed-up of this module (the local stack, the suite and the benchmarks install them all)."""
+    use_fast_json_serializer()
     use_partition_queries()
     use_cached_update_parsing()
+
+
+_FAST_JSON_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
+
+
+class _Unplain(Exception):
+    """A result holding something other than plain JSON data: the shape-driven serializer handles it."""
+
+
+def _plain(value: Any) -> Any:
+    """A response result as JSON data: None members left out, times as epoch seconds, bytes as base64 (what
+    moto's serializer makes of DynamoDB's results, which are already in the wire's shape)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if item is not None}
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    raise _Unplain(type(value).__name__)
+
+
+def use_fast_json_serializer() -> None:
+    """DynamoDB and its streams answer with `json.dumps` of their results instead of moto's serializer.
+
+    moto walks the botocore output shape for every value of every response, which costs more than the
+    operation itself for stream records and items (a large share of the local stack's CPU). DynamoDB's results
+    already have the wire's shape, so they are written as they are; errors, and any result that is not plain
+    data, still go through moto's serializer. Idempotent; patches moto in this process only.
+    """
+    from moto.core import responses
+
+    original = responses.get_serializer_class
+    if getattr(original, "_local_fast_json", False):
+        return
+    fast: dict[type[Any], type[Any]] = {}
+
+    def get_serializer_class(service_name: str, protocol: str) -> Any:
+        cls = original(service_name, protocol)
+        if service_name not in _FAST_JSON_SERVICES or protocol != "json":
+            return cls
+        if cls not in fast:
+
+            class FastJson(cls):  # type: ignore[valid-type,misc]
+                def _serialize_result(self, resp: Any, result: Any) -> Any:
+                    try:
+                        body = json.dumps(_plain(result), separators=(",", ":"))
+                    except _Unplain:
+                        return super()._serialize_result(resp, result)
+                    resp["body"] = body
+                    resp["headers"]["Content-Type"] = self._get_protocol_specific_content_type()
+                    return resp
+
+            fast[cls] = FastJson
+        return fast[cls]
+
+    get_serializer_class._local_fast_json = True  # type: ignore[attr-defined]
+    responses.get_serializer_class = get_serializer_class

@@ -58,10 +58,9 @@ class MotoServer:
 
     def start(self) -> None:
         if os.environ.get("MAIL_PROXY_LOCAL_MOTO_THREAD", "").lower() in {"1", "true", "yes"}:
-            from local.moto_server import KeepAliveMotoServer, use_fast_json_serializer  # moto is slow to import
+            from local.moto_server import KeepAliveMotoServer  # moto is slow to import
             from local.moto_speedups import speed_up_moto
 
-            use_fast_json_serializer()
             speed_up_moto()
             self._thread_server = KeepAliveMotoServer(self.host, self.port)
             self._thread_server.start()

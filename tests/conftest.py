@@ -52,11 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from local.aws_calls import CALL_LOG_ENV, CallRecorder, install
 
     share_botocore_data()  # botocore's JSON parsed once per process, not once per moto stack
-    from local.moto_server import use_fast_json_serializer
     from local.moto_speedups import speed_up_moto
 
-    use_fast_json_serializer()  # as the local stack's moto answers
-    speed_up_moto()
+    speed_up_moto()  # moto as the local stack runs it
     given = getattr(config, "workerinput", {}).get("aws_call_log")  # an xdist worker: the controller's directory
     log_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="aws-calls-"))
     os.environ[CALL_LOG_ENV] = str(log_dir)  # local stacks started as subprocesses append their calls here

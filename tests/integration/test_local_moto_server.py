@@ -140,7 +140,7 @@ def _dynamodb_answers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 def test_dynamodb_answers_the_same_through_the_fast_serializer(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.core import responses
 
-    from local.moto_server import use_fast_json_serializer
+    from local.moto_speedups import use_fast_json_serializer
 
     expected = _dynamodb_answers(monkeypatch)
     monkeypatch.setattr(responses, "get_serializer_class", responses.get_serializer_class)  # undone after the test
